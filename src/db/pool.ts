@@ -1,0 +1,57 @@
+import postgres from "postgres";
+import type { Config } from "../config.ts";
+
+export type Sql = postgres.Sql;
+
+export type PoolConfig = Pick<Config,
+  "AQM_DB_POOL_MAX" | "AQM_DB_CONNECT_TIMEOUT_S" | "AQM_DB_IDLE_TIMEOUT_S" | "AQM_DB_MAX_LIFETIME_S"
+  | "AQM_DB_STATEMENT_TIMEOUT_MS" | "AQM_DB_IDLE_TX_TIMEOUT_MS">;
+
+export const poolDefaults: PoolConfig = {
+  AQM_DB_POOL_MAX: 10,
+  AQM_DB_CONNECT_TIMEOUT_S: 5,
+  AQM_DB_IDLE_TIMEOUT_S: 60,
+  AQM_DB_MAX_LIFETIME_S: 1800,
+  AQM_DB_STATEMENT_TIMEOUT_MS: 10000,
+  AQM_DB_IDLE_TX_TIMEOUT_MS: 5000,
+};
+
+/** The one shared postgres.js pool of a server process. */
+export function createPool(url: string, config: Partial<PoolConfig> = {}): Sql {
+  const c = { ...poolDefaults, ...config };
+  return postgres(url, {
+    max: c.AQM_DB_POOL_MAX,
+    connect_timeout: c.AQM_DB_CONNECT_TIMEOUT_S,
+    idle_timeout: c.AQM_DB_IDLE_TIMEOUT_S || undefined,
+    max_lifetime: c.AQM_DB_MAX_LIFETIME_S || null,
+    onnotice: () => {},
+    connection: {
+      application_name: "aqm-coin-server",
+      statement_timeout: c.AQM_DB_STATEMENT_TIMEOUT_MS,
+      idle_in_transaction_session_timeout: c.AQM_DB_IDLE_TX_TIMEOUT_MS,
+    },
+  });
+}
+
+export async function closePool(sql: Sql, timeoutSeconds = 5): Promise<void> {
+  await sql.end({ timeout: timeoutSeconds });
+}
+
+/** True when PostgreSQL answers a trivial query within `timeoutMs`. Never throws. */
+export async function healthCheck(sql: Sql, timeoutMs = 1000): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const query = sql`SELECT 1 AS ok`;
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => {
+      query.cancel();
+      resolve(false);
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([query.then((rows) => rows[0]?.ok === 1), timeout]);
+  } catch {
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,188 @@
+import { beforeEach, describe, expect, test } from "bun:test";
+import { randomUUID } from "node:crypto";
+import { coinService } from "../src/coins/service.ts";
+import { KeyConflictError, ValidationError } from "../src/errors.ts";
+import { makeCoin, makeCoins, standardBatch } from "./helpers/coins.ts";
+import { resetCoins, useTestDatabase } from "./helpers/db.ts";
+
+const db = useTestDatabase();
+const svc = () => coinService(db.sql);
+const rowCount = async () => (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM coin_inventory`)[0]!.n;
+
+beforeEach(() => resetCoins(db.sql));
+
+describe("uploadCoins", () => {
+  test("stores a single coin with its bytes intact", async () => {
+    const owner = randomUUID();
+    const coin = makeCoin("GOLD");
+    expect(await svc().uploadCoins(owner, [coin])).toEqual({ inserted: 1, duplicates: 0 });
+    const [row] = await db.sql`SELECT * FROM coin_inventory`;
+    expect(row!.user_id).toBe(owner);
+    expect(row!.key_id).toBe(coin.key_id);
+    expect(Buffer.from(row!.public_key_blob).toString("base64")).toBe(coin.public_key_b64);
+    expect(Buffer.from(row!.signature_blob).toString("base64")).toBe(coin.signature_b64);
+    expect(row!.public_key_blob.length).toBe(1184);
+    expect(row!.fetched_by).toBeNull();
+  });
+
+  test("stores a batch of mixed tiers in one go", async () => {
+    const owner = randomUUID();
+    expect(await svc().uploadCoins(owner, standardBatch())).toEqual({ inserted: 16, duplicates: 0 });
+    expect(await svc().getInventoryCount(owner)).toEqual({ gold: 5, silver: 6, bronze: 5 });
+  });
+
+  test("uploading the same batch again is idempotent", async () => {
+    const owner = randomUUID();
+    const batch = makeCoins(10);
+    expect(await svc().uploadCoins(owner, batch)).toEqual({ inserted: 10, duplicates: 0 });
+    expect(await svc().uploadCoins(owner, batch)).toEqual({ inserted: 0, duplicates: 10 });
+    expect(await rowCount()).toBe(10);
+  });
+
+  test("a coin repeated inside one batch is stored once", async () => {
+    const coin = makeCoin();
+    expect(await svc().uploadCoins(randomUUID(), [coin, makeCoin(), coin])).toEqual({ inserted: 2, duplicates: 1 });
+    expect(await rowCount()).toBe(2);
+  });
+
+  test("key_id is unique per owner, not globally", async () => {
+    const coin = makeCoin();
+    await svc().uploadCoins(randomUUID(), [coin]);
+    expect(await svc().uploadCoins(randomUUID(), [coin])).toEqual({ inserted: 1, duplicates: 0 });
+  });
+
+  test("an invalid tier rejects the whole batch and writes nothing", async () => {
+    const bad = { ...makeCoin(), coin_category: "PLATINUM" } as never;
+    const error = await svc().uploadCoins(randomUUID(), [makeCoin(), bad]).catch((e) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(error.errors[0].field).toBe("coin_category");
+    expect(await rowCount()).toBe(0);
+  });
+
+  test("invalid base64 rejects the whole batch and writes nothing", async () => {
+    const bad = { ...makeCoin(), public_key_b64: "not base64!" };
+    const error = await svc().uploadCoins(randomUUID(), [makeCoin(), bad]).catch((e) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    expect(await rowCount()).toBe(0);
+  });
+
+  test("same key_id with different content is a conflict, and nothing of the batch is written", async () => {
+    const owner = randomUUID();
+    const coin = makeCoin();
+    await svc().uploadCoins(owner, [coin]);
+    const changed = { ...makeCoin(), key_id: coin.key_id };
+    const fresh = makeCoin();
+    const error = await svc().uploadCoins(owner, [fresh, changed]).catch((e) => e);
+    expect(error).toBeInstanceOf(KeyConflictError);
+    expect(error.keyIds).toEqual([coin.key_id]);
+    expect(await rowCount()).toBe(1);
+  });
+
+  test("same key_id twice in one batch with different content is a conflict", async () => {
+    const a = makeCoin();
+    const b = { ...makeCoin(), key_id: a.key_id };
+    const error = await svc().uploadCoins(randomUUID(), [a, b]).catch((e) => e);
+    expect(error).toBeInstanceOf(KeyConflictError);
+    expect(await rowCount()).toBe(0);
+  });
+
+  test("re-uploading a coin that was already claimed does not make it available again", async () => {
+    const owner = randomUUID();
+    const coin = makeCoin();
+    await svc().uploadCoins(owner, [coin]);
+    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toHaveLength(1);
+    expect(await svc().uploadCoins(owner, [coin])).toEqual({ inserted: 0, duplicates: 1 });
+    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toEqual([]);
+  });
+
+  test("an empty list writes nothing", async () => {
+    expect(await svc().uploadCoins(randomUUID(), [])).toEqual({ inserted: 0, duplicates: 0 });
+    expect(await rowCount()).toBe(0);
+  });
+});
+
+describe("fetchCoins", () => {
+  test("returns coins of the requested tier only, with their content", async () => {
+    const owner = randomUUID();
+    const batch = standardBatch();
+    await svc().uploadCoins(owner, batch);
+    const got = await svc().fetchCoins(owner, randomUUID(), "SILVER", 10);
+    expect(got).toHaveLength(6);
+    expect(got.every((c) => c.coin_category === "SILVER")).toBe(true);
+    expect(got).toEqual(batch.filter((c) => c.coin_category === "SILVER"));
+  });
+
+  test("FIFO across uploads and inside one batch, where every row shares uploaded_at", async () => {
+    const owner = randomUUID();
+    const first = makeCoins(30);
+    const second = makeCoins(5);
+    await svc().uploadCoins(owner, first);
+    await svc().uploadCoins(owner, second);
+    const [{ distinct }] = await db.sql`SELECT count(DISTINCT uploaded_at)::int AS distinct FROM coin_inventory` as never as [{ distinct: number }];
+    expect(distinct).toBe(2);
+    const order: string[] = [];
+    for (let i = 0; i < 7; i++) order.push(...(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 5)).map((c) => c.key_id));
+    expect(order).toEqual([...first, ...second].map((c) => c.key_id));
+  });
+
+  test("upload 5, fetch 3: 3 returned, 2 still available", async () => {
+    const owner = randomUUID();
+    await svc().uploadCoins(owner, makeCoins(5));
+    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 3)).toHaveLength(3);
+    expect((await svc().getInventoryCount(owner)).bronze).toBe(2);
+  });
+
+  test("asking for more than exist returns what exists", async () => {
+    const owner = randomUUID();
+    await svc().uploadCoins(owner, makeCoins(2));
+    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 10)).toHaveLength(2);
+  });
+
+  test("an empty inventory, an unknown user or an empty tier give an empty list", async () => {
+    const owner = randomUUID();
+    expect(await svc().fetchCoins(owner, randomUUID(), "GOLD", 5)).toEqual([]);
+    await svc().uploadCoins(owner, makeCoins(3, "BRONZE"));
+    expect(await svc().fetchCoins(owner, randomUUID(), "GOLD", 5)).toEqual([]);
+  });
+
+  test("marks the claim with the requester and time", async () => {
+    const owner = randomUUID();
+    const requester = randomUUID();
+    await svc().uploadCoins(owner, makeCoins(2));
+    const [coin] = await svc().fetchCoins(owner, requester, "BRONZE", 1);
+    const [row] = await db.sql`SELECT fetched_by, fetched_at FROM coin_inventory WHERE key_id = ${coin!.key_id}`;
+    expect(row!.fetched_by).toBe(requester);
+    expect(Math.abs(Date.now() - new Date(row!.fetched_at).getTime())).toBeLessThan(60_000);
+    const [untouched] = await db.sql`SELECT fetched_by FROM coin_inventory WHERE key_id <> ${coin!.key_id}`;
+    expect(untouched!.fetched_by).toBeNull();
+  });
+
+  test("never hands out a claimed coin again", async () => {
+    const owner = randomUUID();
+    await svc().uploadCoins(owner, makeCoins(4));
+    const a = await svc().fetchCoins(owner, randomUUID(), "BRONZE", 3);
+    const b = await svc().fetchCoins(owner, randomUUID(), "BRONZE", 3);
+    expect(b).toHaveLength(1);
+    expect(a.map((c) => c.key_id)).not.toContain(b[0]!.key_id);
+    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 3)).toEqual([]);
+  });
+
+  test("does not touch other users' coins", async () => {
+    const alice = randomUUID();
+    const bob = randomUUID();
+    await svc().uploadCoins(alice, makeCoins(3));
+    await svc().uploadCoins(bob, makeCoins(3));
+    await svc().fetchCoins(alice, randomUUID(), "BRONZE", 3);
+    expect(await svc().getInventoryCount(bob)).toEqual({ gold: 0, silver: 0, bronze: 3 });
+  });
+});
+
+describe("getInventoryCount", () => {
+  test("counts available coins per tier, zeros for missing tiers and unknown users", async () => {
+    const owner = randomUUID();
+    expect(await svc().getInventoryCount(owner)).toEqual({ gold: 0, silver: 0, bronze: 0 });
+    await svc().uploadCoins(owner, [...makeCoins(2, "GOLD"), ...makeCoins(4, "BRONZE")]);
+    await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1);
+    expect(await svc().getInventoryCount(owner)).toEqual({ gold: 2, silver: 0, bronze: 3 });
+  });
+});

@@ -1,0 +1,44 @@
+import { expect, test } from "bun:test";
+import { ConfigError, loadConfig, settings } from "../src/config.ts";
+
+test("defaults apply when nothing is set", () => {
+  const config = loadConfig({});
+  expect(config.PORT).toBe(3000);
+  expect(config.DATABASE_URL).toBe("");
+  expect(config.AQM_DB_POOL_MAX).toBe(10);
+});
+
+test("values are read and coerced", () => {
+  const config = loadConfig({ PORT: "8080", AQM_DB_POOL_MAX: "25", AQM_LOG: "off" });
+  expect(config.PORT).toBe(8080);
+  expect(config.AQM_DB_POOL_MAX).toBe(25);
+  expect(config.AQM_LOG).toBe("off");
+});
+
+test.each([
+  ["PORT", "eighty", "an integer from 0 to 65535"],
+  ["PORT", "70000", "an integer from 0 to 65535"],
+  ["AQM_DB_POOL_MAX", "0", "an integer from 1 to 500"],
+  ["AQM_DB_POOL_MAX", "1.5", "an integer"],
+  ["AQM_LOG", "maybe", "one of on, off"],
+])("%s=%s stops start-up with a message naming the variable", (name, value, allowed) => {
+  let error: unknown;
+  try {
+    loadConfig({ [name]: value });
+  } catch (e) {
+    error = e;
+  }
+  expect(error).toBeInstanceOf(ConfigError);
+  expect((error as Error).message).toContain(name);
+  expect((error as Error).message).toContain(allowed);
+});
+
+test("the README's configuration table names exactly the settings that exist, with their defaults", async () => {
+  const readme = await Bun.file(new URL("../README.md", import.meta.url)).text();
+  const rows = [...readme.matchAll(/^\| `([A-Z_]+)` \| ([^|]*) \|/gm)];
+  expect(rows.map((r) => r[1]).sort()).toEqual(Object.keys(settings).sort());
+  for (const [, name, def] of rows) {
+    const expected = String((settings as Record<string, { default: unknown }>)[name!]!.default);
+    expect(`${name}=${def!.trim().replace(/^`|`$/g, "").replace(/^\(empty\)$/, "")}`).toBe(`${name}=${expected}`);
+  }
+});

@@ -1,0 +1,68 @@
+import { afterAll, beforeAll } from "bun:test";
+import postgres from "postgres";
+import { randomBytes } from "node:crypto";
+import { migrate } from "../../src/db/migrate.ts";
+import { createPool, type PoolConfig, type Sql } from "../../src/db/pool.ts";
+
+export function serverUrl(): string {
+  const url = process.env.TEST_DATABASE_URL;
+  if (!url) throw new Error("TEST_DATABASE_URL is not set (tests/setup.ts sets it)");
+  return url;
+}
+
+export function databaseUrl(name: string): string {
+  const url = new URL(serverUrl());
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Creates an empty database on the test server; returns its name. */
+export async function createDatabase(): Promise<string> {
+  const name = `aqm_test_${randomBytes(6).toString("hex")}`;
+  const admin = postgres(serverUrl(), { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  return name;
+}
+
+export async function dropDatabase(name: string): Promise<void> {
+  const admin = postgres(serverUrl(), { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}
+
+export interface TestDatabase {
+  sql: Sql;
+  url: string;
+  name: string;
+}
+
+/**
+ * Gives the calling test file its own freshly migrated database, dropped after the file.
+ * The returned object is filled in by beforeAll.
+ */
+export function useTestDatabase(pool: Partial<PoolConfig> = {}): TestDatabase {
+  const db = {} as TestDatabase;
+  beforeAll(async () => {
+    db.name = await createDatabase();
+    db.url = databaseUrl(db.name);
+    db.sql = createPool(db.url, { AQM_DB_POOL_MAX: 10, ...pool });
+    await migrate(db.sql);
+  });
+  afterAll(async () => {
+    await db.sql?.end({ timeout: 5 });
+    if (db.name) await dropDatabase(db.name);
+  });
+  return db;
+}
+
+/** Empties the coin table between tests of one file. */
+export async function resetCoins(sql: Sql): Promise<void> {
+  await sql`TRUNCATE coin_inventory RESTART IDENTITY`;
+}

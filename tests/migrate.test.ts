@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { listMigrations, migrate, rollbackLatest } from "../src/db/migrate.ts";
+import { createPool, type Sql } from "../src/db/pool.ts";
+import { createDatabase, databaseUrl, dropDatabase } from "./helpers/db.ts";
+
+let name: string;
+let sql: Sql;
+beforeAll(async () => {
+  name = await createDatabase();
+  sql = createPool(databaseUrl(name), { AQM_DB_POOL_MAX: 2 });
+});
+afterAll(async () => {
+  await sql.end({ timeout: 5 });
+  await dropDatabase(name);
+});
+
+const versions = async () => (await sql<{ version: number }[]>`SELECT version FROM schema_version ORDER BY version`).map((r) => r.version);
+
+test("migration files are numbered without gaps and each has a rollback", async () => {
+  const all = listMigrations();
+  expect(all.length).toBeGreaterThan(0);
+  all.forEach((m, i) => expect(m.version).toBe(i + 1));
+  for (const m of all) {
+    const rollback = Bun.file(m.file.replace(/([^/]+)$/, "rollback/$1"));
+    expect(await rollback.exists()).toBe(true);
+  }
+});
+
+test("two runners started at the same moment apply each migration exactly once", async () => {
+  const runners = Array.from({ length: 4 }, () => createPool(databaseUrl(name), { AQM_DB_POOL_MAX: 1 }));
+  try {
+    const applied = await Promise.all(runners.map((r) => migrate(r)));
+    const total = applied.flat().map((m) => m.version).sort();
+    expect(total).toEqual(listMigrations().map((m) => m.version));
+  } finally {
+    await Promise.all(runners.map((r) => r.end({ timeout: 5 })));
+  }
+  expect(await versions()).toEqual(listMigrations().map((m) => m.version));
+});
+
+test("the schema has the table, its unique key and the three partial indexes", async () => {
+  const indexes = await sql<{ indexname: string; indexdef: string }[]>`
+    SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'coin_inventory' ORDER BY indexname`;
+  const byName = Object.fromEntries(indexes.map((i) => [i.indexname, i.indexdef]));
+  expect(byName.coin_inventory_owner_key).toContain("UNIQUE");
+  expect(byName.coin_inventory_available).toContain("WHERE (fetched_at IS NULL)");
+  expect(byName.coin_inventory_expiry).toContain("WHERE (fetched_at IS NULL)");
+  expect(byName.coin_inventory_claimed).toContain("WHERE (fetched_at IS NOT NULL)");
+});
+
+test("a second run is a no-op", async () => {
+  expect(await migrate(sql)).toEqual([]);
+});
+
+test("rollback reverts the newest migration; migrate re-applies it", async () => {
+  const before = await versions();
+  const reverted = await rollbackLatest(sql);
+  expect(reverted?.version).toBe(before.at(-1)!);
+  expect(await versions()).toEqual(before.slice(0, -1));
+  await migrate(sql);
+  expect(await versions()).toEqual(before);
+});
