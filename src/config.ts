@@ -8,8 +8,11 @@ import { Value } from "@sinclair/typebox/value";
 const int = (min: number, max: number, def: number, description: string) =>
   t.Integer({ minimum: min, maximum: max, default: def, description });
 const str = (def: string, description: string) => t.String({ default: def, description });
-const onOff = (def: "on" | "off", description: string) =>
-  t.Union([t.Literal("on"), t.Literal("off")], { default: def, description });
+const oneOf = <T extends string>(values: readonly T[], def: T, description: string) =>
+  t.Union(values.map((v) => t.Literal(v)), { default: def, description });
+const onOff = (def: "on" | "off", description: string) => oneOf(["on", "off"], def, description);
+const secret = (description: string, allowed: string, minLength = 1) =>
+  t.Union([t.Literal(""), t.String({ minLength })], { default: "", description, allowed });
 
 export const settings = {
   PORT: int(0, 65535, 3000, "HTTP port the server listens on."),
@@ -19,12 +22,23 @@ export const settings = {
   AQM_DATA_DIR: str(".data", "Directory for the embedded PostgreSQL cluster and the development JWT secret."),
   AQM_EMBEDDED_PG_PORT: int(1, 65535, 54329, "Port of the embedded PostgreSQL (loopback only)."),
   AQM_DB_POOL_MAX: int(1, 500, 10, "Maximum PostgreSQL connections of this server process."),
-  AQM_DB_CONNECT_TIMEOUT_S: int(1, 300, 5, "Seconds to wait for a new PostgreSQL connection."),
+  AQM_DB_CONNECT_TIMEOUT_S: int(1, 300, 1, "Seconds to wait for a new PostgreSQL connection; past it a request gets 503."),
   AQM_DB_IDLE_TIMEOUT_S: int(0, 86400, 60, "Seconds before an idle pooled connection is closed (0: never)."),
   AQM_DB_MAX_LIFETIME_S: int(0, 86400, 1800, "Seconds before a pooled connection is replaced (0: never)."),
   AQM_DB_STATEMENT_TIMEOUT_MS: int(0, 600000, 10000, "PostgreSQL statement_timeout per connection (0: none)."),
   AQM_DB_IDLE_TX_TIMEOUT_MS: int(0, 600000, 5000, "PostgreSQL idle_in_transaction_session_timeout (0: none)."),
   AQM_LOG: onOff("on", "One JSON log line per request on stdout."),
+  AQM_JWT_SECRET: secret("HS256 secret for bearer tokens (at least 32 bytes).", "empty or at least 32 characters", 32),
+  AQM_JWT_PUBLIC_KEY: secret("PEM public key (EdDSA, ES256 or RS256) of an identity service that signs tokens.", "empty or a PEM public key"),
+  AQM_JWT_ISSUER: str("", "When set, tokens must carry this `iss`."),
+  AQM_JWT_AUDIENCE: str("", "When set, tokens must carry this `aud`."),
+  AQM_COUNT_VISIBILITY: oneOf(["any", "self"], "any", "`any`: every authenticated user may read any user's counts; `self`: only one's own."),
+  AQM_RATE_LIMITS: onOff("on", "`off` disables per-user rate limits and the pair quota (benchmarks only)."),
+  AQM_RATE_UPLOAD_PER_MIN: int(1, 1000000, 30, "Uploads per user per minute (token bucket; burst = one minute's worth)."),
+  AQM_RATE_FETCH_PER_MIN: int(1, 1000000, 300, "Fetches per user per minute."),
+  AQM_RATE_COUNT_PER_MIN: int(1, 1000000, 300, "Count reads per user per minute."),
+  AQM_RATE_ADMIN_PER_MIN: int(1, 1000000, 30, "Admin calls per user per minute."),
+  AQM_PAIR_QUOTA: int(1, 1000000, 100, "Coins one requester may claim of one target per rolling 24 h."),
 };
 
 export const ConfigSchema = t.Object(settings);
@@ -41,6 +55,7 @@ function coerce(schema: TSchema, raw: string): unknown {
 }
 
 function describeAllowed(schema: TSchema): string {
+  if (schema.allowed) return schema.allowed;
   if (schema.type === "integer") return `an integer from ${schema.minimum} to ${schema.maximum}`;
   if (schema.anyOf) return `one of ${schema.anyOf.map((s: TSchema) => s.const).join(", ")}`;
   return "a string";
@@ -53,7 +68,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const raw = env[name];
     const value = raw === undefined || raw === "" ? schema.default : coerce(schema, raw);
     if (!Value.Check(schema, value)) {
-      throw new ConfigError(`${name}=${JSON.stringify(raw)} is invalid: expected ${describeAllowed(schema)}`);
+      const shown = name.includes("SECRET") ? "(hidden)" : JSON.stringify(raw);
+      throw new ConfigError(`${name}=${shown} is invalid: expected ${describeAllowed(schema)}`);
     }
     out[name] = value;
   }

@@ -6,6 +6,7 @@ export const limits = {
   coinsPerFetch: 100,
   publicKeyBytes: 2048,
   signatureBytes: 5120,
+  requestBodyBytes: 1024 * 1024,
 } as const;
 
 export const tiers = ["GOLD", "SILVER", "BRONZE"] as const;
@@ -13,19 +14,22 @@ export const tiers = ["GOLD", "SILVER", "BRONZE"] as const;
 /** Standard base64 with padding; the decoded size is checked separately (413, not 422). */
 export const base64Pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 
-export const Uuid = t.String({ format: "uuid", description: "A user id (UUID)", examples: ["6f1c0a9e-3b5d-4c1e-9a43-2f0f7d8b1c2a"] });
+export const Uuid = t.String({ format: "uuid", error: { message: "must be a UUID" }, description: "A user id (UUID)", examples: ["6f1c0a9e-3b5d-4c1e-9a43-2f0f7d8b1c2a"] });
 
-export const CoinCategory = t.Union(tiers.map((tier) => t.Literal(tier)), {
+export const CoinCategory = t.Union([t.Literal("GOLD"), t.Literal("SILVER"), t.Literal("BRONZE")], {
+  error: { field: "coin_category", message: "must be GOLD, SILVER or BRONZE" },
   description: "Coin tier: GOLD (ML-KEM-768 + ML-DSA), SILVER (ML-KEM-768 + Ed25519), BRONZE (X25519 + Ed25519)",
 });
 
 export const KeyId = t.String({
   minLength: 1, maxLength: 36, pattern: "^[A-Za-z0-9._:-]+$",
+  error: { message: "must be 1–36 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'" },
   description: "Chosen by the owner's device; unique per owner", examples: ["0b6f7c52-7d1e-4d0e-8d7a-3f54f6f1f0a1"],
 });
 
 const Base64Blob = (what: string, maxBytes: number) => t.String({
   minLength: 4, pattern: base64Pattern,
+  error: { message: "must be standard base64 with padding, at least 1 byte" },
   description: `${what}, standard base64 with padding; 1–${maxBytes} bytes decoded`,
 });
 
@@ -49,7 +53,7 @@ export const UploadResult = t.Object({
 export const FetchQuery = t.Object({
   target_user_id: Uuid,
   coin_category: CoinCategory,
-  count: t.Integer({ minimum: 1, maximum: limits.coinsPerFetch, description: "How many coins to claim" }),
+  count: t.Integer({ minimum: 1, maximum: limits.coinsPerFetch, description: "How many coins to claim", error: { field: "count", message: `must be an integer from 1 to ${limits.coinsPerFetch}` } }),
   requester_id: t.Optional(Uuid),
 }, { additionalProperties: false });
 

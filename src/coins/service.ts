@@ -76,26 +76,9 @@ export function coinService(sql: Sql) {
       return { inserted: row!.inserted, duplicates: coins.length - row!.inserted };
     },
 
-    /**
-     * Claims up to `count` of the target's oldest available coins of one tier, in one statement.
-     * SKIP LOCKED lets concurrent claims take disjoint rows instead of waiting on each other;
-     * the CTE is evaluated once, so the UPDATE can never touch more than `count` rows.
-     */
+    /** Claims up to `count` of the target's oldest available coins of one tier (see claimCoins). */
     async fetchCoins(targetUserId: string, requesterId: string, tier: Tier, count: number): Promise<Coin[]> {
-      const rows = await mapped(sql<(Coin & { record_id: string })[]>`
-        WITH picked AS (
-          SELECT record_id FROM coin_inventory
-          WHERE user_id = ${targetUserId}::uuid AND coin_category = ${tier} AND fetched_at IS NULL
-          ORDER BY record_id
-          LIMIT ${count}
-          FOR UPDATE SKIP LOCKED
-        )
-        UPDATE coin_inventory c SET fetched_by = ${requesterId}::uuid, fetched_at = now()
-        FROM picked WHERE c.record_id = picked.record_id
-        RETURNING c.record_id, ${coinColumns(sql)}`);
-      return rows
-        .sort((a, b) => (BigInt(a.record_id) < BigInt(b.record_id) ? -1 : 1))
-        .map(({ key_id, coin_category, public_key_b64, signature_b64 }) => ({ key_id, coin_category, public_key_b64, signature_b64 }));
+      return claimCoins(sql, targetUserId, requesterId, tier, count);
     },
 
     async getInventoryCount(userId: string): Promise<Inventory> {
@@ -135,6 +118,29 @@ export function coinService(sql: Sql) {
 }
 
 export type CoinService = ReturnType<typeof coinService>;
+
+/**
+ * Claims up to `count` of the target's oldest available coins of one tier, in one statement.
+ * SKIP LOCKED lets concurrent claims take disjoint rows instead of waiting on each other;
+ * the CTE is evaluated once, so the UPDATE can never touch more than `count` rows.
+ * `sql` may be a transaction.
+ */
+export async function claimCoins(sql: Sql, targetUserId: string, requesterId: string, tier: Tier, count: number): Promise<Coin[]> {
+  const rows = await mapped(sql<(Coin & { record_id: string })[]>`
+    WITH picked AS (
+      SELECT record_id FROM coin_inventory
+      WHERE user_id = ${targetUserId}::uuid AND coin_category = ${tier} AND fetched_at IS NULL
+      ORDER BY record_id
+      LIMIT ${count}
+      FOR UPDATE SKIP LOCKED
+    )
+    UPDATE coin_inventory c SET fetched_by = ${requesterId}::uuid, fetched_at = now()
+    FROM picked WHERE c.record_id = picked.record_id
+    RETURNING c.record_id, ${coinColumns(sql)}`);
+  return rows
+    .sort((a, b) => (BigInt(a.record_id) < BigInt(b.record_id) ? -1 : 1))
+    .map(({ key_id, coin_category, public_key_b64, signature_b64 }) => ({ key_id, coin_category, public_key_b64, signature_b64 }));
+}
 
 async function deleteInBatches(batch: () => Promise<{ count: number }>): Promise<number> {
   let total = 0;

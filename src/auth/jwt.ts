@@ -1,0 +1,61 @@
+import { SignJWT, errors as joseErrors, jwtVerify, type JWTVerifyGetKey } from "jose";
+import { ForbiddenError, UnauthorizedError } from "../errors.ts";
+import type { AuthKeys } from "./keys.ts";
+
+export interface Caller {
+  /** The token's subject: the user the request acts for. */
+  userId: string;
+  scopes: ReadonlySet<string>;
+}
+
+const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Verifies `Authorization: Bearer <JWT>`; anything wrong is a 401 that says what. */
+export function tokenVerifier(keys: AuthKeys) {
+  const algorithms = [...(keys.secret ? ["HS256"] : []), ...(keys.publicKey ? [keys.publicKey.alg] : [])];
+  const pickKey: JWTVerifyGetKey = (header) => {
+    if (header.alg === "HS256" && keys.secret) return keys.secret;
+    if (keys.publicKey && header.alg === keys.publicKey.alg) return keys.publicKey.key;
+    throw new UnauthorizedError(`Tokens signed with ${header.alg} are not accepted`);
+  };
+
+  return async function verify(authorization: string | undefined | null): Promise<Caller> {
+    const match = authorization?.match(/^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/);
+    if (!match) throw new UnauthorizedError("Send Authorization: Bearer <token>");
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(match[1]!, pickKey, { algorithms, issuer: keys.issuer, audience: keys.audience }));
+    } catch (error) {
+      if (error instanceof UnauthorizedError) throw error;
+      if (error instanceof joseErrors.JWTExpired) throw new UnauthorizedError("The token has expired");
+      if (error instanceof joseErrors.JWTClaimValidationFailed) throw new UnauthorizedError(`The token's ${error.claim} claim is not accepted`);
+      throw new UnauthorizedError("The token is malformed or its signature does not verify");
+    }
+    if (typeof payload.sub !== "string" || !uuid.test(payload.sub)) throw new UnauthorizedError("The token's sub must be a user UUID");
+    const scope = typeof payload.scope === "string" ? payload.scope : "";
+    return { userId: payload.sub.toLowerCase(), scopes: new Set(scope.split(" ").filter(Boolean)) };
+  };
+}
+
+export type TokenVerifier = ReturnType<typeof tokenVerifier>;
+
+export function requireAdmin(caller: Caller): void {
+  if (!caller.scopes.has("admin")) throw new ForbiddenError("This route needs the admin scope");
+}
+
+/** Acting for another user than the token's subject is refused. */
+export function requireSelf(caller: Caller, claimed: string | undefined, field: string): void {
+  if (claimed !== undefined && claimed.toLowerCase() !== caller.userId) {
+    throw new ForbiddenError(`${field} must be the token's subject; a token acts for one user only`);
+  }
+}
+
+/** Signs an HS256 token (development and tests; production tokens come from an identity service). */
+export async function signToken(secret: Uint8Array, userId: string, { admin = false, ttlSeconds = 3600 } = {}): Promise<string> {
+  return new SignJWT(admin ? { scope: "admin" } : {})
+    .setProtectedHeader({ alg: "HS256", typ: "JWT" })
+    .setSubject(userId)
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
+    .sign(secret);
+}

@@ -1,0 +1,66 @@
+import { createPublicKey, randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { importSPKI } from "jose";
+import { ConfigError, type Config } from "../config.ts";
+
+export type AsymmetricAlg = "EdDSA" | "ES256" | "RS256";
+
+export interface AuthKeys {
+  /** HS256 secret, when one is configured (or generated for development). */
+  secret?: Uint8Array;
+  publicKey?: { alg: AsymmetricAlg; key: CryptoKey };
+  issuer?: string;
+  audience?: string;
+  /** Where the development secret came from, for the start-up message. */
+  source: "AQM_JWT_SECRET" | "AQM_JWT_PUBLIC_KEY" | "both" | "development secret";
+}
+
+function algorithmOf(pem: string): AsymmetricAlg {
+  let type: string | undefined;
+  try {
+    type = createPublicKey(pem).asymmetricKeyType;
+  } catch {
+    throw new ConfigError("AQM_JWT_PUBLIC_KEY is not a readable PEM public key");
+  }
+  if (type === "ed25519") return "EdDSA";
+  if (type === "ec") return "ES256";
+  if (type === "rsa") return "RS256";
+  throw new ConfigError(`AQM_JWT_PUBLIC_KEY has key type ${type}; expected Ed25519, P-256 or RSA`);
+}
+
+/** The development secret: created once in the data directory, reused across restarts. */
+export function developmentSecret(dataDir: string): Uint8Array {
+  const file = join(dataDir, "jwt-secret");
+  if (!existsSync(file)) {
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(file, randomBytes(32).toString("base64url") + "\n", { mode: 0o600 });
+  }
+  return new TextEncoder().encode(readFileSync(file, "utf8").trim());
+}
+
+/**
+ * The keys bearer tokens are checked with. Without any configured key the server uses a
+ * development secret, except in production, where it refuses to start.
+ */
+export async function loadAuthKeys(config: Config): Promise<AuthKeys> {
+  const { AQM_JWT_SECRET: secret, AQM_JWT_PUBLIC_KEY: pem } = config;
+  const common = { issuer: config.AQM_JWT_ISSUER || undefined, audience: config.AQM_JWT_AUDIENCE || undefined };
+  if (!secret && !pem) {
+    if (config.NODE_ENV === "production") {
+      throw new ConfigError("NODE_ENV=production needs AQM_JWT_SECRET (at least 32 bytes) or AQM_JWT_PUBLIC_KEY (PEM)");
+    }
+    return { ...common, secret: developmentSecret(config.AQM_DATA_DIR), source: "development secret" };
+  }
+  let publicKey: AuthKeys["publicKey"];
+  if (pem) {
+    const alg = algorithmOf(pem);
+    publicKey = { alg, key: await importSPKI(pem, alg) };
+  }
+  return {
+    ...common,
+    secret: secret ? new TextEncoder().encode(secret) : undefined,
+    publicKey,
+    source: secret && pem ? "both" : secret ? "AQM_JWT_SECRET" : "AQM_JWT_PUBLIC_KEY",
+  };
+}

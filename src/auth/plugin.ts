@@ -1,0 +1,13 @@
+import { Elysia } from "elysia";
+import { requestInfo } from "../http/request-log.ts";
+import type { TokenVerifier } from "./jwt.ts";
+
+/** Adds `caller` (the verified token's subject and scopes) to every route after it; 401 otherwise. */
+export const authenticated = (verify: TokenVerifier) =>
+  new Elysia()
+    .derive({ as: "scoped" }, async ({ headers, request }) => {
+      const caller = await verify(headers.authorization);
+      const info = requestInfo(request);
+      if (info) info.userId = caller.userId;
+      return { caller };
+    });

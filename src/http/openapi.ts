@@ -1,0 +1,64 @@
+import { openapi } from "@elysiajs/openapi";
+import { Elysia, t } from "elysia";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+export const ProblemSchema = t.Object({
+  type: t.String({ examples: ["urn:aqm:problem:validation"] }),
+  title: t.String(),
+  status: t.Integer(),
+  detail: t.String(),
+  errors: t.Optional(t.Array(t.Object({ field: t.String(), message: t.String() }))),
+}, { description: "RFC 9457 problem details (application/problem+json)", additionalProperties: true });
+
+/** OpenAPI response entries for the error statuses a route can answer with. */
+export function problems<const S extends number>(...statuses: S[]): Record<S, typeof ProblemSchema> {
+  return Object.fromEntries(statuses.map((s) => [s, ProblemSchema])) as Record<S, typeof ProblemSchema>;
+}
+
+// Swagger UI's files come from the swagger-ui-dist package: /docs renders with no internet access.
+const assets = {
+  "swagger-ui.css": "text/css; charset=utf-8",
+  "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+} as const;
+type AssetName = keyof typeof assets;
+const cache = new Map<AssetName, string>();
+const asset = (name: AssetName) => {
+  if (!cache.has(name)) cache.set(name, readFileSync(fileURLToPath(import.meta.resolve(`swagger-ui-dist/${name}`)), "utf8"));
+  return cache.get(name)!;
+};
+
+/**
+ * GET /docs (Swagger UI) and GET /docs/json (OpenAPI 3). @elysiajs/openapi, not the deprecated
+ * @elysiajs/swagger; its Swagger UI provider is pointed at local assets instead of a CDN.
+ */
+export const docs = new Elysia({ name: "docs" })
+  .use(openapi({
+    path: "/docs",
+    specPath: "/docs/json",
+    provider: "swagger-ui",
+    swagger: { theme: "/docs/assets/swagger-ui.css", cdn: "/docs/assets/swagger-ui-bundle.js", persistAuthorization: true, autoDarkMode: false },
+    documentation: {
+      info: {
+        title: "AQM coin inventory",
+        version: "1.0.0",
+        description: "Stores the signed public halves of one-time key pairs (coins) and hands each out exactly once. "
+          + "Every error is application/problem+json (RFC 9457).",
+      },
+      tags: [
+        { name: "coins", description: "Upload, claim and count coins" },
+        { name: "admin", description: "Maintenance; needs the admin scope" },
+        { name: "health", description: "Liveness" },
+      ],
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } } },
+      security: [{ bearer: [] }],
+    },
+  }))
+  .get("/docs/assets/:file", ({ params: { file }, set }) => {
+    set.headers["content-type"] = assets[file];
+    set.headers["cache-control"] = "public, max-age=86400";
+    return asset(file);
+  }, {
+    params: t.Object({ file: t.Union(Object.keys(assets).map((k) => t.Literal(k as AssetName))) }),
+    detail: { hide: true },
+  });

@@ -1,0 +1,44 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { makeCoins } from "./helpers/coins.ts";
+import { makeApp, newUser, type User } from "./helpers/app.ts";
+import { useTestDatabase } from "./helpers/db.ts";
+
+// Real HTTP: a Bun server on loopback and 200 concurrent clients.
+const db = useTestDatabase({ AQM_DB_POOL_MAX: 10 });
+let server: ReturnType<typeof Bun.serve>;
+let base: string;
+beforeAll(() => {
+  server = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: makeApp(db.sql).fetch });
+  base = `http://127.0.0.1:${server.port}`;
+});
+afterAll(() => server.stop(true));
+
+async function upload(owner: User, n: number) {
+  for (let i = 0; i < n; i += 100) {
+    const res = await fetch(`${base}/v1/coins/upload`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${owner.token}`, "content-type": "application/json" },
+      body: JSON.stringify({ coins: makeCoins(Math.min(100, n - i), "GOLD") }),
+    });
+    expect(res.status).toBe(200);
+  }
+}
+
+test("200 concurrent HTTP fetches against one user's coins: no key_id twice, supply fully and exactly handed out", async () => {
+  const owner = await newUser();
+  await upload(owner, 300);
+  const requesters = await Promise.all(Array.from({ length: 200 }, () => newUser()));
+  const asks = requesters.map((_, i) => (i % 3) + 1); // demand 399 > supply 300
+  const responses = await Promise.all(requesters.map(async (r, i) => {
+    const url = `${base}/v1/coins/fetch?target_user_id=${owner.id}&coin_category=GOLD&count=${asks[i]}`;
+    const res = await fetch(url, { headers: { authorization: `Bearer ${r.token}` } });
+    return { status: res.status, body: (await res.json()) as { coins: { key_id: string }[] } };
+  }));
+  expect(responses.every((r) => r.status === 200)).toBe(true);
+  responses.forEach((r, i) => expect(r.body.coins.length).toBeLessThanOrEqual(asks[i]!));
+  const keys = responses.flatMap((r) => r.body.coins.map((c) => c.key_id));
+  expect(keys).toHaveLength(300);
+  expect(new Set(keys).size).toBe(300);
+  const count = await fetch(`${base}/v1/coins/count`, { headers: { authorization: `Bearer ${owner.token}` } });
+  expect(await count.json()).toEqual({ gold: 0, silver: 0, bronze: 0 });
+});

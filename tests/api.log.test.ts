@@ -1,0 +1,44 @@
+import { afterEach, beforeEach, expect, spyOn, test } from "bun:test";
+import { makeCoins } from "./helpers/coins.ts";
+import { call, makeApp, newUser } from "./helpers/app.ts";
+import { useTestDatabase } from "./helpers/db.ts";
+
+const db = useTestDatabase();
+let lines: string[] = [];
+let spy: ReturnType<typeof spyOn>;
+beforeEach(() => {
+  lines = [];
+  spy = spyOn(console, "log").mockImplementation((line: unknown) => void lines.push(String(line)));
+});
+afterEach(() => spy.mockRestore());
+
+test("one JSON line per request with id, method, route, status, duration and user — never tokens or key material", async () => {
+  const app = makeApp(db.sql, { AQM_LOG: "on" });
+  const user = await newUser();
+  const coins = makeCoins(2);
+  await call(app, "POST", "/v1/coins/upload", { token: user.token, body: { coins }, headers: { "x-request-id": "req-1" } });
+  await call(app, "GET", "/v1/coins/fetch", { token: user.token, query: { target_user_id: user.id, coin_category: "BRONZE", count: 2 } });
+  await call(app, "GET", "/v1/coins/count", { token: "garbage.token.here" });
+  await Bun.sleep(20); // onAfterResponse runs after the response is handed back
+  expect(lines).toHaveLength(3);
+  const [upload, fetch, unauth] = lines.map((l) => JSON.parse(l));
+  expect(upload).toMatchObject({ request_id: "req-1", method: "POST", route: "/v1/coins/upload", status: 200, user_id: user.id });
+  expect(typeof upload.ms).toBe("number");
+  expect(new Date(upload.time).getTime()).toBeGreaterThan(Date.now() - 60_000);
+  expect(fetch).toMatchObject({ method: "GET", route: "/v1/coins/fetch", status: 200, user_id: user.id });
+  expect(unauth).toMatchObject({ route: "/v1/coins/count", status: 401 });
+  const all = lines.join("\n");
+  expect(all).not.toContain(user.token);
+  expect(all).not.toContain("garbage.token.here");
+  for (const c of coins) {
+    expect(all).not.toContain(c.public_key_b64.slice(0, 16));
+    expect(all).not.toContain(c.signature_b64.slice(0, 16));
+  }
+});
+
+test("AQM_LOG=off prints nothing", async () => {
+  const app = makeApp(db.sql, { AQM_LOG: "off" });
+  await call(app, "GET", "/v1/health");
+  await Bun.sleep(20);
+  expect(lines).toEqual([]);
+});

@@ -1,0 +1,39 @@
+import { afterAll, expect, test } from "bun:test";
+import { createServer } from "node:net";
+import { createPool } from "../src/db/pool.ts";
+import { call, makeApp, newUser } from "./helpers/app.ts";
+
+// A pool pointed at a port where no PostgreSQL listens: what a client sees when the database is down.
+const port = await new Promise<number>((resolve) => {
+  const s = createServer().listen(0, "127.0.0.1", () => {
+    const { port } = s.address() as { port: number };
+    s.close(() => resolve(port));
+  });
+});
+const sql = createPool(`postgres://nobody:nothing@127.0.0.1:${port}/none`, { AQM_DB_CONNECT_TIMEOUT_S: 1 });
+afterAll(() => sql.end({ timeout: 1 }));
+const app = makeApp(sql);
+
+test("health answers 503 degraded, quickly", async () => {
+  const started = performance.now();
+  const res = await call(app, "GET", "/v1/health");
+  expect(res.status).toBe(503);
+  expect(res.json).toEqual({ status: "degraded", db_connected: false });
+  expect(performance.now() - started).toBeLessThan(5000);
+});
+
+test("every data route answers 503 problem+json with Retry-After, not a hang or a 500", async () => {
+  const user = await newUser({ admin: true });
+  const requests = [
+    call(app, "GET", "/v1/coins/count", { token: user.token }),
+    call(app, "GET", "/v1/coins/fetch", { token: user.token, query: { target_user_id: user.id, coin_category: "GOLD", count: 1 } }),
+    call(app, "POST", "/v1/coins/upload", { token: user.token, body: { coins: [{ key_id: "k", coin_category: "GOLD", public_key_b64: "AAAA", signature_b64: "AAAA" }] } }),
+    call(app, "POST", "/v1/admin/purge-stale", { token: user.token }),
+  ];
+  for (const res of await Promise.all(requests)) {
+    expect(res.status).toBe(503);
+    expect(res.headers.get("content-type")).toBe("application/problem+json");
+    expect(Number(res.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+    expect(res.text).not.toContain("ECONNREFUSED");
+  }
+});

@@ -1,0 +1,60 @@
+import { randomUUID } from "node:crypto";
+import { createApp } from "../../src/app.ts";
+import { signToken } from "../../src/auth/jwt.ts";
+import type { AuthKeys } from "../../src/auth/keys.ts";
+import { loadConfig, type Config } from "../../src/config.ts";
+import type { Sql } from "../../src/db/pool.ts";
+
+export const testSecret = new TextEncoder().encode("test-secret-test-secret-test-secret-0123");
+export const testKeys: AuthKeys = { secret: testSecret, source: "AQM_JWT_SECRET" };
+
+export function testConfig(env: Record<string, string> = {}): Config {
+  return loadConfig({ AQM_LOG: "off", ...env });
+}
+
+export type TestApp = ReturnType<typeof createApp>;
+
+export function makeApp(sql: Sql, env: Record<string, string> = {}, keys: AuthKeys = testKeys): TestApp {
+  return createApp({ sql, config: testConfig(env), keys });
+}
+
+export const token = (userId: string, opts: { admin?: boolean; ttlSeconds?: number } = {}) => signToken(testSecret, userId, opts);
+
+export interface User {
+  id: string;
+  token: string;
+}
+
+export async function newUser(opts: { admin?: boolean } = {}): Promise<User> {
+  const id = randomUUID();
+  return { id, token: await token(id, opts) };
+}
+
+export interface CallOptions {
+  token?: string;
+  body?: unknown;
+  rawBody?: string | Uint8Array | ReadableStream;
+  query?: Record<string, string | number>;
+  headers?: Record<string, string>;
+}
+
+export async function call(app: TestApp, method: string, path: string, opts: CallOptions = {}) {
+  const url = new URL(`http://localhost${path}`);
+  for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, String(v));
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  let body: string | Uint8Array | ReadableStream | undefined = opts.rawBody;
+  if (opts.body !== undefined) {
+    body = JSON.stringify(opts.body);
+    headers["content-type"] ??= "application/json";
+  }
+  const res = await app.handle(new Request(url.toString(), { method, headers, body }));
+  const text = await res.text();
+  let json: any;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, json, text };
+}
