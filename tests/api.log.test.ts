@@ -36,6 +36,16 @@ test("one JSON line per request with id, method, route, status, duration and use
   }
 });
 
+test("a request refused while parsing is logged once", async () => {
+  const app = makeApp(db.sql, { AQM_LOG: "on" });
+  const user = await newUser();
+  const res = await call(app, "POST", "/v1/coins/upload", { token: user.token, rawBody: "x".repeat(1024 * 1024 + 1), headers: { "content-type": "application/json" } });
+  expect(res.status).toBe(413);
+  await Bun.sleep(20);
+  expect(lines).toHaveLength(1);
+  expect(JSON.parse(lines[0]!)).toMatchObject({ status: 413, route: "/v1/coins/upload" });
+});
+
 test("AQM_LOG=off prints nothing", async () => {
   const app = makeApp(db.sql, { AQM_LOG: "off" });
   await call(app, "GET", "/v1/health");
