@@ -5,6 +5,7 @@ import type { AuthKeys } from "./auth/keys.ts";
 import { coinsController } from "./coins/controller.ts";
 import { coinService } from "./coins/service.ts";
 import type { Config } from "./config.ts";
+import { ConnectionGate, gated } from "./db/gate.ts";
 import type { Sql } from "./db/pool.ts";
 import { healthController } from "./health/controller.ts";
 import { docs } from "./http/openapi.ts";
@@ -12,31 +13,41 @@ import { problems } from "./http/problem.ts";
 import { requestLog } from "./http/request-log.ts";
 import { pairQuota } from "./limits/pair-quota.ts";
 import { rateLimiter } from "./limits/rate-limit.ts";
+import { maintenanceSchedule } from "./maintenance/schedule.ts";
+import { httpMetrics, metricsController } from "./metrics/controller.ts";
+import { createMetrics } from "./metrics/registry.ts";
 
 export interface AppDeps {
   sql: Sql;
   config: Config;
   keys: AuthKeys;
+  /** Start the maintenance cron jobs with the app (the entry point does; tests mostly don't). */
+  maintenance?: boolean;
 }
 
 /**
  * Builds the whole HTTP application. Runtime-neutral: serve `app.fetch` with Bun, or with
  * `Deno.serve(app.fetch)`; Bun-only concerns (embedded PostgreSQL, signals) live in index.ts.
  */
-export function createApp({ sql, config, keys }: AppDeps) {
+export function createApp({ sql, config, keys, maintenance = false }: AppDeps) {
+  const metrics = createMetrics();
+  const gate = new ConnectionGate(config.AQM_DB_POOL_MAX, config.AQM_DB_POOL_WAIT_MS, config.AQM_DB_POOL_QUEUE_MAX, metrics);
   const coins = coinService(sql);
+  const quota = config.AQM_RATE_LIMITS === "on" ? pairQuota(sql, config.AQM_PAIR_QUOTA, metrics) : undefined;
   const verify = tokenVerifier(keys);
-  const limit = rateLimiter(config);
-  const quota = config.AQM_RATE_LIMITS === "on" ? pairQuota(sql, config.AQM_PAIR_QUOTA) : undefined;
-  // normalize: false — unknown properties are rejected (422), not silently dropped: a typo in
-  // an admin parameter must not run a purge with the default.
-  return new Elysia({ normalize: false })
+  const limit = rateLimiter(config, metrics);
+  const routeDeps = { coins: gated(gate, coins), quota: quota && gated(gate, quota), verify, limit, metrics };
+
+  const app = new Elysia({ normalize: false }) // unknown properties are a 422, not silently dropped
     .use(requestLog(config.AQM_LOG === "on"))
+    .use(httpMetrics(metrics))
     .use(problems)
     .use(docs)
     .use(healthController(sql))
-    .use(coinsController({ coins, quota, verify, limit, config }))
-    .use(adminController({ coins, quota, verify, limit }));
+    .use(metricsController({ sql, metrics, verify, token: config.AQM_METRICS_TOKEN }))
+    .use(coinsController({ ...routeDeps, config }))
+    .use(adminController(routeDeps));
+  return maintenance ? app.use(maintenanceSchedule({ sql, coins, quota, config, metrics })) : app;
 }
 
 export type App = ReturnType<typeof createApp>;

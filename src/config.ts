@@ -1,5 +1,6 @@
 import { Type as t, type Static, type TSchema } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
+import { Cron } from "croner";
 
 /**
  * Every setting of the server, read once from the environment. The README's configuration
@@ -11,6 +12,8 @@ const str = (def: string, description: string) => t.String({ default: def, descr
 const oneOf = <T extends string>(values: readonly T[], def: T, description: string) =>
   t.Union(values.map((v) => t.Literal(v)), { default: def, description });
 const onOff = (def: "on" | "off", description: string) => oneOf(["on", "off"], def, description);
+const cron = (def: string, description: string) =>
+  t.String({ default: def, description, allowed: "a cron pattern with 5 or 6 fields, e.g. \"0 5 * * * *\"", cron: true });
 const secret = (description: string, allowed: string, minLength = 1) =>
   t.Union([t.Literal(""), t.String({ minLength })], { default: "", description, allowed });
 
@@ -39,6 +42,15 @@ export const settings = {
   AQM_RATE_COUNT_PER_MIN: int(1, 1000000, 300, "Count reads per user per minute."),
   AQM_RATE_ADMIN_PER_MIN: int(1, 1000000, 30, "Admin calls per user per minute."),
   AQM_PAIR_QUOTA: int(1, 1000000, 100, "Coins one requester may claim of one target per rolling 24 h."),
+  AQM_DB_POOL_WAIT_MS: int(1, 60000, 2000, "How long a request may wait for a free database connection before it gets 503."),
+  AQM_DB_POOL_QUEUE_MAX: int(0, 100000, 2000, "Requests that may wait for a connection at once; beyond that, 503 at once."),
+  AQM_CRON: onOff("on", "Run the maintenance schedule in this process (one instance runs each tick)."),
+  AQM_CRON_PURGE_STALE: cron("0 30 3 * * *", "When to purge unclaimed coins (cron with seconds; default daily 03:30:00 UTC)."),
+  AQM_CRON_HARD_DELETE: cron("0 5 * * * *", "When to hard-delete claimed coins and expired quota rows (default hourly at :05:00)."),
+  AQM_PURGE_MAX_AGE_DAYS: int(1, 3650, 30, "Unclaimed coins older than this many days are purged."),
+  AQM_HARD_DELETE_GRACE_HOURS: int(0, 8760, 1, "Claimed coins older than this many hours are deleted, with who claimed them."),
+  AQM_SHUTDOWN_DRAIN_MS: int(0, 600000, 10000, "On SIGTERM/SIGINT, how long in-flight requests may take before connections are closed."),
+  AQM_METRICS_TOKEN: secret("Bearer token that may read GET /metrics (admin-scoped JWTs may too).", "empty or at least 16 characters", 16),
 };
 
 export const ConfigSchema = t.Object(settings);
@@ -61,13 +73,22 @@ function describeAllowed(schema: TSchema): string {
   return "a string";
 }
 
+function isCronPattern(pattern: string): boolean {
+  try {
+    new Cron(pattern, { paused: true }).stop();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Reads and validates every setting; a bad value throws a ConfigError naming the variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
   const out: Record<string, unknown> = {};
   for (const [name, schema] of Object.entries(settings) as [SettingName, TSchema][]) {
     const raw = env[name];
     const value = raw === undefined || raw === "" ? schema.default : coerce(schema, raw);
-    if (!Value.Check(schema, value)) {
+    if (!Value.Check(schema, value) || (schema.cron && !isCronPattern(value as string))) {
       const shown = name.includes("SECRET") ? "(hidden)" : JSON.stringify(raw);
       throw new ConfigError(`${name}=${shown} is invalid: expected ${describeAllowed(schema)}`);
     }

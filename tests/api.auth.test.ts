@@ -162,5 +162,5 @@ describe("key configuration", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }, 30000);
 });

@@ -15,7 +15,7 @@ describe("uploadCoins", () => {
   test("stores a single coin with its bytes intact", async () => {
     const owner = randomUUID();
     const coin = makeCoin("GOLD");
-    expect(await svc().uploadCoins(owner, [coin])).toEqual({ inserted: 1, duplicates: 0 });
+    expect(await svc().uploadCoins(owner, [coin])).toMatchObject({ inserted: 1, duplicates: 0 });
     const [row] = await db.sql`SELECT * FROM coin_inventory`;
     expect(row!.user_id).toBe(owner);
     expect(row!.key_id).toBe(coin.key_id);
@@ -27,28 +27,28 @@ describe("uploadCoins", () => {
 
   test("stores a batch of mixed tiers in one go", async () => {
     const owner = randomUUID();
-    expect(await svc().uploadCoins(owner, standardBatch())).toEqual({ inserted: 16, duplicates: 0 });
+    expect(await svc().uploadCoins(owner, standardBatch())).toEqual({ inserted: 16, duplicates: 0, insertedByTier: { GOLD: 5, SILVER: 6, BRONZE: 5 } });
     expect(await svc().getInventoryCount(owner)).toEqual({ gold: 5, silver: 6, bronze: 5 });
   });
 
   test("uploading the same batch again is idempotent", async () => {
     const owner = randomUUID();
     const batch = makeCoins(10);
-    expect(await svc().uploadCoins(owner, batch)).toEqual({ inserted: 10, duplicates: 0 });
-    expect(await svc().uploadCoins(owner, batch)).toEqual({ inserted: 0, duplicates: 10 });
+    expect(await svc().uploadCoins(owner, batch)).toMatchObject({ inserted: 10, duplicates: 0 });
+    expect(await svc().uploadCoins(owner, batch)).toMatchObject({ inserted: 0, duplicates: 10 });
     expect(await rowCount()).toBe(10);
   });
 
   test("a coin repeated inside one batch is stored once", async () => {
     const coin = makeCoin();
-    expect(await svc().uploadCoins(randomUUID(), [coin, makeCoin(), coin])).toEqual({ inserted: 2, duplicates: 1 });
+    expect(await svc().uploadCoins(randomUUID(), [coin, makeCoin(), coin])).toMatchObject({ inserted: 2, duplicates: 1 });
     expect(await rowCount()).toBe(2);
   });
 
   test("key_id is unique per owner, not globally", async () => {
     const coin = makeCoin();
     await svc().uploadCoins(randomUUID(), [coin]);
-    expect(await svc().uploadCoins(randomUUID(), [coin])).toEqual({ inserted: 1, duplicates: 0 });
+    expect(await svc().uploadCoins(randomUUID(), [coin])).toMatchObject({ inserted: 1, duplicates: 0 });
   });
 
   test("an invalid tier rejects the whole batch and writes nothing", async () => {
@@ -91,12 +91,12 @@ describe("uploadCoins", () => {
     const coin = makeCoin();
     await svc().uploadCoins(owner, [coin]);
     expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toHaveLength(1);
-    expect(await svc().uploadCoins(owner, [coin])).toEqual({ inserted: 0, duplicates: 1 });
+    expect(await svc().uploadCoins(owner, [coin])).toMatchObject({ inserted: 0, duplicates: 1 });
     expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toEqual([]);
   });
 
   test("an empty list writes nothing", async () => {
-    expect(await svc().uploadCoins(randomUUID(), [])).toEqual({ inserted: 0, duplicates: 0 });
+    expect(await svc().uploadCoins(randomUUID(), [])).toMatchObject({ inserted: 0, duplicates: 0 });
     expect(await rowCount()).toBe(0);
   });
 });

@@ -51,8 +51,14 @@ export function requireSelf(caller: Caller, claimed: string | undefined, field: 
 }
 
 /** Signs an HS256 token (development and tests; production tokens come from an identity service). */
-export async function signToken(secret: Uint8Array, userId: string, { admin = false, ttlSeconds = 3600 } = {}): Promise<string> {
-  return new SignJWT(admin ? { scope: "admin" } : {})
+export async function signToken(
+  secret: Uint8Array, userId: string,
+  { admin = false, ttlSeconds = 3600, issuer, audience }: { admin?: boolean; ttlSeconds?: number; issuer?: string; audience?: string } = {},
+): Promise<string> {
+  const jwt = new SignJWT(admin ? { scope: "admin" } : {});
+  if (issuer) jwt.setIssuer(issuer);
+  if (audience) jwt.setAudience(audience);
+  return jwt
     .setProtectedHeader({ alg: "HS256", typ: "JWT" })
     .setSubject(userId)
     .setIssuedAt()

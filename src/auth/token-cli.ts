@@ -17,4 +17,4 @@ if (!keys.secret) {
   console.error("Only AQM_JWT_PUBLIC_KEY is configured: tokens come from your identity service.");
   process.exit(2);
 }
-console.log(await signToken(keys.secret, userId, { admin: args.includes("--admin"), ttlSeconds }));
+console.log(await signToken(keys.secret, userId, { admin: args.includes("--admin"), ttlSeconds, issuer: keys.issuer, audience: keys.audience }));

@@ -6,6 +6,7 @@ import { ForbiddenError, PayloadTooLargeError, ValidationError, type FieldError 
 import { problems } from "../http/openapi.ts";
 import type { PairQuota } from "../limits/pair-quota.ts";
 import type { RateLimiter } from "../limits/rate-limit.ts";
+import { countClaim, type Metrics } from "../metrics/registry.ts";
 import { CountQuery, FetchQuery, FetchResult, Inventory, UploadBody, UploadResult, decodedLength, limits, type Coin } from "./model.ts";
 import type { CoinService } from "./service.ts";
 
@@ -15,6 +16,7 @@ export interface CoinsDeps {
   quota?: PairQuota;
   verify: TokenVerifier;
   limit: RateLimiter;
+  metrics?: Metrics;
   config: Config;
 }
 
@@ -31,14 +33,16 @@ function checkBlobSizes(coins: Coin[]): void {
   if (errors.length) throw new PayloadTooLargeError(`${errors.length} blob(s) are too large; nothing was written`, errors);
 }
 
-export const coinsController = ({ coins, quota, verify, limit, config }: CoinsDeps) =>
+export const coinsController = ({ coins, quota, verify, limit, metrics, config }: CoinsDeps) =>
   new Elysia({ prefix: "/v1/coins" })
     .use(authenticated(verify))
-    .post("/upload", ({ body, caller, set }) => {
+    .post("/upload", async ({ body, caller, set }) => {
       Object.assign(set.headers, limit("upload", caller.userId));
       requireSelf(caller, body.user_id, "user_id");
       checkBlobSizes(body.coins);
-      return coins.uploadCoins(caller.userId, body.coins);
+      const { inserted, duplicates, insertedByTier } = await coins.uploadCoins(caller.userId, body.coins);
+      for (const [tier, n] of Object.entries(insertedByTier)) metrics?.uploaded.inc({ tier }, n);
+      return { inserted, duplicates };
     }, {
       body: UploadBody,
       parse: "json", // for the OpenAPI media type; the bounded parser in http/problem.ts runs first
@@ -53,10 +57,16 @@ export const coinsController = ({ coins, quota, verify, limit, config }: CoinsDe
       requireSelf(caller, query.requester_id, "requester_id");
       set.headers["cache-control"] = "no-store";
       const { target_user_id: target, coin_category: tier, count } = query;
-      if (!quota) return { coins: await coins.fetchCoins(target, caller.userId, tier, count) };
-      const claim = await quota.claim(target, caller.userId, tier, count);
-      set.headers["x-pair-quota-remaining"] = String(claim.remaining);
-      return { coins: claim.coins };
+      let claimed;
+      if (quota) {
+        const claim = await quota.claim(target, caller.userId, tier, count);
+        set.headers["x-pair-quota-remaining"] = String(claim.remaining);
+        claimed = claim.coins;
+      } else {
+        claimed = await coins.fetchCoins(target, caller.userId, tier, count);
+      }
+      countClaim(metrics, tier, count, claimed.length);
+      return { coins: claimed };
     }, {
       // Elysia would read "0x10" or "1e1" as numbers; only plain decimal digits are a count.
       transform({ query }) {

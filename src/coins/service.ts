@@ -2,6 +2,10 @@ import type { Sql } from "../db/pool.ts";
 import { DatabaseError, KeyConflictError, SQLSTATE, ValidationError, sqlstateOf } from "../errors.ts";
 import type { Coin, Inventory, Tier, UploadResult } from "./model.ts";
 
+export interface UploadOutcome extends UploadResult {
+  insertedByTier: Partial<Record<Tier, number>>;
+}
+
 /** Rows per maintenance DELETE, so no statement holds its locks for long. */
 export const maintenanceBatch = 5000;
 
@@ -44,9 +48,9 @@ export function coinService(sql: Sql) {
      * (or repeated in the batch) is a duplicate and skipped; a key_id already used with other
      * content fails the whole batch with KeyConflictError and nothing is written.
      */
-    async uploadCoins(userId: string, coins: Coin[]): Promise<UploadResult> {
-      if (coins.length === 0) return { inserted: 0, duplicates: 0 };
-      const [row] = await mapped(sql<{ inserted: number; conflicts: string[] }[]>`
+    async uploadCoins(userId: string, coins: Coin[]): Promise<UploadOutcome> {
+      if (coins.length === 0) return { inserted: 0, duplicates: 0, insertedByTier: {} };
+      const [row] = await mapped(sql<{ by_tier: Partial<Record<Tier, number>>; conflicts: string[] }[]>`
         WITH input AS (
           SELECT k AS key_id, c AS coin_category, decode(p, 'base64') AS public_key_blob,
                  decode(s, 'base64') AS signature_blob, ord
@@ -68,12 +72,14 @@ export function coinService(sql: Sql) {
           WHERE NOT EXISTS (SELECT 1 FROM conflicts)
           ORDER BY ord
           ON CONFLICT (user_id, key_id) DO NOTHING
-          RETURNING 1
+          RETURNING coin_category
         )
-        SELECT (SELECT count(*)::int FROM inserted) AS inserted,
+        SELECT (SELECT coalesce(json_object_agg(coin_category, n), '{}')
+                FROM (SELECT coin_category, count(*)::int AS n FROM inserted GROUP BY 1) t) AS by_tier,
                (SELECT coalesce(array_agg(DISTINCT key_id ORDER BY key_id), '{}') FROM conflicts) AS conflicts`);
       if (row!.conflicts.length > 0) throw new KeyConflictError(row!.conflicts);
-      return { inserted: row!.inserted, duplicates: coins.length - row!.inserted };
+      const inserted = Object.values(row!.by_tier).reduce((a, b) => a + b, 0);
+      return { inserted, duplicates: coins.length - inserted, insertedByTier: row!.by_tier };
     },
 
     /** Claims up to `count` of the target's oldest available coins of one tier (see claimCoins). */

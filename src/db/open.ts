@@ -1,5 +1,5 @@
 import type { Config } from "../config.ts";
-import { startEmbeddedPostgres, type EmbeddedDatabase } from "./embedded.ts";
+import type { EmbeddedDatabase } from "./embedded.ts";
 import { migrate } from "./migrate.ts";
 import { closePool, createPool, type Sql } from "./pool.ts";
 
@@ -7,7 +7,8 @@ export interface Database {
   sql: Sql;
   /** true when this process started the embedded PostgreSQL. */
   embedded: boolean;
-  close(): Promise<void>;
+  /** Closes the pool (queries still running after `timeoutSeconds` are cancelled) and stops the embedded PostgreSQL. */
+  close(timeoutSeconds?: number): Promise<void>;
 }
 
 /** Connects to DATABASE_URL, or starts the embedded PostgreSQL when it is empty; migrates by default. */
@@ -15,6 +16,7 @@ export async function openDatabase(config: Config, { migrate: runMigrations = tr
   let embedded: EmbeddedDatabase | undefined;
   let url = config.DATABASE_URL;
   if (!url) {
+    const { startEmbeddedPostgres } = await import("./embedded.ts"); // only loaded when used
     embedded = await startEmbeddedPostgres({ dataDir: config.AQM_DATA_DIR, port: config.AQM_EMBEDDED_PG_PORT });
     url = embedded.url;
   }
@@ -29,8 +31,8 @@ export async function openDatabase(config: Config, { migrate: runMigrations = tr
   return {
     sql,
     embedded: embedded !== undefined,
-    async close() {
-      await closePool(sql);
+    async close(timeoutSeconds = 5) {
+      await closePool(sql, timeoutSeconds);
       await embedded?.stop();
     },
   };

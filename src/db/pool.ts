@@ -17,7 +17,7 @@ export const poolDefaults: PoolConfig = {
 };
 
 /** The one shared postgres.js pool of a server process. */
-export function createPool(url: string, config: Partial<PoolConfig> = {}): Sql {
+export function createPool(url: string, config: Partial<PoolConfig> = {}, applicationName = "aqm-coin-server"): Sql {
   const c = { ...poolDefaults, ...config };
   return postgres(url, {
     max: c.AQM_DB_POOL_MAX,
@@ -26,7 +26,7 @@ export function createPool(url: string, config: Partial<PoolConfig> = {}): Sql {
     max_lifetime: c.AQM_DB_MAX_LIFETIME_S || null,
     onnotice: () => {},
     connection: {
-      application_name: "aqm-coin-server",
+      application_name: applicationName,
       statement_timeout: c.AQM_DB_STATEMENT_TIMEOUT_MS,
       idle_in_transaction_session_timeout: c.AQM_DB_IDLE_TX_TIMEOUT_MS,
     },

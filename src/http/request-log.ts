@@ -5,6 +5,7 @@ export interface RequestInfo {
   start: number;
   userId?: string;
   logged?: boolean;
+  measured?: boolean;
 }
 
 const infos = new WeakMap<Request, RequestInfo>();

@@ -2,6 +2,7 @@ import { claimCoins } from "../coins/service.ts";
 import type { Coin, Tier } from "../coins/model.ts";
 import type { Sql } from "../db/pool.ts";
 import { RateLimitedError } from "../errors.ts";
+import type { Metrics } from "../metrics/registry.ts";
 
 export interface QuotaClaim {
   coins: Coin[];
@@ -14,7 +15,7 @@ export interface QuotaClaim {
  * 24 h (hourly buckets in claim_quota). Each claim runs in one short transaction holding an
  * advisory lock on the pair, so concurrent fetches of the same pair cannot overspend it.
  */
-export function pairQuota(sql: Sql, limit: number) {
+export function pairQuota(sql: Sql, limit: number, metrics?: Metrics) {
   return {
     async claim(targetUserId: string, requesterId: string, tier: Tier, count: number): Promise<QuotaClaim> {
       return sql.begin(async (tx) => {
@@ -28,6 +29,7 @@ export function pairQuota(sql: Sql, limit: number) {
         if (remaining <= 0) {
           const freesAt = (usage!.oldest?.getTime() ?? Date.now()) + 25 * 3600_000;
           const retryAfter = Math.max(1, Math.ceil((freesAt - Date.now()) / 1000));
+          metrics?.quotaRejections.inc();
           throw new RateLimitedError(`At most ${limit} coins of one user may be claimed per 24 hours`, retryAfter);
         }
         const coins = await claimCoins(q, targetUserId, requesterId, tier, Math.min(count, remaining));

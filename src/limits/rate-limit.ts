@@ -1,5 +1,6 @@
 import type { Config } from "../config.ts";
 import { RateLimitedError } from "../errors.ts";
+import type { Metrics } from "../metrics/registry.ts";
 
 export type RouteGroup = "upload" | "fetch" | "count" | "admin";
 
@@ -58,7 +59,7 @@ export class TokenBuckets {
 
 export type RateLimiter = (group: RouteGroup, userId: string) => Record<string, string>;
 
-export function rateLimiter(config: Config): RateLimiter {
+export function rateLimiter(config: Config, metrics?: Metrics): RateLimiter {
   if (config.AQM_RATE_LIMITS === "off") return () => ({});
   const perMinute: Record<RouteGroup, number> = {
     upload: config.AQM_RATE_UPLOAD_PER_MIN,
@@ -69,5 +70,12 @@ export function rateLimiter(config: Config): RateLimiter {
   const groups = Object.fromEntries(
     Object.entries(perMinute).map(([group, n]) => [group, new TokenBuckets(n, n)]),
   ) as Record<RouteGroup, TokenBuckets>;
-  return (group, userId) => groups[group].take(userId);
+  return (group, userId) => {
+    try {
+      return groups[group].take(userId);
+    } catch (error) {
+      metrics?.rateLimited.inc({ group });
+      throw error;
+    }
+  };
 }

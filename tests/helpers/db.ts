@@ -52,7 +52,7 @@ export function useTestDatabase(pool: Partial<PoolConfig> = {}): TestDatabase {
   beforeAll(async () => {
     db.name = await createDatabase();
     db.url = databaseUrl(db.name);
-    db.sql = createPool(db.url, { AQM_DB_POOL_MAX: 10, ...pool });
+    db.sql = createPool(db.url, { AQM_DB_POOL_MAX: 10, ...pool }, "aqm-tests");
     await migrate(db.sql);
   });
   afterAll(async () => {

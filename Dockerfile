@@ -1,0 +1,41 @@
+# AQM coin inventory server. Build: `docker build -t aqm-coin-server .`
+# Run: needs DATABASE_URL and AQM_JWT_SECRET (or AQM_JWT_PUBLIC_KEY); see compose.yaml and docs/runbook.md.
+# The Bun version matches the one CI uses (.ci/run); tests/deploy.test.ts checks both stay on one major.minor.
+
+# --- deps: production dependencies only, exactly as locked -----------------------------------
+FROM oven/bun:1.4.5-slim AS deps
+WORKDIR /app
+COPY package.json bun.lock ./
+# --frozen-lockfile: fail instead of resolving anything new. package.json's trustedDependencies
+# let the embedded-postgres platform package run its postinstall; the production image uses
+# DATABASE_URL, so that package is only dead weight at runtime (it is a regular dependency).
+RUN bun install --frozen-lockfile --production
+
+# --- runtime ---------------------------------------------------------------------------------
+FROM oven/bun:1.4.5-slim AS runtime
+WORKDIR /app
+ENV NODE_ENV=production \
+    PORT=3000 \
+    HOST=0.0.0.0 \
+    AQM_DATA_DIR=/app/.data
+
+# Code and dependencies stay owned by root: the server process cannot modify them.
+COPY --from=deps /app/node_modules ./node_modules
+COPY package.json bun.lock tsconfig.json ./
+COPY src ./src
+# Migrations are read at start from db/migrations (relative to src/db/migrate.ts).
+COPY db ./db
+
+# The only writable path, for AQM_DATA_DIR (used only without DATABASE_URL: development).
+RUN mkdir -p /app/.data && chown bun:bun /app/.data
+
+USER bun
+EXPOSE 3000
+
+# The slim image has no curl. /v1/health answers 503 while PostgreSQL is unreachable.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["bun", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/v1/health').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"]
+
+# SIGTERM starts the graceful shutdown (src/index.ts); the server migrates the database at start.
+STOPSIGNAL SIGTERM
+CMD ["bun", "src/index.ts"]

@@ -1,0 +1,35 @@
+import { cron } from "@elysiajs/cron";
+import { Elysia } from "elysia";
+import type { Cron } from "croner";
+import { runJob, type JobDeps, type JobName } from "./jobs.ts";
+
+/** The tick a trigger belongs to: its second. Instances fire within milliseconds of each other. */
+const tickOf = (at: Date) => new Date(Math.floor(at.getTime() / 1000) * 1000);
+
+/**
+ * The maintenance schedule as an Elysia plugin (@elysiajs/cron). The plugin starts its jobs as
+ * soon as it is registered and app.stop() does not stop them: call `stopMaintenance(app)`.
+ */
+export function maintenanceSchedule(deps: JobDeps) {
+  const patterns: Record<JobName, string> = {
+    "purge-stale": deps.config.AQM_CRON_PURGE_STALE,
+    "hard-delete": deps.config.AQM_CRON_HARD_DELETE,
+  };
+  let app = new Elysia({ name: "maintenance" });
+  for (const [job, pattern] of Object.entries(patterns) as [JobName, string][]) {
+    app = app.use(cron({
+      name: job,
+      pattern,
+      timezone: "Etc/UTC",
+      protect: true, // a slow run is never started twice in one process
+      run: () => runJob(deps, job, tickOf(new Date())),
+    })) as unknown as Elysia<"", { decorator: {}; store: {}; derive: {}; resolve: {} }>;
+  }
+  return app;
+}
+
+/** Stops every cron job registered on `app` (and its plugins). */
+export function stopMaintenance(app: { store: unknown }): void {
+  const jobs = (app.store as { cron?: Record<string, Cron> }).cron ?? {};
+  for (const job of Object.values(jobs)) job.stop();
+}

@@ -1,0 +1,40 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { Tier } from "../coins/model.ts";
+
+/** Every metric of one app instance, in its own registry (tests build many apps in one process). */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "aqm_" });
+  const registers = [registry];
+  const tier = ["tier"] as const;
+  return {
+    registry,
+    requests: new Counter({ name: "aqm_http_requests_total", help: "HTTP requests by route and status", labelNames: ["method", "route", "status"], registers }),
+    latency: new Histogram({
+      name: "aqm_http_request_duration_seconds", help: "HTTP request duration by route and status",
+      labelNames: ["method", "route", "status"], registers,
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    }),
+    uploaded: new Counter({ name: "aqm_coins_uploaded_total", help: "Coins stored by uploads", labelNames: tier, registers }),
+    claimed: new Counter({ name: "aqm_coins_claimed_total", help: "Coins handed out by claims", labelNames: tier, registers }),
+    claimsShort: new Counter({ name: "aqm_claims_short_total", help: "Claims that returned fewer coins than asked (including none)", labelNames: tier, registers }),
+    claimsEmpty: new Counter({ name: "aqm_claims_empty_total", help: "Claims that returned no coin", labelNames: tier, registers }),
+    rateLimited: new Counter({ name: "aqm_rate_limited_total", help: "Requests refused by a per-user rate limit", labelNames: ["group"], registers }),
+    quotaRejections: new Counter({ name: "aqm_pair_quota_rejections_total", help: "Fetches refused because the pair quota was spent", registers }),
+    poolInUse: new Gauge({ name: "aqm_db_pool_in_use", help: "Database connections held by requests", registers }),
+    poolWaiting: new Gauge({ name: "aqm_db_pool_waiting", help: "Requests waiting for a database connection", registers }),
+    poolRejections: new Counter({ name: "aqm_db_pool_rejections_total", help: "Requests answered 503 because no connection was free in time", registers }),
+    maintenanceDeleted: new Counter({ name: "aqm_maintenance_deleted_total", help: "Rows deleted by maintenance jobs", labelNames: ["job"], registers }),
+    maintenanceRuns: new Counter({ name: "aqm_maintenance_runs_total", help: "Maintenance runs by result (ok, skipped, error)", labelNames: ["job", "result"], registers }),
+    available: new Gauge({ name: "aqm_coins_available", help: "Unclaimed coins per tier (refreshed at most once a minute)", labelNames: tier, registers }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+export function countClaim(metrics: Metrics | undefined, tier: Tier, asked: number, got: number): void {
+  if (!metrics) return;
+  metrics.claimed.inc({ tier }, got);
+  if (got < asked) metrics.claimsShort.inc({ tier });
+  if (got === 0) metrics.claimsEmpty.inc({ tier });
+}

@@ -1,0 +1,70 @@
+import { beforeAll, expect, test } from "bun:test";
+import { makeCoins } from "./helpers/coins.ts";
+import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
+import { useTestDatabase } from "./helpers/db.ts";
+
+const db = useTestDatabase();
+const metricsToken = "metrics-token-0123456789";
+let app: TestApp;
+let admin: User;
+let owner: User;
+let requester: User;
+
+beforeAll(async () => {
+  app = makeApp(db.sql, { AQM_METRICS_TOKEN: metricsToken, AQM_PAIR_QUOTA: "3", AQM_RATE_COUNT_PER_MIN: "1" });
+  [admin, owner, requester] = await Promise.all([newUser({ admin: true }), newUser(), newUser()]);
+});
+
+const scrape = async () => {
+  const res = await call(app, "GET", "/metrics", { token: metricsToken });
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toStartWith("text/plain");
+  return res.text;
+};
+const value = (text: string, series: string) => {
+  const line = text.split("\n").find((l) => l.startsWith(series + " "));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+};
+
+test("/metrics needs the metrics token or an admin JWT", async () => {
+  const other = makeApp(db.sql, { AQM_METRICS_TOKEN: metricsToken });
+  expect((await call(other, "GET", "/metrics")).status).toBe(401);
+  expect((await call(other, "GET", "/metrics", { token: "wrong-token-of-some-length" })).status).toBe(401);
+  expect((await call(other, "GET", "/metrics", { token: owner.token })).status).toBe(403);
+  expect((await call(other, "GET", "/metrics", { token: admin.token })).status).toBe(200);
+  expect((await call(other, "GET", "/metrics", { token: metricsToken })).status).toBe(200);
+  const noToken = makeApp(db.sql); // no AQM_METRICS_TOKEN: admin JWTs only
+  expect((await call(noToken, "GET", "/metrics", { token: metricsToken })).status).toBe(401);
+});
+
+test("counts uploads, claims (short and empty), rejections, requests and available coins", async () => {
+  await call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: [...makeCoins(2, "GOLD"), ...makeCoins(3, "BRONZE")] } });
+  const fetch = (tier: string, count: number) =>
+    call(app, "GET", "/v1/coins/fetch", { token: requester.token, query: { target_user_id: owner.id, coin_category: tier, count } });
+  expect((await fetch("GOLD", 1)).json.coins).toHaveLength(1); // full
+  expect((await fetch("GOLD", 2)).json.coins).toHaveLength(1); // short
+  expect((await fetch("SILVER", 1)).json.coins).toHaveLength(0); // empty (and short); quota now 2 of 3 used
+  expect((await fetch("BRONZE", 3)).json.coins).toHaveLength(1); // quota leaves 1
+  expect((await fetch("BRONZE", 1)).status).toBe(429); // quota spent
+  await call(app, "GET", "/v1/coins/count", { token: owner.token });
+  expect((await call(app, "GET", "/v1/coins/count", { token: owner.token })).status).toBe(429); // 1 per minute
+  await Bun.sleep(10);
+
+  const text = await scrape();
+  expect(value(text, 'aqm_coins_uploaded_total{tier="GOLD"}')).toBe(2);
+  expect(value(text, 'aqm_coins_uploaded_total{tier="BRONZE"}')).toBe(3);
+  expect(value(text, 'aqm_coins_claimed_total{tier="GOLD"}')).toBe(2);
+  expect(value(text, 'aqm_coins_claimed_total{tier="BRONZE"}')).toBe(1);
+  expect(value(text, 'aqm_claims_short_total{tier="GOLD"}')).toBe(1);
+  expect(value(text, 'aqm_claims_short_total{tier="BRONZE"}')).toBe(1);
+  expect(value(text, 'aqm_claims_empty_total{tier="SILVER"}')).toBe(1);
+  expect(value(text, "aqm_pair_quota_rejections_total")).toBe(1);
+  expect(value(text, 'aqm_rate_limited_total{group="count"}')).toBe(1);
+  expect(value(text, 'aqm_http_requests_total{method="GET",route="/v1/coins/fetch",status="200"}')).toBe(4);
+  expect(value(text, 'aqm_http_requests_total{method="GET",route="/v1/coins/fetch",status="429"}')).toBe(1);
+  expect(value(text, 'aqm_http_request_duration_seconds_count{method="POST",route="/v1/coins/upload",status="200"}')).toBe(1);
+  expect(value(text, 'aqm_coins_available{tier="GOLD"}')).toBe(0);
+  expect(value(text, 'aqm_coins_available{tier="BRONZE"}')).toBe(2);
+  expect(value(text, "aqm_db_pool_in_use")).toBe(0);
+  expect(text).toContain("aqm_process_resident_memory_bytes");
+});
