@@ -3,6 +3,7 @@ import { adminController } from "./admin/controller.ts";
 import { tokenVerifier } from "./auth/jwt.ts";
 import type { AuthKeys } from "./auth/keys.ts";
 import { coinsController } from "./coins/controller.ts";
+import { ClaimCoalescer } from "./coins/claim-batch.ts";
 import { coinService } from "./coins/service.ts";
 import type { Config } from "./config.ts";
 import { ConnectionGate, gated } from "./db/gate.ts";
@@ -36,7 +37,13 @@ export function createApp({ sql, config, keys, maintenance = false }: AppDeps) {
   const quota = config.AQM_RATE_LIMITS === "on" ? pairQuota(sql, config.AQM_PAIR_QUOTA, metrics) : undefined;
   const verify = tokenVerifier(keys);
   const limit = rateLimiter(config, metrics);
-  const routeDeps = { coins: gated(gate, coins), quota: quota && gated(gate, quota), verify, limit, metrics };
+  const gatedCoins = gated(gate, coins);
+  if (config.AQM_CLAIM_COALESCING === "on") {
+    // Half the pool for claim statements, the rest stays free for uploads and counts.
+    const coalescer = new ClaimCoalescer(sql, gate, Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)));
+    gatedCoins.fetchCoins = (target, requester, tier, count) => coalescer.claim(target, requester, tier, count);
+  }
+  const routeDeps = { coins: gatedCoins, quota: quota && gated(gate, quota), verify, limit, metrics };
 
   const app = new Elysia({ normalize: false }) // unknown properties are a 422, not silently dropped
     .use(requestLog(config.AQM_LOG === "on"))

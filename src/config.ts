@@ -42,6 +42,7 @@ export const settings = {
   AQM_RATE_COUNT_PER_MIN: int(1, 1000000, 300, "Count reads per user per minute."),
   AQM_RATE_ADMIN_PER_MIN: int(1, 1000000, 30, "Admin calls per user per minute."),
   AQM_PAIR_QUOTA: int(1, 1000000, 100, "Coins one requester may claim of one target per rolling 24 h."),
+  AQM_CLAIM_COALESCING: onOff("on", "Merge concurrent claims into one statement (used while rate limits are off; the pair quota claims per request)."),
   AQM_DB_POOL_WAIT_MS: int(1, 60000, 2000, "How long a request may wait for a free database connection before it gets 503."),
   AQM_DB_POOL_QUEUE_MAX: int(0, 100000, 2000, "Requests that may wait for a connection at once; beyond that, 503 at once."),
   AQM_CRON: onOff("on", "Run the maintenance schedule in this process (one instance runs each tick)."),

@@ -10,7 +10,7 @@ export interface UploadOutcome extends UploadResult {
 export const maintenanceBatch = 5000;
 
 // PostgreSQL's base64 output breaks lines every 76 characters; the wire format has none.
-const coinColumns = (sql: Sql) => sql`
+export const coinColumns = (sql: Sql) => sql`
   c.key_id, c.coin_category,
   translate(encode(c.public_key_blob, 'base64'), E'\n', '') AS public_key_b64,
   translate(encode(c.signature_blob, 'base64'), E'\n', '') AS signature_b64`;
@@ -33,7 +33,8 @@ function toServiceError(error: unknown): unknown {
   }
 }
 
-async function mapped<T>(work: Promise<T>): Promise<T> {
+/** Runs a statement, turning the PostgreSQL errors a caller can cause into typed errors. */
+export async function mapped<T>(work: Promise<T>): Promise<T> {
   try {
     return await work;
   } catch (error) {
