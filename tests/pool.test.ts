@@ -4,7 +4,7 @@ import { createPool, type Sql } from "../src/db/pool.ts";
 import { UnavailableError } from "../src/errors.ts";
 import { makeCoin } from "./helpers/coins.ts";
 import { call, makeApp, newUser, testConfig } from "./helpers/app.ts";
-import { useTestDatabase } from "./helpers/db.ts";
+import { holdKey, useTestDatabase } from "./helpers/db.ts";
 
 const db = useTestDatabase();
 let pool: Sql;
@@ -49,15 +49,11 @@ test("50 concurrent clients against a pool of 10: every request answered (200 or
   const coin = makeCoin();
   // Hold the owner's key_id in an open transaction: every upload of it blocks on the unique index
   // and keeps its connection busy, so the pool is really exhausted.
-  const blocker = await db.sql.reserve();
-  await blocker`BEGIN`;
-  await blocker`INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
-                VALUES (${owner.id}, ${coin.key_id}, ${coin.coin_category}, decode(${coin.public_key_b64}, 'base64'), decode(${coin.signature_b64}, 'base64'))`;
+  const blocker = await holdKey(db.sql, owner.id, coin);
   const started = performance.now();
   const pending = Array.from({ length: 50 }, () => call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: [coin] } }));
   await Bun.sleep(600); // longer than the wait limit: the 40 that found no connection are refused by now
-  await blocker`ROLLBACK`;
-  blocker.release();
+  await blocker.release();
   const results = await Promise.all(pending);
   const elapsed = performance.now() - started;
   const statuses = results.map((r) => r.status).sort();

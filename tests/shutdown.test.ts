@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { signToken } from "../src/auth/jwt.ts";
 import { randomUUID } from "node:crypto";
 import { makeCoin } from "./helpers/coins.ts";
-import { useTestDatabase } from "./helpers/db.ts";
+import { holdKey, useTestDatabase } from "./helpers/db.ts";
 import { startServer } from "./helpers/server.ts";
 
 const db = useTestDatabase();
@@ -13,11 +13,7 @@ test("SIGTERM lets a request in flight finish with 200, refuses new ones, and ex
   const owner = randomUUID();
   const token = await signToken(secret, owner);
   const coin = makeCoin();
-  // Make the upload slow: its key_id is held by an open transaction until we let go.
-  const blocker = await db.sql.reserve();
-  await blocker`BEGIN`;
-  await blocker`INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
-                VALUES (${owner}, ${coin.key_id}, ${coin.coin_category}, decode(${coin.public_key_b64}, 'base64'), decode(${coin.signature_b64}, 'base64'))`;
+  const blocker = await holdKey(db.sql, owner, coin); // the upload below waits for it
   const inFlight = fetch(`${server.url}/v1/coins/upload`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
@@ -28,8 +24,7 @@ test("SIGTERM lets a request in flight finish with 200, refuses new ones, and ex
   await Bun.sleep(300);
   const refused = await fetch(`${server.url}/v1/health`).then((r) => r.status, () => "refused");
   expect(refused).toBe("refused");
-  await blocker`ROLLBACK`;
-  blocker.release();
+  await blocker.release();
   const res = await inFlight;
   expect(res.status).toBe(200);
   expect(await res.json()).toEqual({ inserted: 1, duplicates: 0 });
@@ -44,10 +39,7 @@ test("the drain timeout bounds shutdown when a request never finishes", async ()
   const owner = randomUUID();
   const token = await signToken(secret, owner);
   const coin = makeCoin();
-  const blocker = await db.sql.reserve();
-  await blocker`BEGIN`;
-  await blocker`INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
-                VALUES (${owner}, ${coin.key_id}, 'BRONZE', '\\x00', '\\x00')`;
+  const blocker = await holdKey(db.sql, owner, coin);
   const stuck = fetch(`${server.url}/v1/coins/upload`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
@@ -59,7 +51,6 @@ test("the drain timeout bounds shutdown when a request never finishes", async ()
   expect(await server.exited).toBe(0);
   expect(performance.now() - started).toBeLessThan(8000);
   expect(server.lines.some((l) => l.msg === "drain timeout: closing open connections")).toBe(true);
-  await blocker`ROLLBACK`;
-  blocker.release();
+  await blocker.release();
   expect(await stuck).toBe("closed");
 }, 30000);

@@ -66,3 +66,20 @@ export function useTestDatabase(pool: Partial<PoolConfig> = {}): TestDatabase {
 export async function resetCoins(sql: Sql): Promise<void> {
   await sql`TRUNCATE coin_inventory RESTART IDENTITY`;
 }
+
+/**
+ * Inserts `coin` for `owner` in a transaction left open: an upload of the same key_id blocks on
+ * the unique index until `release()` rolls it back. Makes a request slow on purpose.
+ */
+export async function holdKey(sql: Sql, owner: string, coin: { key_id: string; coin_category: string }) {
+  const conn = await sql.reserve();
+  await conn`BEGIN`;
+  await conn`INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
+             VALUES (${owner}::uuid, ${coin.key_id}, ${coin.coin_category}, '\\x00', '\\x00')`;
+  return {
+    async release() {
+      await conn`ROLLBACK`;
+      conn.release();
+    },
+  };
+}
