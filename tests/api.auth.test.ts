@@ -62,6 +62,14 @@ describe("401: who are you?", () => {
     expect(res.json.detail).toContain("expired");
   });
 
+  test("a token that verified before is refused once it expires (the verification cache honours exp)", async () => {
+    const shortLived = await token(alice.id, { ttlSeconds: 1 });
+    expect((await count(shortLived)).status).toBe(200);
+    expect((await count(shortLived)).status).toBe(200); // served from the cache
+    await Bun.sleep(2100);
+    expect401(await count(shortLived));
+  });
+
   test("a sub that is not a UUID, or none", async () => {
     const sign = (claims: Record<string, unknown>) => new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).sign(testSecret);
     expect401(await count(await sign({ sub: "admin" })));

@@ -10,8 +10,14 @@ export interface Caller {
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Verified tokens kept, so a client's repeated requests skip the signature check. */
+const CACHE_SIZE = 10_000;
+
 /** Verifies `Authorization: Bearer <JWT>`; anything wrong is a 401 that says what. */
 export function tokenVerifier(keys: AuthKeys) {
+  // Keyed by the whole token, signature included, and honouring exp: a hit is exactly a token
+  // that verified before and has not expired since.
+  const verified = new Map<string, { caller: Caller; expiresAt: number }>();
   const algorithms = [...(keys.secret ? ["HS256"] : []), ...(keys.publicKey ? [keys.publicKey.alg] : [])];
   const pickKey: JWTVerifyGetKey = (header) => {
     if (header.alg === "HS256" && keys.secret) return keys.secret;
@@ -22,9 +28,13 @@ export function tokenVerifier(keys: AuthKeys) {
   return async function verify(authorization: string | undefined | null): Promise<Caller> {
     const match = authorization?.match(/^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/);
     if (!match) throw new UnauthorizedError("Send Authorization: Bearer <token>");
+    const token = match[1]!;
+    const hit = verified.get(token);
+    if (hit && hit.expiresAt > Date.now()) return hit.caller;
+    if (hit) verified.delete(token);
     let payload;
     try {
-      ({ payload } = await jwtVerify(match[1]!, pickKey, { algorithms, issuer: keys.issuer, audience: keys.audience }));
+      ({ payload } = await jwtVerify(token, pickKey, { algorithms, issuer: keys.issuer, audience: keys.audience }));
     } catch (error) {
       if (error instanceof UnauthorizedError) throw error;
       if (error instanceof joseErrors.JWTExpired) throw new UnauthorizedError("The token has expired");
@@ -33,7 +43,11 @@ export function tokenVerifier(keys: AuthKeys) {
     }
     if (typeof payload.sub !== "string" || !uuid.test(payload.sub)) throw new UnauthorizedError("The token's sub must be a user UUID");
     const scope = typeof payload.scope === "string" ? payload.scope : "";
-    return { userId: payload.sub.toLowerCase(), scopes: new Set(scope.split(" ").filter(Boolean)) };
+    const caller: Caller = { userId: payload.sub.toLowerCase(), scopes: new Set(scope.split(" ").filter(Boolean)) };
+    if (verified.size >= CACHE_SIZE) verified.delete(verified.keys().next().value!); // oldest first
+    // A token without exp is verified again at least hourly.
+    verified.set(token, { caller, expiresAt: Math.min(typeof payload.exp === "number" ? payload.exp * 1000 : Infinity, Date.now() + 3600_000) });
+    return caller;
   };
 }
 

@@ -57,8 +57,20 @@ export const FetchQuery = t.Object({
   requester_id: t.Optional(Uuid),
 }, { additionalProperties: false });
 
+/**
+ * A claimed coin as served. The same fields as an uploaded one, without the base64 patterns:
+ * what is served was validated on the way in, and checking ~4 KB blobs again on every
+ * response would cost more than the claim itself.
+ */
+export const ServedCoin = t.Object({
+  key_id: t.String({ description: KeyId.description }),
+  coin_category: CoinCategory,
+  public_key_b64: t.String({ contentEncoding: "base64", description: "Public key, standard base64" }),
+  signature_b64: t.String({ contentEncoding: "base64", description: "Signature over the public key, standard base64" }),
+});
+
 export const FetchResult = t.Object({
-  coins: t.Array(Coin, { description: "Claimed coins, oldest first; fewer than asked (or none) when the stock is short" }),
+  coins: t.Array(ServedCoin, { description: "Claimed coins, oldest first; fewer than asked (or none) when the stock is short" }),
 });
 
 export const CountQuery = t.Object({ user_id: t.Optional(Uuid) }, { additionalProperties: false });
