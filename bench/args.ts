@@ -25,7 +25,7 @@ export const usage = `bun bench/run.ts [options]
   --url <base>           target a running server instead of starting one (needs --secret, --database-url)
   --secret <s>           the server's AQM_JWT_SECRET (with --url)
   --database-url <url>   the server's database, for seeding and the SQL ceiling (with --url)
-  --pool <n>             server pool size (AQM_DB_POOL_MAX) and SQL-ceiling pool size (10)
+  --pool <n>             server pool size (AQM_DB_POOL_MAX) and SQL-ceiling pool size (4, the server default)
   --concurrency <n>      closed-loop connections (32)
   --duration <s>         seconds per measured segment (10)
   --rates <list>         open-loop rates, % of the closed-loop peak (25,50,75)
@@ -65,7 +65,7 @@ export function parseOptions(argv: string[]): Options | "help" {
     url: values.url?.replace(/\/+$/, ""),
     secret: values.secret,
     databaseUrl: values["database-url"],
-    pool: Math.round(positive("pool", values.pool, 10)),
+    pool: Math.round(positive("pool", values.pool, 4)),
     concurrency: Math.round(positive("concurrency", values.concurrency, 32)),
     durationS: positive("duration", values.duration, quick ? 3 : 10),
     rateFractions: rates,

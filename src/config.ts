@@ -24,7 +24,7 @@ export const settings = {
   DATABASE_URL: str("", "PostgreSQL (14+) connection URL. Empty: run the embedded PostgreSQL."),
   AQM_DATA_DIR: str(".data", "Directory for the embedded PostgreSQL cluster and the development JWT secret."),
   AQM_EMBEDDED_PG_PORT: int(1, 65535, 54329, "Port of the embedded PostgreSQL (loopback only)."),
-  AQM_DB_POOL_MAX: int(1, 500, 10, "Maximum PostgreSQL connections of this server process."),
+  AQM_DB_POOL_MAX: int(1, 500, 4, "Maximum PostgreSQL connections of this server process (4 measured best on 2 cores with PostgreSQL on the same box; see bench/README.md)."),
   AQM_DB_CONNECT_TIMEOUT_S: int(1, 300, 1, "Seconds to wait for a new PostgreSQL connection; past it a request gets 503."),
   AQM_DB_IDLE_TIMEOUT_S: int(0, 86400, 60, "Seconds before an idle pooled connection is closed (0: never)."),
   AQM_DB_MAX_LIFETIME_S: int(0, 86400, 1800, "Seconds before a pooled connection is replaced (0: never)."),

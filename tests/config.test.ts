@@ -5,7 +5,7 @@ test("defaults apply when nothing is set", () => {
   const config = loadConfig({});
   expect(config.PORT).toBe(3000);
   expect(config.DATABASE_URL).toBe("");
-  expect(config.AQM_DB_POOL_MAX).toBe(10);
+  expect(config.AQM_DB_POOL_MAX).toBe(4);
 });
 
 test("values are read and coerced", () => {

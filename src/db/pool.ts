@@ -8,7 +8,7 @@ export type PoolConfig = Pick<Config,
   | "AQM_DB_STATEMENT_TIMEOUT_MS" | "AQM_DB_IDLE_TX_TIMEOUT_MS">;
 
 export const poolDefaults: PoolConfig = {
-  AQM_DB_POOL_MAX: 10,
+  AQM_DB_POOL_MAX: 4,
   AQM_DB_CONNECT_TIMEOUT_S: 1,
   AQM_DB_IDLE_TIMEOUT_S: 60,
   AQM_DB_MAX_LIFETIME_S: 1800,
