@@ -1,6 +1,7 @@
 import { afterAll } from "bun:test";
-import { rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startEmbeddedPostgres } from "../src/db/embedded.ts";
 
@@ -16,7 +17,9 @@ function freePort(): Promise<number> {
 }
 
 if (!process.env.TEST_DATABASE_URL) {
-  const dataDir = join(import.meta.dir, "..", ".data", `test-${process.pid}`);
+  // Under the system temp directory: as root, PostgreSQL runs as the postgres user, which may
+  // not be able to reach a checkout in a private home directory.
+  const dataDir = mkdtempSync(join(tmpdir(), "aqm-test-"));
   const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
   process.env.TEST_DATABASE_URL = pg.url;
   afterAll(async () => {

