@@ -20,7 +20,14 @@ try {
   throw error;
 }
 
-const db = await openDatabase(config);
+let db: Awaited<ReturnType<typeof openDatabase>>;
+try {
+  db = await openDatabase(config);
+} catch (error) {
+  const { message, code } = error as { message?: string; code?: string };
+  console.error(`aqm: cannot open the database${code ? ` (${code})` : ""}: ${message ?? String(error)}`);
+  process.exit(1);
+}
 const app = createApp({ sql: db.sql, config, keys, maintenance: config.AQM_CRON === "on" });
 // The app answers 413 for bodies over 1 MiB itself; this is Bun's backstop for anything larger.
 const server = Bun.serve({ port: config.PORT, hostname: config.HOST, fetch: app.fetch, maxRequestBodySize: 2 * 1024 * 1024 });
