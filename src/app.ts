@@ -54,7 +54,7 @@ export function createApp({ sql, config, keys, maintenance = false }: AppDeps) {
     .use(metricsController({ sql, metrics, verify, token: config.AQM_METRICS_TOKEN }))
     .use(coinsController({ ...routeDeps, config }))
     .use(adminController(routeDeps));
-  return maintenance ? app.use(maintenanceSchedule({ sql, coins, quota, config, metrics })) : app;
+  return maintenance ? app.use(maintenanceSchedule({ sql, config, metrics })) : app;
 }
 
 export type App = ReturnType<typeof createApp>;

@@ -113,10 +113,17 @@ export function sqlstateOf(error: unknown): string | undefined {
   return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
-/** Errors that mean "PostgreSQL is not reachable right now" rather than "this request is wrong". */
+/** SQLSTATEs that mean "try again shortly": a timeout, a lock or serialization conflict. */
+const transient = new Set([SQLSTATE.queryCanceled, "55P03", "40001", "40P01"]);
+
+/**
+ * Errors that mean "PostgreSQL cannot serve this right now" (unreachable, shutting down, out of
+ * connections, statement timeout) rather than "this request is wrong": answered 503.
+ */
 export function isConnectionError(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== "string") return false;
-  if (code.startsWith("08") || code === SQLSTATE.adminShutdown || code === SQLSTATE.cannotConnectNow || code === SQLSTATE.tooManyConnections) return true;
+  if (code.startsWith("08") || code === SQLSTATE.adminShutdown || code === SQLSTATE.cannotConnectNow
+    || code === SQLSTATE.tooManyConnections || transient.has(code)) return true;
   return ["CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EPIPE", "ETIMEDOUT"].includes(code);
 }

@@ -124,6 +124,22 @@ test("raw bodies that are not JSON objects", async () => {
   expect(await snapshot()).toEqual(before);
 });
 
+test("deep nesting is refused at once with 400, before validation", async () => {
+  for (const depth of [10, 10_000, 100_000]) {
+    const body = "[".repeat(depth) + "]".repeat(depth);
+    const started = performance.now();
+    const res = await call(app, "POST", "/v1/coins/upload", { token: alice.token, rawBody: `{"coins":${body}}`, headers: { "content-type": "application/json" } });
+    expect(res.status).toBe(400);
+    expect(res.json.detail).toContain("nested deeper");
+    expect(performance.now() - started).toBeLessThan(1000);
+  }
+});
+
+test("admin routes refuse a caller without the scope before looking at the body", async () => {
+  const res = await call(app, "POST", "/v1/admin/purge-stale", { token: alice.token, body: { max_age_days: "nope", junk: [[[1]]] } });
+  expect(res.status).toBe(403);
+});
+
 test("random mutations of a valid upload never produce a 5xx (seeded fuzz)", async () => {
   let seed = 0x5eed;
   const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);

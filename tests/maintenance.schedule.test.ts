@@ -2,7 +2,8 @@ import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { coinService } from "../src/coins/service.ts";
 import { loadConfig } from "../src/config.ts";
-import { runJob, type JobDeps } from "../src/maintenance/jobs.ts";
+import { jobWork, runJob, type JobDeps } from "../src/maintenance/jobs.ts";
+import { createPool } from "../src/db/pool.ts";
 import { createMetrics } from "../src/metrics/registry.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { useTestDatabase } from "./helpers/db.ts";
@@ -13,8 +14,8 @@ beforeEach(async () => {
   await db.sql`TRUNCATE coin_inventory, maintenance_tick`;
 });
 
-function deps(lines: Record<string, unknown>[] = []): JobDeps {
-  return { sql: db.sql, coins: coinService(db.sql), config: loadConfig({}), metrics: createMetrics(), log: (l) => lines.push(l) };
+function deps(lines: Record<string, unknown>[] = [], sql = db.sql): JobDeps {
+  return { sql, config: loadConfig({}), metrics: createMetrics(), log: (l) => lines.push(l) };
 }
 
 test("a run deletes in its job's terms, logs { job, deleted, ms } and counts it", async () => {
@@ -54,10 +55,31 @@ test("a run never overlaps one still holding the job's advisory lock", async () 
 
 test("a failing run is logged and counted as an error, not thrown", async () => {
   const lines: Record<string, unknown>[] = [];
-  const d = { ...deps(lines), coins: { ...coinService(db.sql), purgeStale: () => Promise.reject(Object.assign(new Error("boom"), { code: "57014" })) } };
-  expect(await runJob(d, "purge-stale", new Date(7_000_000))).toBe("error");
+  const failing = { ...jobWork, "purge-stale": () => Promise.reject(Object.assign(new Error("boom"), { code: "57014" })) };
+  expect(await runJob(deps(lines), "purge-stale", new Date(7_000_000), 500, failing)).toBe("error");
   expect(lines[0]).toMatchObject({ level: "error", job: "purge-stale", code: "57014" });
+  expect(await runJob(deps(lines), "purge-stale", new Date(8_000_000))).toBe("ok"); // the lock was released
 });
+
+test("a late trigger is not taken for the next tick: ticks closer than half the period are skipped", async () => {
+  const hour = 3600_000;
+  expect(await runJob(deps(), "hard-delete", new Date(100 * hour), hour / 2)).toBe("ok");
+  expect(await runJob(deps(), "hard-delete", new Date(100 * hour + 3_000), hour / 2)).toBe("skipped"); // 3 s late
+  expect(await runJob(deps(), "hard-delete", new Date(101 * hour), hour / 2)).toBe("ok");
+});
+
+test("a job runs with a pool of one connection (its deletes use the connection holding the lock)", async () => {
+  const single = createPool(db.url, { AQM_DB_POOL_MAX: 1 });
+  try {
+    await coinService(db.sql).uploadCoins(randomUUID(), makeCoins(3));
+    await db.sql`UPDATE coin_inventory SET uploaded_at = now() - interval '31 days'`;
+    const result = await Promise.race([runJob(deps([], single), "purge-stale", new Date(9_000_000)), Bun.sleep(5_000).then(() => "hung")]);
+    expect(result).toBe("ok");
+    expect(await runJob(deps([], single), "hard-delete", new Date(9_000_000))).toBe("ok");
+  } finally {
+    await single.end({ timeout: 1 });
+  }
+}, 15_000);
 
 test("two server processes on one database run each job exactly once per tick", async () => {
   const env = {

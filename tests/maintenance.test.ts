@@ -7,7 +7,10 @@ import { resetCoins, useTestDatabase } from "./helpers/db.ts";
 const db = useTestDatabase();
 const svc = () => coinService(db.sql);
 
-beforeEach(() => resetCoins(db.sql));
+beforeEach(async () => {
+  await resetCoins(db.sql);
+  await db.sql`TRUNCATE claimed_key`;
+});
 
 async function age(keyIds: string[], column: "uploaded_at" | "fetched_at", interval: string) {
   await db.sql`UPDATE coin_inventory SET ${db.sql(column)} = ${db.sql(column)} - ${interval}::interval WHERE key_id IN ${db.sql(keyIds)}`;
@@ -78,6 +81,32 @@ describe("hardDeleteFetched", () => {
     expect(await svc().hardDeleteFetched(1)).toBe(0);
     expect(await svc().hardDeleteFetched(0)).toBe(1);
     expect((await svc().getInventoryCount(owner)).bronze).toBe(2);
+  });
+});
+
+describe("claimed keys outlive the hard delete", () => {
+  test("a retried upload of a coin claimed and hard-deleted is not published again", async () => {
+    const owner = randomUUID();
+    const coin = makeCoins(1)[0]!;
+    await svc().uploadCoins(owner, [coin]);
+    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toHaveLength(1);
+    expect(await svc().hardDeleteFetched(0)).toBe(1);
+    const [kept] = await db.sql`SELECT * FROM claimed_key`;
+    expect(Object.keys(kept!).sort()).toEqual(["claimed_at", "key_id", "user_id"]); // never who claimed it
+    expect(await svc().uploadCoins(owner, [coin, makeCoins(1)[0]!])).toMatchObject({ inserted: 1, duplicates: 1 });
+    const again = await svc().fetchCoins(owner, randomUUID(), "BRONZE", 5);
+    expect(again.map((c) => c.key_id)).not.toContain(coin.key_id);
+    expect(again).toHaveLength(1);
+  });
+
+  test("the kept key ids are forgotten after the purge age", async () => {
+    const owner = randomUUID();
+    await svc().uploadCoins(owner, makeCoins(2));
+    await svc().fetchCoins(owner, randomUUID(), "BRONZE", 2);
+    await svc().hardDeleteFetched(0);
+    await db.sql`UPDATE claimed_key SET claimed_at = now() - interval '31 days' WHERE key_id = (SELECT min(key_id) FROM claimed_key)`;
+    expect(await svc().purgeClaimedKeys(30)).toBe(1);
+    expect((await db.sql`SELECT count(*)::int AS n FROM claimed_key`)[0]!.n).toBe(1);
   });
 });
 

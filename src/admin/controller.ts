@@ -32,9 +32,11 @@ export interface AdminDeps {
 export const adminController = ({ coins, quota, verify, limit }: AdminDeps) =>
   new Elysia({ prefix: "/v1/admin" })
     .use(authenticated(verify))
-    .onBeforeHandle(({ caller, set }) => {
+    // A derive runs before body validation: a caller without the scope learns nothing more.
+    .derive(({ caller, set }) => {
       requireAdmin(caller);
       Object.assign(set.headers, limit("admin", caller.userId));
+      return {};
     })
     .post("/purge-stale", async ({ body }) => ({ deleted: await coins.purgeStale(body?.max_age_days ?? 30) }), {
       body: PurgeBody,

@@ -1,5 +1,5 @@
 import type { Sql } from "../db/pool.ts";
-import { DatabaseError, KeyConflictError, SQLSTATE, ValidationError, sqlstateOf } from "../errors.ts";
+import { DatabaseError, KeyConflictError, SQLSTATE, ValidationError, isConnectionError, sqlstateOf } from "../errors.ts";
 import type { Coin, Inventory, Tier, UploadResult } from "./model.ts";
 
 export interface UploadOutcome extends UploadResult {
@@ -16,6 +16,7 @@ export const coinColumns = (sql: Sql) => sql`
   translate(encode(c.signature_blob, 'base64'), E'\n', '') AS signature_b64`;
 
 function toServiceError(error: unknown): unknown {
+  if (isConnectionError(error)) return error; // answered 503 by the HTTP layer
   switch (sqlstateOf(error)) {
     case SQLSTATE.checkViolation:
       return new ValidationError("A value is outside its allowed set (coin_category must be GOLD, SILVER or BRONZE)",
@@ -71,6 +72,7 @@ export function coinService(sql: Sql) {
           INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
           SELECT ${userId}::uuid, key_id, coin_category, public_key_blob, signature_blob FROM input
           WHERE NOT EXISTS (SELECT 1 FROM conflicts)
+            AND NOT EXISTS (SELECT 1 FROM claimed_key k WHERE k.user_id = ${userId}::uuid AND k.key_id = input.key_id)
           ORDER BY ord
           ON CONFLICT (user_id, key_id) DO NOTHING
           RETURNING coin_category
@@ -100,26 +102,42 @@ export function coinService(sql: Sql) {
 
     /** Deletes coins nobody claimed within `maxAgeDays`, in batches. */
     async purgeStale(maxAgeDays = 30): Promise<number> {
-      return deleteInBatches(() => sql`
+      return deleteInBatches(async () => (await sql`
         WITH doomed AS (
           SELECT record_id FROM coin_inventory
           WHERE fetched_at IS NULL AND uploaded_at < now() - make_interval(days => ${maxAgeDays})
           LIMIT ${maintenanceBatch}
           FOR UPDATE SKIP LOCKED
         )
-        DELETE FROM coin_inventory c USING doomed WHERE c.record_id = doomed.record_id`);
+        DELETE FROM coin_inventory c USING doomed WHERE c.record_id = doomed.record_id`).count);
     },
 
-    /** Deletes claimed coins, and with them who claimed them, once the grace period is over. */
+    /**
+     * Deletes claimed coins, and with them who claimed them, once the grace period is over. The
+     * owner's key id stays in claimed_key, so a retried upload cannot republish the coin.
+     */
     async hardDeleteFetched(graceHours = 1): Promise<number> {
-      return deleteInBatches(() => sql`
+      return deleteInBatches(async () => (await sql<{ n: number }[]>`
         WITH doomed AS (
           SELECT record_id FROM coin_inventory
           WHERE fetched_at IS NOT NULL AND fetched_at < now() - make_interval(hours => ${graceHours})
           LIMIT ${maintenanceBatch}
           FOR UPDATE SKIP LOCKED
+        ), gone AS (
+          DELETE FROM coin_inventory c USING doomed WHERE c.record_id = doomed.record_id
+          RETURNING c.user_id, c.key_id, c.fetched_at
+        ), kept AS (
+          INSERT INTO claimed_key (user_id, key_id, claimed_at) SELECT user_id, key_id, fetched_at FROM gone
+          ON CONFLICT (user_id, key_id) DO NOTHING
         )
-        DELETE FROM coin_inventory c USING doomed WHERE c.record_id = doomed.record_id`);
+        SELECT count(*)::int AS n FROM gone`)[0]!.n);
+    },
+
+    /** Forgets the key ids of coins claimed more than `maxAgeDays` ago. */
+    async purgeClaimedKeys(maxAgeDays = 30): Promise<number> {
+      return deleteInBatches(async () => (await sql`
+        DELETE FROM claimed_key WHERE ctid IN (
+          SELECT ctid FROM claimed_key WHERE claimed_at < now() - make_interval(days => ${maxAgeDays}) LIMIT ${maintenanceBatch})`).count);
     },
   };
 }
@@ -149,10 +167,10 @@ export async function claimCoins(sql: Sql, targetUserId: string, requesterId: st
     .map(({ key_id, coin_category, public_key_b64, signature_b64 }) => ({ key_id, coin_category, public_key_b64, signature_b64 }));
 }
 
-async function deleteInBatches(batch: () => Promise<{ count: number }>): Promise<number> {
+async function deleteInBatches(batch: () => Promise<number>): Promise<number> {
   let total = 0;
   for (;;) {
-    const { count } = await mapped(batch());
+    const count = await mapped(batch());
     total += count;
     if (count < maintenanceBatch) return total;
   }

@@ -73,6 +73,20 @@ export function problemResponse(problem: ProblemError, requestId?: string): Resp
   return new Response(JSON.stringify(body), { status: problem.status, headers });
 }
 
+/** No valid body nests deeper than 3; hostile nesting makes validation errors cost quadratic time. */
+const MAX_DEPTH = 8;
+
+function nestedDeeperThan(value: unknown, max: number): boolean {
+  let level: unknown[] = [value];
+  for (let depth = 0; level.length > 0; depth++) {
+    if (depth > max) return true;
+    const next: unknown[] = [];
+    for (const v of level) if (v !== null && typeof v === "object") next.push(...Object.values(v));
+    level = next;
+  }
+  return false;
+}
+
 async function readLimited(request: Request, max: number): Promise<string> {
   if (!request.body) return "";
   // Content-Length was checked in onRequest: read it in one go, with no extra copies.
@@ -110,11 +124,14 @@ export const problems = new Elysia({ name: "problems" })
     if (!contentType?.toLowerCase().startsWith("application/json")) {
       throw new ProblemError(415, "unsupported-media-type", "Unsupported media type", "Send the body as application/json");
     }
+    let body: unknown;
     try {
-      return JSON.parse(text);
+      body = JSON.parse(text);
     } catch {
       throw new BadRequestError("The request body is not valid JSON");
     }
+    if (nestedDeeperThan(body, MAX_DEPTH)) throw new BadRequestError(`The request body is nested deeper than ${MAX_DEPTH} levels`);
+    return body;
   })
   .onError({ as: "global" }, ({ code, error, request, set }) => {
     const problem = toProblemError(code, error);

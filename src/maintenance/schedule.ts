@@ -1,10 +1,18 @@
 import { cron } from "@elysiajs/cron";
 import { Elysia } from "elysia";
-import type { Cron } from "croner";
+import { Cron } from "croner";
 import { runJob, type JobDeps, type JobName } from "./jobs.ts";
 
 /** The tick a trigger belongs to: its second. Instances fire within milliseconds of each other. */
 const tickOf = (at: Date) => new Date(Math.floor(at.getTime() / 1000) * 1000);
+
+/** Half the gap between the pattern's next two runs: the least distance between two real ticks. */
+function halfPeriodMs(pattern: string): number {
+  const probe = new Cron(pattern, { paused: true, timezone: "Etc/UTC" });
+  const [a, b] = probe.nextRuns(2);
+  probe.stop();
+  return a && b ? (b.getTime() - a.getTime()) / 2 : 500;
+}
 
 /**
  * The maintenance schedule as an Elysia plugin (@elysiajs/cron). The plugin starts its jobs as
@@ -17,12 +25,13 @@ export function maintenanceSchedule(deps: JobDeps) {
   };
   let app = new Elysia({ name: "maintenance" });
   for (const [job, pattern] of Object.entries(patterns) as [JobName, string][]) {
+    const minGapMs = halfPeriodMs(pattern);
     app = app.use(cron({
       name: job,
       pattern,
       timezone: "Etc/UTC",
       protect: true, // a slow run is never started twice in one process
-      run: () => runJob(deps, job, tickOf(new Date())),
+      run: () => runJob(deps, job, tickOf(new Date()), minGapMs),
     })) as unknown as Elysia<"", { decorator: {}; store: {}; derive: {}; resolve: {} }>;
   }
   return app;
