@@ -1,10 +1,9 @@
 import postgres from "postgres";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { startEmbeddedPostgres } from "../src/db/embedded.ts";
+import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import type { Options } from "./args.ts";
 
 /** What the phases need to know about the system under test. */
@@ -50,17 +49,6 @@ export function stopStack(): Promise<void> {
     }
   })();
   return stopping;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolvePort(port));
-    });
-  });
 }
 
 export async function waitForHealth(baseUrl: string, timeoutMs: number, exited?: () => string | undefined): Promise<void> {

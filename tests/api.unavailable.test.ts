@@ -1,15 +1,10 @@
 import { afterAll, expect, test } from "bun:test";
-import { createServer } from "node:net";
+import { freePort } from "../src/db/embedded.ts";
 import { createPool } from "../src/db/pool.ts";
 import { call, makeApp, newUser } from "./helpers/app.ts";
 
 // A pool pointed at a port where no PostgreSQL listens: what a client sees when the database is down.
-const port = await new Promise<number>((resolve) => {
-  const s = createServer().listen(0, "127.0.0.1", () => {
-    const { port } = s.address() as { port: number };
-    s.close(() => resolve(port));
-  });
-});
+const port = await freePort();
 const sql = createPool(`postgres://nobody:nothing@127.0.0.1:${port}/none`, { AQM_DB_CONNECT_TIMEOUT_S: 1 });
 afterAll(() => sql.end({ timeout: 1 }));
 const app = makeApp(sql);

