@@ -1,19 +1,27 @@
 import { Elysia } from "elysia";
 import { adminController } from "./admin/controller.ts";
 import { tokenVerifier } from "./auth/jwt.ts";
-import type { AuthKeys } from "./auth/keys.ts";
+import type { AuthKeys, HashSecrets } from "./auth/keys.ts";
+import { claimController } from "./coins/claim-controller.ts";
+import { claimKeys } from "./coins/claim-keys.ts";
+import { ClaimQueue } from "./coins/claim-queue.ts";
+import { claimService } from "./coins/claims.ts";
 import { coinsController } from "./coins/controller.ts";
-import { ClaimCoalescer } from "./coins/claim-batch.ts";
+import { countWatch } from "./coins/count-watch.ts";
 import { coinService } from "./coins/service.ts";
+import { StockEvents } from "./coins/stock-events.ts";
+import { wireLimits } from "./coins/tiers.ts";
 import type { Config } from "./config.ts";
-import { ConnectionGate, gated } from "./db/gate.ts";
+import { Db } from "./db/db.ts";
+import { ConnectionGate } from "./db/gate.ts";
+import { listen } from "./db/notifications.ts";
 import type { Sql } from "./db/pool.ts";
 import { healthController } from "./health/controller.ts";
+import { jsonBody } from "./http/body.ts";
 import { docs } from "./http/openapi.ts";
-import { problems } from "./http/problem.ts";
+import { problemHandler } from "./http/problems.ts";
 import { requestLog } from "./http/request-log.ts";
-import { pairQuota } from "./limits/pair-quota.ts";
-import { rateLimiter } from "./limits/rate-limit.ts";
+import { throttle } from "./limits/rate-limit.ts";
 import { maintenanceSchedule } from "./maintenance/schedule.ts";
 import { httpMetrics, metricsController } from "./metrics/controller.ts";
 import { createMetrics } from "./metrics/registry.ts";
@@ -22,38 +30,62 @@ export interface AppDeps {
   sql: Sql;
   config: Config;
   keys: AuthKeys;
+  hashSecrets: HashSecrets;
+  /** Where LISTEN connects (a session; default: the pool's own server). */
+  listenUrl?: string;
   /** Start the maintenance cron jobs with the app (the entry point does; tests mostly don't). */
   maintenance?: boolean;
+  /** The clock tokens are checked against, ms (tests move it). */
+  now?: () => number;
 }
 
 /**
  * Builds the whole HTTP application. Runtime-neutral: serve `app.fetch` with Bun, or with
  * `Deno.serve(app.fetch)`; Bun-only concerns (embedded PostgreSQL, signals) live in index.ts.
+ * `app.decorator.aqm.close()` answers waiting requests and closes the notification listener.
  */
-export function createApp({ sql, config, keys, maintenance = false }: AppDeps) {
+export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenance = false, now }: AppDeps) {
   const metrics = createMetrics();
-  const gate = new ConnectionGate(config.AQM_DB_POOL_MAX, config.AQM_DB_POOL_WAIT_MS, config.AQM_DB_POOL_QUEUE_MAX, metrics);
-  const coins = coinService(sql);
-  const quota = config.AQM_RATE_LIMITS === "on" ? pairQuota(sql, config.AQM_PAIR_QUOTA, metrics) : undefined;
-  const verify = tokenVerifier(keys);
-  const limit = rateLimiter(config, metrics);
-  const gatedCoins = gated(gate, coins);
-  if (config.AQM_CLAIM_COALESCING === "on") {
-    // Half the pool for claim statements, the rest stays free for uploads and counts.
-    const coalescer = new ClaimCoalescer(sql, gate, Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)));
-    gatedCoins.fetchCoins = (target, requester, tier, count) => coalescer.claim(target, requester, tier, count);
-  }
-  const routeDeps = { coins: gatedCoins, quota: quota && gated(gate, quota), verify, limit, metrics };
+  const gate = new ConnectionGate(config.AQM_DB_POOL_MAX, config.AQM_DB_POOL_QUEUE_MAX, {
+    changed: ({ inUse, waiting }) => {
+      metrics.poolInUse.set(inUse);
+      metrics.poolWaiting.set(waiting);
+    },
+    refused: () => metrics.poolRejections.inc(),
+  });
+  const db = new Db(sql, gate, {
+    waitMs: config.AQM_DB_POOL_WAIT_MS, prepare: true,
+    late: (statement) => {
+      metrics.lateFinishes.inc({ statement });
+      console.error(JSON.stringify({ time: new Date().toISOString(), level: "warn", msg: "statement finished after its answer was given up", statement }));
+    },
+  });
+  const quota = config.AQM_RATE_LIMITS === "on" ? config.AQM_PAIR_QUOTA : null;
+  const events = new StockEvents((message, ready) => listen(listenUrl ?? sql, "aqm_stock", message, ready), (n) => metrics.claimWaiting.set(n));
+  const queue = new ClaimQueue(db, {
+    quota, maxInFlight: Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)), // the rest of the pool stays free for uploads and counts
+    queued: (n) => metrics.claimQueue.set(n),
+  });
+  const claims = claimService({
+    db, queue, events, quota, keys: claimKeys(hashSecrets.current, hashSecrets.previous), quotaRejected: () => metrics.quotaRejections.inc(),
+  });
+  const coins = coinService(db);
+  const verify = tokenVerifier(keys, { requireExp: config.AQM_JWT_REQUIRE_EXP === "on", maxTtlS: config.AQM_JWT_MAX_TTL_S, now });
+  const limit = throttle(config, (group) => metrics.rateLimited.inc({ group }));
+  const claimBoundMs = config.AQM_DB_POOL_WAIT_MS + 250;
 
   const app = new Elysia({ normalize: false }) // unknown properties are a 422, not silently dropped
+    .decorate("aqm", { close: () => events.close() })
     .use(requestLog(config.AQM_LOG === "on"))
     .use(httpMetrics(metrics))
-    .use(problems)
+    .use(problemHandler)
+    .use(jsonBody(wireLimits.requestBodyBytes))
     .use(docs)
     .use(healthController(sql))
-    .use(metricsController({ sql, metrics, verify, token: config.AQM_METRICS_TOKEN }))
-    .use(coinsController({ ...routeDeps, config }))
-    .use(adminController(routeDeps));
+    .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
+    .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: limit, metrics, config }))
+    .use(claimController({ claims, verify, throttle: limit, metrics }))
+    .use(adminController({ db, config, verify, throttle: limit, metrics }));
   return maintenance ? app.use(maintenanceSchedule({ sql, config, metrics })) : app;
 }
 

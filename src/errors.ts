@@ -1,129 +1,94 @@
 /**
- * Every error the server reports, in one place. Each one becomes an RFC 9457
- * application/problem+json body; `type` is a stable URI clients can switch on.
+ * Everything that can go wrong, in the server's own terms. Services and the database layer
+ * throw these; the HTTP layer (http/problems.ts) is the one place that turns each into a status
+ * and an RFC 9457 problem body, so a maintenance job logs the same error a request would answer.
  */
 export interface FieldError {
   field: string;
   message: string;
 }
 
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  errors?: FieldError[];
-  [extension: string]: unknown;
-}
-
-export class ProblemError extends Error {
-  constructor(
-    readonly status: number,
-    readonly slug: string,
-    readonly title: string,
-    detail: string,
-    readonly extensions: Record<string, unknown> = {},
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(detail);
+export abstract class AppError extends Error {
+  /** Stable name clients switch on: the problem type is `urn:aqm:problem:<kind>`. */
+  abstract readonly kind: string;
+  constructor(message: string) {
+    super(message);
     this.name = new.target.name;
   }
+}
 
-  toProblem(): Problem {
-    return { type: `urn:aqm:problem:${this.slug}`, title: this.title, status: this.status, detail: this.message, ...this.extensions };
+/** A field (or several) of the request is invalid. */
+export class ValidationError extends AppError {
+  readonly kind = "validation";
+  constructor(message: string, readonly errors: FieldError[] = []) {
+    super(message);
   }
 }
 
-export class ValidationError extends ProblemError {
-  constructor(detail: string, readonly errors: FieldError[] = []) {
-    super(422, "validation", "Invalid request", detail, { errors });
+/** The body, or a blob in it, is larger than allowed. */
+export class PayloadTooLargeError extends AppError {
+  readonly kind = "payload-too-large";
+  constructor(message: string, readonly errors: FieldError[] = []) {
+    super(message);
   }
 }
 
-export class PayloadTooLargeError extends ProblemError {
-  constructor(detail: string, errors: FieldError[] = []) {
-    super(413, "payload-too-large", "Payload too large", detail, errors.length ? { errors } : {});
-  }
+export class BadRequestError extends AppError {
+  readonly kind = "bad-request";
 }
 
-export class BadRequestError extends ProblemError {
-  constructor(detail: string) {
-    super(400, "bad-request", "Bad request", detail);
-  }
+export class UnsupportedMediaTypeError extends AppError {
+  readonly kind = "unsupported-media-type";
 }
 
-export class UnauthorizedError extends ProblemError {
-  constructor(detail: string) {
-    super(401, "unauthorized", "Unauthorized", detail, {}, { "WWW-Authenticate": 'Bearer realm="aqm"' });
-  }
+export class UnauthorizedError extends AppError {
+  readonly kind = "unauthorized";
 }
 
-export class ForbiddenError extends ProblemError {
-  constructor(detail: string) {
-    super(403, "forbidden", "Forbidden", detail);
-  }
+export class ForbiddenError extends AppError {
+  readonly kind = "forbidden";
 }
 
-export class NotFoundError extends ProblemError {
-  constructor(detail: string) {
-    super(404, "not-found", "Not found", detail);
-  }
+export class NotFoundError extends AppError {
+  readonly kind = "not-found";
 }
 
-export class KeyConflictError extends ProblemError {
+/** key_ids already stored (or repeated in the batch) with other content; nothing was written. */
+export class KeyConflictError extends AppError {
+  readonly kind = "key-conflict";
   constructor(readonly keyIds: string[]) {
-    super(409, "key-conflict", "Key id already used with other content",
-      `${keyIds.length} key_id(s) already exist with different content; nothing was written`, { key_ids: keyIds });
+    super(`${keyIds.length} key_id(s) already exist with different content; nothing was written`);
   }
 }
 
-export class RateLimitedError extends ProblemError {
-  constructor(detail: string, retryAfterSeconds: number, headers: Record<string, string> = {}) {
-    super(429, "rate-limited", "Too many requests", detail, { retry_after: retryAfterSeconds },
-      { "Retry-After": String(retryAfterSeconds), ...headers });
+/** An Idempotency-Key already used for a claim with another body. */
+export class IdempotencyMismatchError extends AppError {
+  readonly kind = "idempotency-key-reused";
+  constructor() {
+    super("This Idempotency-Key was used for a claim with another body; use a new key for a new claim");
   }
 }
 
-export class UnavailableError extends ProblemError {
-  constructor(detail: string, retryAfterSeconds = 1) {
-    super(503, "unavailable", "Service unavailable", detail, {}, { "Retry-After": String(retryAfterSeconds) });
+/** A per-user rate limit or the pair quota: retry after `retryAfterS` seconds. */
+export class RateLimitedError extends AppError {
+  readonly kind = "rate-limited";
+  constructor(message: string, readonly retryAfterS: number, readonly rateLimit?: { limit: number; reset: number }) {
+    super(message);
   }
 }
 
-/** A PostgreSQL error the service did not expect; carries the SQLSTATE, never the SQL text. */
-export class DatabaseError extends ProblemError {
-  constructor(readonly sqlstate: string, override readonly cause?: unknown) {
-    super(500, "internal", "Internal server error", "The request could not be completed");
+/** The database cannot serve this request right now (unreachable, saturated, too slow): retry shortly. */
+export class UnavailableError extends AppError {
+  readonly kind = "unavailable";
+  constructor(message: string, readonly retryAfterS = 1, readonly sqlstate?: string) {
+    super(message);
   }
 }
 
-/** SQLSTATE codes the server reacts to. */
-export const SQLSTATE = {
-  uniqueViolation: "23505",
-  checkViolation: "23514",
-  queryCanceled: "57014",
-  adminShutdown: "57P01",
-  cannotConnectNow: "57P03",
-  tooManyConnections: "53300",
-} as const;
-
-/** The SQLSTATE of a postgres.js error, or undefined for anything else. */
-export function sqlstateOf(error: unknown): string | undefined {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
-}
-
-/** SQLSTATEs that mean "try again shortly": a timeout, a lock or serialization conflict. */
-const transient = new Set([SQLSTATE.queryCanceled, "55P03", "40001", "40P01"]);
-
-/**
- * Errors that mean "PostgreSQL cannot serve this right now" (unreachable, shutting down, out of
- * connections, statement timeout) rather than "this request is wrong": answered 503.
- */
-export function isConnectionError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  if (typeof code !== "string") return false;
-  if (code.startsWith("08") || code === SQLSTATE.adminShutdown || code === SQLSTATE.cannotConnectNow
-    || code === SQLSTATE.tooManyConnections || transient.has(code)) return true;
-  return ["CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EPIPE", "ETIMEDOUT"].includes(code);
+/** Anything the server did not expect. Carries the SQLSTATE (or error class) for the log, never shown. */
+export class InternalError extends AppError {
+  readonly kind = "internal";
+  constructor(readonly code: string, readonly detail: string, override readonly cause?: unknown) {
+    super("The request could not be completed");
+  }
 }

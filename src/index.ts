@@ -1,6 +1,6 @@
 // Entry point for Bun: opens the database (embedded by default), serves the app, shuts down cleanly.
 import { createApp } from "./app.ts";
-import { loadAuthKeys, type AuthKeys } from "./auth/keys.ts";
+import { loadAuthKeys, loadHashSecrets, type AuthKeys, type HashSecrets } from "./auth/keys.ts";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { openDatabase } from "./db/open.ts";
 import { stopMaintenance } from "./maintenance/schedule.ts";
@@ -9,9 +9,11 @@ const log = (line: Record<string, unknown>) => console.log(JSON.stringify({ time
 
 let config: Config;
 let keys: AuthKeys;
+let hashSecrets: HashSecrets;
 try {
   config = loadConfig();
   keys = await loadAuthKeys(config);
+  hashSecrets = loadHashSecrets(config);
 } catch (error) {
   if (error instanceof ConfigError) {
     console.error(`aqm: configuration error: ${error.message}`);
@@ -28,7 +30,7 @@ try {
   console.error(`aqm: cannot open the database${code ? ` (${code})` : ""}: ${message ?? String(error)}`);
   process.exit(1);
 }
-const app = createApp({ sql: db.sql, config, keys, maintenance: config.AQM_CRON === "on" });
+const app = createApp({ sql: db.sql, config, keys, hashSecrets, maintenance: config.AQM_CRON === "on" });
 // The app answers 413 for bodies over 1 MiB itself; this is Bun's backstop for anything larger.
 const server = Bun.serve({ port: config.PORT, hostname: config.HOST, fetch: app.fetch, maxRequestBodySize: 2 * 1024 * 1024 });
 if (config.AQM_RATE_LIMITS === "off") {
@@ -57,6 +59,7 @@ async function shutdown(signal: string) {
     await server.stop(true);
   }
   stopMaintenance(app);
+  await app.decorator.aqm.close();
   await db.close(drained ? 5 : 1);
   log({ msg: "stopped" });
   process.exit(0);

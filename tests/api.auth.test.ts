@@ -63,22 +63,53 @@ describe("401: who are you?", () => {
   });
 
   test("a token that verified before is refused once it expires (the verification cache honours exp)", async () => {
-    const shortLived = await token(alice.id, { ttlSeconds: 1 });
-    expect((await count(shortLived)).status).toBe(200);
-    expect((await count(shortLived)).status).toBe(200); // served from the cache
-    await Bun.sleep(2100);
-    expect401(await count(shortLived));
+    let now = Date.now();
+    const clocked = makeApp(db.sql, {}, undefined, () => now);
+    const shortLived = await token(alice.id, { ttlSeconds: 60 });
+    const countAt = () => call(clocked, "GET", "/v1/coins/count", { token: shortLived });
+    expect((await countAt()).status).toBe(200);
+    now += 30_000;
+    expect((await countAt()).status).toBe(200); // served from the cache
+    now += 31_000;
+    expect401(await countAt());
+  });
+
+  test("exp is required by default, and a lifetime past AQM_JWT_MAX_TTL_S is refused", async () => {
+    const sign = (claims: Record<string, unknown>, exp?: number, iat?: number) => {
+      const jwt = new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).setSubject(alice.id);
+      if (iat !== undefined) jwt.setIssuedAt(iat);
+      if (exp !== undefined) jwt.setExpirationTime(exp);
+      return jwt.sign(testSecret);
+    };
+    const nowS = Math.floor(Date.now() / 1000);
+    const forever = await sign({});
+    const res = await count(forever);
+    expect401(res);
+    expect(res.json.detail).toContain("no exp");
+    expect((await call(makeApp(db.sql, { AQM_JWT_REQUIRE_EXP: "off" }), "GET", "/v1/coins/count", { token: forever })).status).toBe(200);
+    expect401(await count(await sign({}, nowS + 86_400 + 120))); // a day (the default cap) and more from now
+    expect401(await count(await sign({}, nowS + 3600, nowS - 86_400))); // issued a day ago for 25 h in all
+    expect((await count(await sign({}, nowS + 86_000, nowS))).status).toBe(200);
+    const capped = makeApp(db.sql, { AQM_JWT_MAX_TTL_S: "600" });
+    expect((await call(capped, "GET", "/v1/coins/count", { token: await sign({}, nowS + 900) })).status).toBe(401);
+    expect((await call(capped, "GET", "/v1/coins/count", { token: await sign({}, nowS + 500) })).status).toBe(200);
+  });
+
+  test("the scheme is case-insensitive (RFC 9110)", async () => {
+    for (const scheme of ["bearer", "BEARER", "Bearer"]) {
+      expect((await call(app, "GET", "/v1/coins/count", { headers: { authorization: `${scheme} ${alice.token}` } })).status).toBe(200);
+    }
   });
 
   test("a sub that is not a UUID, or none", async () => {
-    const sign = (claims: Record<string, unknown>) => new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).sign(testSecret);
+    const sign = (claims: Record<string, unknown>) => new SignJWT(claims).setProtectedHeader({ alg: "HS256" }).setExpirationTime("1h").sign(testSecret);
     expect401(await count(await sign({ sub: "admin" })));
     expect401(await count(await sign({})));
   });
 
   test("a token for an RS256 key while only HS256 is configured (algorithm confusion)", async () => {
     const { privateKey } = await generateKeyPair("RS256");
-    const rs = await new SignJWT({}).setProtectedHeader({ alg: "RS256" }).setSubject(alice.id).sign(privateKey);
+    const rs = await new SignJWT({}).setProtectedHeader({ alg: "RS256" }).setSubject(alice.id).setExpirationTime("1h").sign(privateKey);
     expect401(await count(rs));
   });
 });
@@ -103,7 +134,7 @@ describe("403: acting for someone else", () => {
       expect((await call(app, "POST", path, { token: mallory.token, body: {} })).status).toBe(403);
       expect401(await call(app, "POST", path, { body: {} }));
     }
-    const scoped = await new SignJWT({ scope: "user administrator" }).setProtectedHeader({ alg: "HS256" }).setSubject(mallory.id).sign(testSecret);
+    const scoped = await new SignJWT({ scope: "user administrator" }).setProtectedHeader({ alg: "HS256" }).setSubject(mallory.id).setExpirationTime("1h").sign(testSecret);
     expect((await call(app, "POST", "/v1/admin/purge-stale", { token: scoped })).status).toBe(403);
     expect((await call(app, "POST", "/v1/admin/purge-stale", { token: await token(mallory.id, { admin: true }) })).status).toBe(200);
   });
@@ -119,7 +150,7 @@ describe("asymmetric keys from an identity service", () => {
       expect((await call(service, "GET", "/v1/coins/count", { token: good })).status).toBe(200);
       expect401(await call(service, "GET", "/v1/coins/count", { token: alice.token })); // HS256 not configured there
       const { privateKey: other } = await generateKeyPair(alg);
-      const bad = await new SignJWT({}).setProtectedHeader({ alg }).setSubject(alice.id).sign(other);
+      const bad = await new SignJWT({}).setProtectedHeader({ alg }).setSubject(alice.id).setExpirationTime("1h").sign(other);
       expect401(await call(service, "GET", "/v1/coins/count", { token: bad }));
     });
   }
@@ -127,7 +158,7 @@ describe("asymmetric keys from an identity service", () => {
   test("issuer and audience are enforced when configured", async () => {
     const keys = await loadAuthKeys(testConfig({ AQM_JWT_SECRET: new TextDecoder().decode(testSecret), AQM_JWT_ISSUER: "https://id.example", AQM_JWT_AUDIENCE: "aqm" }));
     const strict = makeApp(db.sql, {}, keys);
-    const sign = (iss: string, aud: string) => new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject(alice.id).setIssuer(iss).setAudience(aud).sign(testSecret);
+    const sign = (iss: string, aud: string) => new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject(alice.id).setIssuer(iss).setAudience(aud).setExpirationTime("1h").sign(testSecret);
     expect((await call(strict, "GET", "/v1/coins/count", { token: await sign("https://id.example", "aqm") })).status).toBe(200);
     expect401(await call(strict, "GET", "/v1/coins/count", { token: await sign("https://evil.example", "aqm") }));
     expect401(await call(strict, "GET", "/v1/coins/count", { token: await sign("https://id.example", "other") }));

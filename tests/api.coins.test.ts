@@ -20,6 +20,9 @@ const upload = (user: User, coins: unknown[], extra: Record<string, unknown> = {
 const fetchCoins = (user: User, target: string, coin_category: string, count: number) =>
   call(app, "GET", "/v1/coins/fetch", { token: user.token, query: { target_user_id: target, coin_category, count } });
 
+const noLastResort = { gold: false, silver: false, bronze: false };
+const counts = (gold: number, silver: number, bronze: number) => ({ gold, silver, bronze, last_resort: noLastResort });
+
 function expectProblem(res: { status: number; headers: Headers; json: any }, status: number) {
   expect(res.status).toBe(status);
   expect(res.headers.get("content-type")).toBe("application/problem+json");
@@ -42,7 +45,7 @@ describe("POST /v1/coins/upload", () => {
     const res = await upload(alice, [makeCoin(), { ...makeCoin(), key_id: coin.key_id }]);
     expectProblem(res, 409);
     expect(res.json.key_ids).toEqual([coin.key_id]);
-    expect((await call(app, "GET", "/v1/coins/count", { token: alice.token })).json).toEqual({ gold: 0, silver: 0, bronze: 1 });
+    expect((await call(app, "GET", "/v1/coins/count", { token: alice.token })).json).toEqual(counts(0, 0, 1));
   });
 
   test("a blob that decodes past its limit → 413 naming the field, nothing written", async () => {
@@ -52,7 +55,10 @@ describe("POST /v1/coins/upload", () => {
     expect(res.json.errors).toEqual([{ field: "coins[1].public_key_b64", message: "decodes to more than 2048 bytes" }]);
     const sig = await upload(alice, [{ ...makeCoin(), signature_b64: Buffer.alloc(5121).toString("base64") }]);
     expect(sig.json.errors[0].field).toBe("coins[0].signature_b64");
-    const atLimit = await upload(alice, [{ ...makeCoin(), public_key_b64: Buffer.alloc(2048).toString("base64"), signature_b64: Buffer.alloc(5120).toString("base64") }]);
+    const loose = makeApp(db.sql, { AQM_TIER_SIZES: "loose" });
+    const atLimit = await call(loose, "POST", "/v1/coins/upload", {
+      token: alice.token, body: { coins: [{ ...makeCoin(), public_key_b64: Buffer.alloc(2048).toString("base64"), signature_b64: Buffer.alloc(5120).toString("base64") }] },
+    });
     expect(atLimit.status).toBe(200);
     expect((await db.sql`SELECT count(*)::int AS n FROM coin_inventory`)[0]!.n).toBe(1);
   });
@@ -116,10 +122,10 @@ describe("GET /v1/coins/fetch", () => {
 describe("GET /v1/coins/count", () => {
   test("defaults to the caller; any user's counts are readable", async () => {
     await upload(alice, standardBatch());
-    expect((await call(app, "GET", "/v1/coins/count", { token: alice.token })).json).toEqual({ gold: 5, silver: 6, bronze: 5 });
+    expect((await call(app, "GET", "/v1/coins/count", { token: alice.token })).json).toEqual(counts(5, 6, 5));
     const other = await call(app, "GET", "/v1/coins/count", { token: bob.token, query: { user_id: alice.id } });
     expect(other.status).toBe(200);
-    expect(other.json).toEqual({ gold: 5, silver: 6, bronze: 5 });
+    expect(other.json).toEqual(counts(5, 6, 5));
   });
 
   test("AQM_COUNT_VISIBILITY=self: own counts only (403 otherwise)", async () => {

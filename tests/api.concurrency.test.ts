@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { makeCoins } from "./helpers/coins.ts";
+import { inventory, makeCoins } from "./helpers/coins.ts";
 import { makeApp, newUser, type User } from "./helpers/app.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { startServer, type ServerProcess } from "./helpers/server.ts";
 
 // Real HTTP: a Bun server on loopback and 200 concurrent clients.
 const db = useTestDatabase({ AQM_DB_POOL_MAX: 10 });
@@ -42,12 +43,39 @@ async function drain(): Promise<void> {
   expect(keys).toHaveLength(300);
   expect(new Set(keys).size).toBe(300);
   const count = await fetch(`${base}/v1/coins/count`, { headers: { authorization: `Bearer ${owner.token}` } });
-  expect(await count.json()).toEqual({ gold: 0, silver: 0, bronze: 0 });
+  expect(await count.json()).toEqual(inventory(0, 0, 0));
 }
 
-test("200 concurrent HTTP fetches against one user's coins (pair quota path): no key_id twice, supply exactly handed out", drain);
+test("200 concurrent HTTP fetches against one user's coins (default configuration): no key_id twice, supply exactly handed out", drain);
 
-test("the same with rate limits off (coalesced claims, several requests per statement)", async () => {
-  serve({ AQM_RATE_LIMITS: "off", AQM_CLAIM_COALESCING: "on" });
+test("the same with rate limits off (benchmark mode)", async () => {
+  serve({ AQM_RATE_LIMITS: "off" });
   await drain();
 });
+
+test("3 server processes, 200 concurrent fetches of one pair: exactly the pair quota is handed out, no key twice", async () => {
+  const servers: ServerProcess[] = await Promise.all([0, 1, 2].map(() => startServer({ DATABASE_URL: db.url, AQM_CRON: "off", AQM_RATE_FETCH_PER_MIN: "100000" })));
+  try {
+    const [owner, thief] = await Promise.all([newUser(), newUser()]);
+    for (let i = 0; i < 500; i += 100) {
+      const res = await fetch(`${servers[0]!.url}/v1/coins/upload`, {
+        method: "POST", headers: { authorization: `Bearer ${owner.token}`, "content-type": "application/json" },
+        body: JSON.stringify({ coins: makeCoins(100, "BRONZE") }),
+      });
+      expect(res.status).toBe(200);
+    }
+    const responses = await Promise.all(Array.from({ length: 200 }, async (_, i) => {
+      const url = `${servers[i % 3]!.url}/v1/coins/fetch?target_user_id=${owner.id}&coin_category=BRONZE&count=${(i % 3) + 1}`;
+      const res = await fetch(url, { headers: { authorization: `Bearer ${thief.token}` } });
+      return { status: res.status, body: (await res.json()) as { coins?: { key_id: string }[] } };
+    }));
+    expect(responses.every((r) => r.status === 200 || r.status === 429)).toBe(true);
+    const keys = responses.flatMap((r) => r.body.coins?.map((c) => c.key_id) ?? []);
+    expect(keys).toHaveLength(100); // AQM_PAIR_QUOTA's default
+    expect(new Set(keys).size).toBe(100);
+    expect((await db.sql`SELECT count(*)::int AS n FROM coin_inventory WHERE fetched_at IS NOT NULL AND user_id = ${owner.id}::uuid`)[0]!.n).toBe(100);
+  } finally {
+    for (const s of servers) s.proc.kill("SIGTERM");
+    await Promise.all(servers.map((s) => s.exited));
+  }
+}, 60_000);

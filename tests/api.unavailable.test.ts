@@ -2,6 +2,7 @@ import { afterAll, expect, test } from "bun:test";
 import { freePort } from "../src/db/embedded.ts";
 import { createPool } from "../src/db/pool.ts";
 import { call, makeApp, newUser } from "./helpers/app.ts";
+import { makeCoin } from "./helpers/coins.ts";
 
 // A pool pointed at a port where no PostgreSQL listens: what a client sees when the database is down.
 const port = await freePort();
@@ -19,10 +20,12 @@ test("health answers 503 degraded, quickly", async () => {
 
 test("every data route answers 503 problem+json with Retry-After, not a hang or a 500", async () => {
   const user = await newUser({ admin: true });
+  const started = performance.now();
   const requests = [
     call(app, "GET", "/v1/coins/count", { token: user.token }),
     call(app, "GET", "/v1/coins/fetch", { token: user.token, query: { target_user_id: user.id, coin_category: "GOLD", count: 1 } }),
-    call(app, "POST", "/v1/coins/upload", { token: user.token, body: { coins: [{ key_id: "k", coin_category: "GOLD", public_key_b64: "AAAA", signature_b64: "AAAA" }] } }),
+    call(app, "POST", "/v1/coins/upload", { token: user.token, body: { coins: [makeCoin("GOLD")] } }),
+    call(app, "POST", "/v1/coins/claim", { token: user.token, body: { target_user_id: user.id, want: { bronze: 1 } } }),
     call(app, "POST", "/v1/admin/purge-stale", { token: user.token }),
   ];
   for (const res of await Promise.all(requests)) {
@@ -31,4 +34,5 @@ test("every data route answers 503 problem+json with Retry-After, not a hang or 
     expect(Number(res.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
     expect(res.text).not.toContain("ECONNREFUSED");
   }
+  expect(performance.now() - started).toBeLessThan(2500); // AQM_DB_POOL_WAIT_MS (2 s) plus the margin
 });

@@ -2,11 +2,13 @@ import { beforeEach, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { coinService } from "../src/coins/service.ts";
 import { KeyConflictError, ValidationError } from "../src/errors.ts";
-import { makeCoin, makeCoins, standardBatch } from "./helpers/coins.ts";
+import { testClaims, testDb } from "./helpers/claims.ts";
+import { inventory, makeCoin, makeCoins, standardBatch } from "./helpers/coins.ts";
 import { resetCoins, useTestDatabase } from "./helpers/db.ts";
 
 const db = useTestDatabase();
-const svc = () => coinService(db.sql);
+const svc = () => coinService(testDb(db.sql));
+const fetchCoins = (...args: Parameters<ReturnType<typeof testClaims>["fetch"]>) => testClaims(db.sql).fetch(...args);
 const rowCount = async () => (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM coin_inventory`)[0]!.n;
 
 beforeEach(() => resetCoins(db.sql));
@@ -28,7 +30,7 @@ describe("uploadCoins", () => {
   test("stores a batch of mixed tiers in one go", async () => {
     const owner = randomUUID();
     expect(await svc().uploadCoins(owner, standardBatch())).toEqual({ inserted: 16, duplicates: 0, insertedByTier: { GOLD: 5, SILVER: 6, BRONZE: 5 } });
-    expect(await svc().getInventoryCount(owner)).toEqual({ gold: 5, silver: 6, bronze: 5 });
+    expect(await svc().getInventoryCount(owner)).toEqual(inventory(5, 6, 5));
   });
 
   test("uploading the same batch again is idempotent", async () => {
@@ -90,9 +92,9 @@ describe("uploadCoins", () => {
     const owner = randomUUID();
     const coin = makeCoin();
     await svc().uploadCoins(owner, [coin]);
-    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toHaveLength(1);
+    expect(await fetchCoins(owner, randomUUID(), "BRONZE", 1)).toHaveLength(1);
     expect(await svc().uploadCoins(owner, [coin])).toMatchObject({ inserted: 0, duplicates: 1 });
-    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toEqual([]);
+    expect(await fetchCoins(owner, randomUUID(), "BRONZE", 1)).toEqual([]);
   });
 
   test("an empty list writes nothing", async () => {
@@ -101,12 +103,12 @@ describe("uploadCoins", () => {
   });
 });
 
-describe("fetchCoins", () => {
+describe("claiming one tier (GET /v1/coins/fetch)", () => {
   test("returns coins of the requested tier only, with their content", async () => {
     const owner = randomUUID();
     const batch = standardBatch();
     await svc().uploadCoins(owner, batch);
-    const got = await svc().fetchCoins(owner, randomUUID(), "SILVER", 10);
+    const got = await fetchCoins(owner, randomUUID(), "SILVER", 10);
     expect(got).toHaveLength(6);
     expect(got.every((c) => c.coin_category === "SILVER")).toBe(true);
     expect(got).toEqual(batch.filter((c) => c.coin_category === "SILVER"));
@@ -121,35 +123,35 @@ describe("fetchCoins", () => {
     const [{ distinct }] = await db.sql`SELECT count(DISTINCT uploaded_at)::int AS distinct FROM coin_inventory` as never as [{ distinct: number }];
     expect(distinct).toBe(2);
     const order: string[] = [];
-    for (let i = 0; i < 7; i++) order.push(...(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 5)).map((c) => c.key_id));
+    for (let i = 0; i < 7; i++) order.push(...(await fetchCoins(owner, randomUUID(), "BRONZE", 5)).map((c) => c.key_id));
     expect(order).toEqual([...first, ...second].map((c) => c.key_id));
   });
 
   test("upload 5, fetch 3: 3 returned, 2 still available", async () => {
     const owner = randomUUID();
     await svc().uploadCoins(owner, makeCoins(5));
-    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 3)).toHaveLength(3);
+    expect(await fetchCoins(owner, randomUUID(), "BRONZE", 3)).toHaveLength(3);
     expect((await svc().getInventoryCount(owner)).bronze).toBe(2);
   });
 
   test("asking for more than exist returns what exists", async () => {
     const owner = randomUUID();
     await svc().uploadCoins(owner, makeCoins(2));
-    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 10)).toHaveLength(2);
+    expect(await fetchCoins(owner, randomUUID(), "BRONZE", 10)).toHaveLength(2);
   });
 
   test("an empty inventory, an unknown user or an empty tier give an empty list", async () => {
     const owner = randomUUID();
-    expect(await svc().fetchCoins(owner, randomUUID(), "GOLD", 5)).toEqual([]);
+    expect(await fetchCoins(owner, randomUUID(), "GOLD", 5)).toEqual([]);
     await svc().uploadCoins(owner, makeCoins(3, "BRONZE"));
-    expect(await svc().fetchCoins(owner, randomUUID(), "GOLD", 5)).toEqual([]);
+    expect(await fetchCoins(owner, randomUUID(), "GOLD", 5)).toEqual([]);
   });
 
   test("marks the claim with the requester and time", async () => {
     const owner = randomUUID();
     const requester = randomUUID();
     await svc().uploadCoins(owner, makeCoins(2));
-    const [coin] = await svc().fetchCoins(owner, requester, "BRONZE", 1);
+    const [coin] = await fetchCoins(owner, requester, "BRONZE", 1);
     const [row] = await db.sql`SELECT fetched_by, fetched_at FROM coin_inventory WHERE key_id = ${coin!.key_id}`;
     expect(row!.fetched_by).toBe(requester);
     expect(Math.abs(Date.now() - new Date(row!.fetched_at).getTime())).toBeLessThan(60_000);
@@ -160,11 +162,11 @@ describe("fetchCoins", () => {
   test("never hands out a claimed coin again", async () => {
     const owner = randomUUID();
     await svc().uploadCoins(owner, makeCoins(4));
-    const a = await svc().fetchCoins(owner, randomUUID(), "BRONZE", 3);
-    const b = await svc().fetchCoins(owner, randomUUID(), "BRONZE", 3);
+    const a = await fetchCoins(owner, randomUUID(), "BRONZE", 3);
+    const b = await fetchCoins(owner, randomUUID(), "BRONZE", 3);
     expect(b).toHaveLength(1);
     expect(a.map((c) => c.key_id)).not.toContain(b[0]!.key_id);
-    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 3)).toEqual([]);
+    expect(await fetchCoins(owner, randomUUID(), "BRONZE", 3)).toEqual([]);
   });
 
   test("does not touch other users' coins", async () => {
@@ -172,17 +174,17 @@ describe("fetchCoins", () => {
     const bob = randomUUID();
     await svc().uploadCoins(alice, makeCoins(3));
     await svc().uploadCoins(bob, makeCoins(3));
-    await svc().fetchCoins(alice, randomUUID(), "BRONZE", 3);
-    expect(await svc().getInventoryCount(bob)).toEqual({ gold: 0, silver: 0, bronze: 3 });
+    await fetchCoins(alice, randomUUID(), "BRONZE", 3);
+    expect(await svc().getInventoryCount(bob)).toEqual(inventory(0, 0, 3));
   });
 });
 
 describe("getInventoryCount", () => {
   test("counts available coins per tier, zeros for missing tiers and unknown users", async () => {
     const owner = randomUUID();
-    expect(await svc().getInventoryCount(owner)).toEqual({ gold: 0, silver: 0, bronze: 0 });
+    expect(await svc().getInventoryCount(owner)).toEqual(inventory(0, 0, 0));
     await svc().uploadCoins(owner, [...makeCoins(2, "GOLD"), ...makeCoins(4, "BRONZE")]);
-    await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1);
-    expect(await svc().getInventoryCount(owner)).toEqual({ gold: 2, silver: 0, bronze: 3 });
+    await fetchCoins(owner, randomUUID(), "BRONZE", 1);
+    expect(await svc().getInventoryCount(owner)).toEqual(inventory(2, 0, 3));
   });
 });

@@ -1,140 +1,146 @@
-import { beforeEach, describe, expect, test } from "bun:test";
+import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { coinService, maintenanceBatch } from "../src/coins/service.ts";
+import { coinService } from "../src/coins/service.ts";
+import { loadConfig } from "../src/config.ts";
+import { jobs } from "../src/maintenance/jobs.ts";
+import { runTick, type JobDeps } from "../src/maintenance/run.ts";
+import { createPool } from "../src/db/pool.ts";
+import { createMetrics } from "../src/metrics/registry.ts";
+import { call, makeApp, newUser } from "./helpers/app.ts";
+import { testClaims, testDb } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
-import { resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { useTestDatabase } from "./helpers/db.ts";
+import { startServer } from "./helpers/server.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
-const svc = () => coinService(db.sql);
-
 beforeEach(async () => {
-  await resetCoins(db.sql);
-  await db.sql`TRUNCATE claimed_key`;
+  await db.sql`TRUNCATE coin_inventory, maintenance_tick, claimed_key`;
 });
 
-async function age(keyIds: string[], column: "uploaded_at" | "fetched_at", interval: string) {
-  await db.sql`UPDATE coin_inventory SET ${db.sql(column)} = ${db.sql(column)} - ${interval}::interval WHERE key_id IN ${db.sql(keyIds)}`;
+function deps(lines: Record<string, unknown>[] = [], sql = db.sql, table?: JobDeps["table"]): JobDeps {
+  return { sql, config: loadConfig({}), metrics: createMetrics(), log: (l) => lines.push(l), table };
 }
+const upload = (owner: string, coins: ReturnType<typeof makeCoins>) => coinService(testDb(db.sql)).uploadCoins(owner, coins);
+const runJob = (d: JobDeps, job: keyof typeof jobs, tick: Date, minGapMs = 500) => runTick(d, job, tick, minGapMs);
 
-describe("purgeStale", () => {
-  test("removes old unfetched coins and keeps recent ones", async () => {
-    const owner = randomUUID();
-    const old = makeCoins(3);
-    const recent = makeCoins(2);
-    await svc().uploadCoins(owner, [...old, ...recent]);
-    await age(old.map((c) => c.key_id), "uploaded_at", "31 days");
-    expect(await svc().purgeStale(30)).toBe(3);
-    const left = await db.sql`SELECT key_id FROM coin_inventory ORDER BY record_id`;
-    expect(left.map((r) => r.key_id)).toEqual(recent.map((c) => c.key_id));
-  });
-
-  test("ignores fetched coins, however old (hard delete owns them)", async () => {
-    const owner = randomUUID();
-    const coins = makeCoins(2);
-    await svc().uploadCoins(owner, coins);
-    await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1);
-    await age(coins.map((c) => c.key_id), "uploaded_at", "90 days");
-    expect(await svc().purgeStale(30)).toBe(1);
-    const [row] = await db.sql`SELECT fetched_by FROM coin_inventory`;
-    expect(row!.fetched_by).not.toBeNull();
-  });
-
-  test("honours the age argument", async () => {
-    const coins = makeCoins(2);
-    await svc().uploadCoins(randomUUID(), coins);
-    await age([coins[0]!.key_id], "uploaded_at", "8 days");
-    expect(await svc().purgeStale(10)).toBe(0);
-    expect(await svc().purgeStale(7)).toBe(1);
-  });
-
-  test("deletes more than one batch", async () => {
-    const owner = randomUUID();
-    await db.sql`
-      INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob, uploaded_at)
-      SELECT ${owner}::uuid, 'k' || i, 'BRONZE', '\\x00', '\\x00', now() - interval '40 days'
-      FROM generate_series(1, ${maintenanceBatch + 7}) AS i`;
-    expect(await svc().purgeStale(30)).toBe(maintenanceBatch + 7);
-  });
+test("a run deletes in its job's terms, logs { job, deleted, ms } and counts it", async () => {
+  const owner = randomUUID();
+  await upload(owner, makeCoins(4));
+  await db.sql`UPDATE coin_inventory SET uploaded_at = now() - interval '31 days'`;
+  const lines: Record<string, unknown>[] = [];
+  const d = deps(lines);
+  expect(await runJob(d, "purge-stale", new Date(1_000_000))).toBe("ok");
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatchObject({ job: "purge-stale", deleted: 4, ms: expect.any(Number) });
+  const text = await d.metrics!.registry.metrics();
+  expect(text).toContain('aqm_maintenance_deleted_total{job="purge-stale"} 4');
+  expect(text).toContain('aqm_maintenance_runs_total{job="purge-stale",result="ok"} 1');
 });
 
-describe("hardDeleteFetched", () => {
-  test("removes claims older than the grace period, and with them who fetched", async () => {
-    const owner = randomUUID();
-    const requester = randomUUID();
-    await svc().uploadCoins(owner, makeCoins(4));
-    const old = await svc().fetchCoins(owner, requester, "BRONZE", 2);
-    await svc().fetchCoins(owner, requester, "BRONZE", 1);
-    await age(old.map((c) => c.key_id), "fetched_at", "2 hours");
-    expect(await svc().hardDeleteFetched(1)).toBe(2);
-    const rows = await db.sql`SELECT key_id, fetched_by FROM coin_inventory`;
-    expect(rows).toHaveLength(2);
-    expect(rows.filter((r) => r.fetched_by === requester)).toHaveLength(1);
-    expect(rows.map((r) => r.key_id)).not.toContain(old[0]!.key_id);
-  });
-
-  test("keeps recent claims and never touches unfetched coins", async () => {
-    const owner = randomUUID();
-    const coins = makeCoins(3);
-    await svc().uploadCoins(owner, coins);
-    await age(coins.map((c) => c.key_id), "uploaded_at", "400 days");
-    await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1);
-    expect(await svc().hardDeleteFetched(1)).toBe(0);
-    expect(await svc().hardDeleteFetched(0)).toBe(1);
-    expect((await svc().getInventoryCount(owner)).bronze).toBe(2);
-  });
+test("a tick runs once: the same or an older tick is skipped", async () => {
+  const d = deps();
+  expect(await runJob(d, "hard-delete", new Date(2_000_000))).toBe("ok");
+  expect(await runJob(d, "hard-delete", new Date(2_000_000))).toBe("skipped");
+  expect(await runJob(d, "hard-delete", new Date(1_000_000))).toBe("skipped");
+  expect(await runJob(d, "hard-delete", new Date(3_000_000))).toBe("ok");
+  expect(await runJob(d, "purge-stale", new Date(2_000_000))).toBe("ok"); // jobs are independent
 });
 
-describe("claimed keys outlive the hard delete", () => {
-  test("a retried upload of a coin claimed and hard-deleted is not published again", async () => {
-    const owner = randomUUID();
-    const coin = makeCoins(1)[0]!;
-    await svc().uploadCoins(owner, [coin]);
-    expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toHaveLength(1);
-    expect(await svc().hardDeleteFetched(0)).toBe(1);
-    const [kept] = await db.sql`SELECT * FROM claimed_key`;
-    expect(Object.keys(kept!).sort()).toEqual(["claimed_at", "key_id", "user_id"]); // never who claimed it
-    expect(await svc().uploadCoins(owner, [coin, makeCoins(1)[0]!])).toMatchObject({ inserted: 1, duplicates: 1 });
-    const again = await svc().fetchCoins(owner, randomUUID(), "BRONZE", 5);
-    expect(again.map((c) => c.key_id)).not.toContain(coin.key_id);
-    expect(again).toHaveLength(1);
-  });
-
-  test("the kept key ids are forgotten after the purge age", async () => {
-    const owner = randomUUID();
-    await svc().uploadCoins(owner, makeCoins(2));
-    await svc().fetchCoins(owner, randomUUID(), "BRONZE", 2);
-    await svc().hardDeleteFetched(0);
-    await db.sql`UPDATE claimed_key SET claimed_at = now() - interval '31 days' WHERE key_id = (SELECT min(key_id) FROM claimed_key)`;
-    expect(await svc().purgeClaimedKeys(30)).toBe(1);
-    expect((await db.sql`SELECT count(*)::int AS n FROM claimed_key`)[0]!.n).toBe(1);
-  });
+test("a run never overlaps one still holding the job's advisory lock", async () => {
+  const conn = await db.sql.reserve();
+  try {
+    await conn`SELECT pg_advisory_lock(${jobs["hard-delete"].lockKey})`;
+    expect(await runJob(deps(), "hard-delete", new Date(5_000_000))).toBe("skipped");
+    await conn`SELECT pg_advisory_unlock(${jobs["hard-delete"].lockKey})`;
+  } finally {
+    conn.release();
+  }
+  expect(await runJob(deps(), "hard-delete", new Date(6_000_000))).toBe("ok");
 });
 
-test("full cycle: upload → fetch → count → purge stale → hard delete, counts right at every step", async () => {
-  const alice = randomUUID();
-  const bob = randomUUID();
-  const s = svc();
-  const total = async () => (await db.sql`SELECT count(*)::int AS n FROM coin_inventory`)[0]!.n as number;
+test("a failing run is logged and counted as an error, not thrown", async () => {
+  const lines: Record<string, unknown>[] = [];
+  const failing = { ...jobs, "purge-stale": { ...jobs["purge-stale"], run: () => Promise.reject(Object.assign(new Error("relation \"x\" does not exist"), { code: "42P01" })) } };
+  expect(await runJob(deps(lines, db.sql, failing), "purge-stale", new Date(7_000_000))).toBe("error");
+  expect(lines[0]).toMatchObject({ level: "error", job: "purge-stale", code: "42P01", error: 'relation "x" does not exist' });
+  expect(await runJob(deps(lines), "purge-stale", new Date(8_000_000))).toBe("ok"); // the lock was released
+});
 
-  expect((await s.uploadCoins(alice, [...makeCoins(5, "GOLD"), ...makeCoins(6, "SILVER"), ...makeCoins(5, "BRONZE")])).inserted).toBe(16);
-  expect(await s.getInventoryCount(alice)).toEqual({ gold: 5, silver: 6, bronze: 5 });
+test("a late trigger is not taken for the next tick: ticks closer than half the period are skipped", async () => {
+  const hour = 3600_000;
+  expect(await runJob(deps(), "hard-delete", new Date(100 * hour), hour / 2)).toBe("ok");
+  expect(await runJob(deps(), "hard-delete", new Date(100 * hour + 3_000), hour / 2)).toBe("skipped"); // 3 s late
+  expect(await runJob(deps(), "hard-delete", new Date(101 * hour), hour / 2)).toBe("ok");
+});
 
-  // Bob caches Alice as a BESTIE: 5 GOLD, 4 SILVER, 1 BRONZE.
-  expect(await s.fetchCoins(alice, bob, "GOLD", 5)).toHaveLength(5);
-  expect(await s.fetchCoins(alice, bob, "SILVER", 4)).toHaveLength(4);
-  expect(await s.fetchCoins(alice, bob, "BRONZE", 1)).toHaveLength(1);
-  expect(await s.getInventoryCount(alice)).toEqual({ gold: 0, silver: 2, bronze: 4 });
-  expect(await total()).toBe(16);
+test("a job runs with a pool of one connection (its deletes use the connection holding the lock)", async () => {
+  const single = createPool(db.url, { AQM_DB_POOL_MAX: 1 });
+  try {
+    await upload(randomUUID(), makeCoins(3));
+    await db.sql`UPDATE coin_inventory SET uploaded_at = now() - interval '31 days'`;
+    const result = await Promise.race([runJob(deps([], single), "purge-stale", new Date(9_000_000)), new Promise((r) => setTimeout(r, 5_000, "hung"))]);
+    expect(result).toBe("ok");
+    expect(await runJob(deps([], single), "hard-delete", new Date(9_000_000))).toBe("ok");
+  } finally {
+    await single.end({ timeout: 1 });
+  }
+}, 15_000);
 
-  await db.sql`UPDATE coin_inventory SET uploaded_at = now() - interval '31 days' WHERE coin_category = 'SILVER'`;
-  expect(await s.purgeStale()).toBe(2);
-  expect(await s.getInventoryCount(alice)).toEqual({ gold: 0, silver: 0, bronze: 4 });
-  expect(await total()).toBe(14);
+test("two server processes on one database run each job exactly once per tick", async () => {
+  const env = {
+    DATABASE_URL: db.url,
+    AQM_CRON_PURGE_STALE: "* * * * * *",
+    AQM_CRON_HARD_DELETE: "* * * * * *",
+  };
+  const servers = await Promise.all([startServer(env), startServer(env)]);
+  const ran = (job: string) => servers.flatMap((s) => s.lines.filter((l) => l.job === job && l.deleted !== undefined));
+  await waitFor(() => ran("purge-stale").length >= 3 && ran("hard-delete").length >= 3, "three ticks of each job", 15_000);
+  for (const s of servers) s.proc.kill("SIGTERM");
+  expect(await Promise.all(servers.map((s) => s.exited))).toEqual([0, 0]);
+  for (const job of ["purge-stale", "hard-delete"]) {
+    const runs = servers.flatMap((s) => s.lines.filter((l) => l.job === job && l.deleted !== undefined).map((l) => String(l.tick)));
+    expect(runs.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(runs).size).toBe(runs.length); // no tick ran twice
+    const [{ last }] = await db.sql`SELECT last_tick AS last FROM maintenance_tick WHERE job = ${job}` as never as [{ last: Date }];
+    expect(runs).toContain(last.toISOString());
+  }
+  expect(servers.flatMap((s) => s.lines).filter((l) => l.level === "error")).toEqual([]);
+}, 30000);
 
-  expect(await s.hardDeleteFetched()).toBe(0);
-  await db.sql`UPDATE coin_inventory SET fetched_at = now() - interval '61 minutes' WHERE fetched_at IS NOT NULL`;
-  expect(await s.hardDeleteFetched()).toBe(10);
-  expect(await total()).toBe(4);
-  expect((await db.sql`SELECT count(*)::int AS n FROM coin_inventory WHERE fetched_by IS NOT NULL`)[0]!.n).toBe(0);
-  expect(await s.getInventoryCount(alice)).toEqual({ gold: 0, silver: 0, bronze: 4 });
+test("AQM_CRON=off runs no job (while an instance with it on runs ticks beside it)", async () => {
+  const every = { DATABASE_URL: db.url, AQM_CRON_HARD_DELETE: "* * * * * *", AQM_CRON_PURGE_STALE: "* * * * * *" };
+  const off = await startServer({ ...every, AQM_CRON: "off" });
+  const on = await startServer(every);
+  await waitFor(() => on.lines.filter((l) => l.job === "hard-delete" && l.deleted !== undefined).length >= 2, "two ticks on the other instance", 15_000);
+  for (const s of [off, on]) s.proc.kill("SIGTERM");
+  expect(await Promise.all([off.exited, on.exited])).toEqual([0, 0]);
+  expect(off.lines.filter((l) => l.job)).toEqual([]);
+}, 30000);
+
+test("the admin routes run the cron's jobs with the configured defaults, under the same lock", async () => {
+  const app = makeApp(db.sql, { AQM_PURGE_MAX_AGE_DAYS: "10", AQM_HARD_DELETE_GRACE_HOURS: "3" });
+  const admin = await newUser({ admin: true });
+  const owner = randomUUID();
+  await upload(owner, makeCoins(4));
+  await db.sql`UPDATE coin_inventory SET uploaded_at = now() - interval '11 days'`;
+  const claims = testClaims(db.sql);
+  await claims.fetch(owner, randomUUID(), "BRONZE", 2);
+  await db.sql`UPDATE coin_inventory SET fetched_at = now() - interval '2 hours' WHERE fetched_at IS NOT NULL`;
+  expect((await call(app, "POST", "/v1/admin/hard-delete", { token: admin.token })).json).toEqual({ deleted: 0 }); // grace 3 h
+  await db.sql`UPDATE coin_inventory SET fetched_at = now() - interval '4 hours' WHERE fetched_at IS NOT NULL`;
+  expect((await call(app, "POST", "/v1/admin/hard-delete", { token: admin.token })).json).toEqual({ deleted: 2 });
+  await db.sql`UPDATE claimed_key SET claimed_on = claimed_on - 11`;
+  expect((await call(app, "POST", "/v1/admin/purge-stale", { token: admin.token })).json).toEqual({ deleted: 2 }); // 10 days
+  expect((await db.sql`SELECT count(*)::int AS n FROM claimed_key`)[0]!.n).toBe(0); // the purge forgets old key ids, as the cron's does
+  const conn = await db.sql.reserve();
+  try {
+    await conn`SELECT pg_advisory_lock(${jobs["hard-delete"].lockKey})`;
+    const busy = await call(app, "POST", "/v1/admin/hard-delete", { token: admin.token });
+    expect(busy.status).toBe(503);
+    expect(busy.headers.get("retry-after")).toBe("5");
+    await conn`SELECT pg_advisory_unlock(${jobs["hard-delete"].lockKey})`;
+  } finally {
+    conn.release();
+  }
 });

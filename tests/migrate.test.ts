@@ -30,7 +30,7 @@ test("two runners started at the same moment apply each migration exactly once",
   const runners = Array.from({ length: 4 }, () => createPool(databaseUrl(name), { AQM_DB_POOL_MAX: 1 }));
   try {
     const applied = await Promise.all(runners.map((r) => migrate(r)));
-    const total = applied.flat().map((m) => m.version).sort();
+    const total = applied.flat().map((m) => m.version).sort((a, b) => a - b);
     expect(total).toEqual(listMigrations().map((m) => m.version));
   } finally {
     await Promise.all(runners.map((r) => r.end({ timeout: 5 })));

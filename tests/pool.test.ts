@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { Db } from "../src/db/db.ts";
 import { ConnectionGate } from "../src/db/gate.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { UnavailableError } from "../src/errors.ts";
 import { makeCoin } from "./helpers/coins.ts";
-import { call, makeApp, newUser, testConfig } from "./helpers/app.ts";
+import { call, makeApp, newUser } from "./helpers/app.ts";
 import { holdKey, useTestDatabase } from "./helpers/db.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
 let pool: Sql;
@@ -13,36 +15,58 @@ beforeAll(() => {
 });
 afterAll(() => pool.end({ timeout: 5 }));
 
-test("the gate admits `size`, queues up to `queueMax` for at most `waitMs`, and refuses the rest at once", async () => {
-  const gate = new ConnectionGate(2, 100, 1);
+const inMs = (ms: number) => performance.now() + ms;
+
+test("the gate admits `size`, queues up to `queueMax` until each one's deadline, and refuses the rest at once", async () => {
+  const refused: number[] = [];
+  const gate = new ConnectionGate(2, 1, { refused: () => refused.push(1) });
   let release!: () => void;
   const held = new Promise<void>((r) => (release = r));
-  const running = [gate.run(() => held), gate.run(() => held)];
-  const queued = gate.run(async () => "queued");
+  const running = [gate.run(() => held, inMs(5000)), gate.run(() => held, inMs(5000))];
+  const queued = gate.run(async () => "queued", inMs(100));
   const started = performance.now();
-  await expect(gate.run(async () => "never")).rejects.toBeInstanceOf(UnavailableError); // queue full
+  await expect(gate.run(async () => "never", inMs(5000))).rejects.toBeInstanceOf(UnavailableError); // queue full
   expect(performance.now() - started).toBeLessThan(50);
   expect(gate.stats).toEqual({ inUse: 2, waiting: 1 });
-  await expect(queued).rejects.toBeInstanceOf(UnavailableError); // waited 100 ms
+  await expect(queued).rejects.toBeInstanceOf(UnavailableError); // its deadline passed
+  expect(refused).toHaveLength(2);
   release();
   await Promise.all(running);
   expect(gate.stats).toEqual({ inUse: 0, waiting: 0 });
-  expect(await gate.run(async () => "free again")).toBe("free again");
+  expect(await gate.run(async () => "free again", inMs(100))).toBe("free again");
 });
 
-test("a waiter gets the slot when one frees in time; a failing task releases its slot", async () => {
-  const gate = new ConnectionGate(1, 1000, 10);
-  await expect(gate.run(() => Promise.reject(new Error("boom")))).rejects.toThrow("boom");
+test("a waiter gets the slot when one frees in time; a failing task releases its slot; an aborted waiter leaves", async () => {
+  const gate = new ConnectionGate(1, 10);
+  await expect(gate.run(() => Promise.reject(new Error("boom")), inMs(1000))).rejects.toThrow("boom");
   let release!: () => void;
-  const first = gate.run(() => new Promise<void>((r) => (release = r)));
-  const second = gate.run(async () => "second");
-  setTimeout(() => release(), 50);
+  const first = gate.run(() => new Promise<void>((r) => (release = r)), inMs(1000));
+  const second = gate.run(async () => "second", inMs(1000));
+  const abort = new AbortController();
+  const third = gate.run(async () => "third", inMs(1000), abort.signal);
+  abort.abort();
+  await expect(third).rejects.toBeInstanceOf(UnavailableError);
+  expect(gate.stats).toEqual({ inUse: 1, waiting: 1 });
+  release();
   await first;
   expect(await second).toBe("second");
   expect(gate.stats).toEqual({ inUse: 0, waiting: 0 });
 });
 
-test("50 concurrent clients against a pool of 10: every request answered (200 or a clean 503), none hangs, no connection leaks", async () => {
+test("a statement still running at its deadline is cancelled: rolled back, answered 503, its slot freed", async () => {
+  const late: string[] = [];
+  const dbx = new Db(pool, new ConnectionGate(2, 10), { waitMs: 200, prepare: true, late: (w) => late.push(w) });
+  const started = performance.now();
+  const sleeper = dbx.run((sql) => sql`INSERT INTO claimed_key (user_id, key_id, claimed_on)
+    SELECT gen_random_uuid(), 'late', current_date FROM pg_sleep(2)`, { what: "sleepy insert" });
+  await expect(sleeper).rejects.toBeInstanceOf(UnavailableError);
+  expect(performance.now() - started).toBeLessThan(200 + 250 + 100);
+  expect((await db.sql`SELECT count(*)::int AS n FROM claimed_key WHERE key_id = 'late'`)[0]!.n).toBe(0);
+  expect(late).toEqual([]);
+  expect(dbx.gate.stats).toEqual({ inUse: 0, waiting: 0 });
+});
+
+test("50 uploads against 10 connections held by a lock: each is answered 503 at its deadline, nothing is committed, nothing leaks", async () => {
   const env = { AQM_DB_POOL_MAX: "10", AQM_DB_POOL_WAIT_MS: "300", AQM_RATE_LIMITS: "off" };
   const app = makeApp(pool, env);
   const owner = await newUser();
@@ -51,26 +75,36 @@ test("50 concurrent clients against a pool of 10: every request answered (200 or
   // and keeps its connection busy, so the pool is really exhausted.
   const blocker = await holdKey(db.sql, owner.id, coin);
   const started = performance.now();
-  const pending = Array.from({ length: 50 }, () => call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: [coin] } }));
-  await Bun.sleep(600); // longer than the wait limit: the 40 that found no connection are refused by now
-  await blocker.release();
-  const results = await Promise.all(pending);
+  const results = await Promise.all(Array.from({ length: 50 }, () => call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: [coin] } })));
   const elapsed = performance.now() - started;
-  const statuses = results.map((r) => r.status).sort();
-  expect(statuses.filter((s) => s === 200)).toHaveLength(10);
-  expect(statuses.filter((s) => s === 503)).toHaveLength(40);
-  for (const r of results.filter((r) => r.status === 503)) {
+  await blocker.release();
+  expect(results.map((r) => r.status)).toEqual(Array(50).fill(503));
+  for (const r of results) {
     expect(r.headers.get("retry-after")).toBe("1");
     expect(r.headers.get("content-type")).toBe("application/problem+json");
   }
-  expect(elapsed).toBeLessThan(10_000);
+  expect(elapsed).toBeLessThan(300 + 250 + 500); // the deadline, the cancel grace and some slack
+  expect((await db.sql`SELECT count(*)::int AS n FROM coin_inventory WHERE user_id = ${owner.id}::uuid`)[0]!.n).toBe(0);
   const metrics = await call(app, "GET", "/metrics", { token: (await newUser({ admin: true })).token });
   expect(metrics.text).toContain("aqm_db_pool_in_use 0");
   expect(metrics.text).toContain("aqm_db_pool_waiting 0");
   expect(metrics.text).toContain("aqm_db_pool_rejections_total 40");
-  const [{ n }] = await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ${db.name} AND application_name = 'aqm-coin-server' AND state <> 'idle'` as never as [{ n: number }];
-  expect(n).toBeLessThanOrEqual(1); // only this query's own connection is busy
+  await waitFor(async () => (await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE datname = ${db.name} AND application_name = 'aqm-coin-server' AND state <> 'idle'`)[0]!.n === 0, "the cancelled statements to end");
   const [{ total }] = await db.sql`SELECT count(*)::int AS total FROM pg_stat_activity WHERE datname = ${db.name}` as never as [{ total: number }];
   expect(total).toBeLessThanOrEqual(10 + 10); // the app's pool and the test's own, nothing more
-  expect(testConfig(env).AQM_DB_POOL_MAX).toBe(10);
+});
+
+test("uploads waiting for a slot get it when the lock goes before their deadline", async () => {
+  const app = makeApp(pool, { AQM_DB_POOL_MAX: "10", AQM_DB_POOL_WAIT_MS: "2000", AQM_RATE_LIMITS: "off" });
+  const owner = await newUser();
+  const coin = makeCoin();
+  const blocker = await holdKey(db.sql, owner.id, coin);
+  const pending = Array.from({ length: 30 }, () => call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: [coin] } }));
+  await waitFor(async () => (await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE datname = ${db.name} AND application_name = 'aqm-coin-server' AND wait_event_type = 'Lock'`)[0]!.n === 10, "10 uploads blocked on the lock");
+  await blocker.release();
+  const results = await Promise.all(pending);
+  expect(results.map((r) => r.status)).toEqual(Array(30).fill(200));
+  expect(results.reduce((n, r) => n + r.json.inserted, 0)).toBe(1);
 });

@@ -13,8 +13,17 @@ const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Verified tokens kept, so a client's repeated requests skip the signature check. */
 const CACHE_SIZE = 10_000;
 
-/** Verifies `Authorization: Bearer <JWT>`; anything wrong is a 401 that says what. */
-export function tokenVerifier(keys: AuthKeys) {
+export interface TokenRules {
+  /** Refuse tokens without `exp` (AQM_JWT_REQUIRE_EXP). */
+  requireExp: boolean;
+  /** Refuse tokens that live longer than this, from `iat` or from now (AQM_JWT_MAX_TTL_S). */
+  maxTtlS: number;
+  /** The clock, ms since the epoch (tests move it). */
+  now?: () => number;
+}
+
+/** Verifies `Authorization: Bearer <JWT>` (the scheme in any case); anything wrong is a 401 that says what. */
+export function tokenVerifier(keys: AuthKeys, { requireExp, maxTtlS, now = Date.now }: TokenRules = { requireExp: true, maxTtlS: 86_400 }) {
   // Keyed by the whole token, signature included, and honouring exp: a hit is exactly a token
   // that verified before and has not expired since.
   const verified = new Map<string, { caller: Caller; expiresAt: number }>();
@@ -26,27 +35,36 @@ export function tokenVerifier(keys: AuthKeys) {
   };
 
   return async function verify(authorization: string | undefined | null): Promise<Caller> {
-    const match = authorization?.match(/^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/);
+    const match = authorization?.match(/^Bearer +([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*) *$/i);
     if (!match) throw new UnauthorizedError("Send Authorization: Bearer <token>");
     const token = match[1]!;
     const hit = verified.get(token);
-    if (hit && hit.expiresAt > Date.now()) return hit.caller;
+    const at = now();
+    if (hit && hit.expiresAt > at) return hit.caller;
     if (hit) verified.delete(token);
     let payload;
     try {
-      ({ payload } = await jwtVerify(token, pickKey, { algorithms, issuer: keys.issuer, audience: keys.audience }));
+      ({ payload } = await jwtVerify(token, pickKey, {
+        algorithms, issuer: keys.issuer, audience: keys.audience, currentDate: new Date(at), requiredClaims: requireExp ? ["exp"] : [],
+      }));
     } catch (error) {
       if (error instanceof UnauthorizedError) throw error;
       if (error instanceof joseErrors.JWTExpired) throw new UnauthorizedError("The token has expired");
-      if (error instanceof joseErrors.JWTClaimValidationFailed) throw new UnauthorizedError(`The token's ${error.claim} claim is not accepted`);
+      if (error instanceof joseErrors.JWTClaimValidationFailed) {
+        throw new UnauthorizedError(error.reason === "missing" ? `The token has no ${error.claim} claim` : `The token's ${error.claim} claim is not accepted`);
+      }
       throw new UnauthorizedError("The token is malformed or its signature does not verify");
     }
     if (typeof payload.sub !== "string" || !uuid.test(payload.sub)) throw new UnauthorizedError("The token's sub must be a user UUID");
+    if (typeof payload.exp === "number") {
+      const from = typeof payload.iat === "number" ? Math.min(payload.iat, at / 1000) : at / 1000;
+      if (payload.exp - from > maxTtlS) throw new UnauthorizedError(`The token lives longer than the ${maxTtlS} s this server accepts`);
+    }
     const scope = typeof payload.scope === "string" ? payload.scope : "";
     const caller: Caller = { userId: payload.sub.toLowerCase(), scopes: new Set(scope.split(" ").filter(Boolean)) };
     if (verified.size >= CACHE_SIZE) verified.delete(verified.keys().next().value!); // oldest first
-    // A token without exp is verified again at least hourly.
-    verified.set(token, { caller, expiresAt: Math.min(typeof payload.exp === "number" ? payload.exp * 1000 : Infinity, Date.now() + 3600_000) });
+    // A token without exp (when allowed) is verified again at least hourly.
+    verified.set(token, { caller, expiresAt: Math.min(typeof payload.exp === "number" ? payload.exp * 1000 : Infinity, at + 3600_000) });
     return caller;
   };
 }

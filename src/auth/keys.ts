@@ -29,9 +29,9 @@ function algorithmOf(pem: string): AsymmetricAlg {
   throw new ConfigError(`AQM_JWT_PUBLIC_KEY has key type ${type}; expected Ed25519, P-256 or RSA`);
 }
 
-/** The development secret: created once in the data directory, reused across restarts. */
-export function developmentSecret(dataDir: string): Uint8Array {
-  const file = join(dataDir, "jwt-secret");
+/** A development secret: created once in the data directory, reused across restarts. */
+export function developmentSecret(dataDir: string, name = "jwt-secret"): Uint8Array {
+  const file = join(dataDir, name);
   if (!existsSync(file)) {
     mkdirSync(dataDir, { recursive: true });
     writeFileSync(file, randomBytes(32).toString("base64url") + "\n", { mode: 0o600 });
@@ -63,4 +63,23 @@ export async function loadAuthKeys(config: Config): Promise<AuthKeys> {
     publicKey,
     source: secret && pem ? "both" : secret ? "AQM_JWT_SECRET" : "AQM_JWT_PUBLIC_KEY",
   };
+}
+
+export interface HashSecrets {
+  current: Uint8Array;
+  previous?: Uint8Array;
+}
+
+/**
+ * The key of the keyed hashes kept in the database (claim-keys.ts). Production needs
+ * AQM_HASH_SECRET, shared by every instance; development creates one in the data directory.
+ */
+export function loadHashSecrets(config: Config): HashSecrets {
+  const encode = (s: string) => new TextEncoder().encode(s);
+  const previous = config.AQM_HASH_SECRET_PREVIOUS ? encode(config.AQM_HASH_SECRET_PREVIOUS) : undefined;
+  if (config.AQM_HASH_SECRET) return { current: encode(config.AQM_HASH_SECRET), previous };
+  if (config.NODE_ENV === "production") {
+    throw new ConfigError("NODE_ENV=production needs AQM_HASH_SECRET (at least 32 bytes, the same on every instance)");
+  }
+  return { current: developmentSecret(config.AQM_DATA_DIR, "hash-secret"), previous };
 }

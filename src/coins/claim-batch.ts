@@ -1,100 +1,99 @@
-import type { ConnectionGate } from "../db/gate.ts";
 import type { Sql } from "../db/pool.ts";
-import { UnavailableError } from "../errors.ts";
-import type { Coin, Tier } from "./model.ts";
-import { coinColumns, mapped } from "./service.ts";
+import { claimColumns, claimStatementText } from "./claim-sql.ts";
+import type { ServedCoin } from "./model.ts";
+import { tiers, type TierCounts } from "./tiers.ts";
 
-export interface ClaimRequest {
+/** One claim as the statement sees it. */
+export interface ClaimItem {
   target: string;
   requester: string;
-  tier: Tier;
-  count: number;
+  want: TierCounts;
+  fallback: boolean;
+  /** Serve a tier's last-resort coin when it is still short after fallback. */
+  lastResort: boolean;
+  /** The last attempt: a keyed claim records its answer even when it found nothing. */
+  final: boolean;
+  /** Keyed hash of (requester, target) under the current and the previous secret; quota on only. */
+  pair: string | null;
+  pairPrev: string | null;
+  /** Keyed hash of (requester, Idempotency-Key) under the current and previous secret, and of the body. */
+  ref: string | null;
+  refPrev: string | null;
+  body: string | null;
 }
+
+export type ClaimOutcome =
+  | { status: "ok"; coins: ServedCoin[]; short: TierCounts; remaining: number }
+  | { status: "replay"; coins: ServedCoin[]; short: TierCounts }
+  /** The Idempotency-Key was used before with another body. */
+  | { status: "mismatch" }
+  /** The pair quota is spent; it frees a coin in `retryAfterS` seconds. */
+  | { status: "quota"; retryAfterS: number }
+  /** Lost a race this statement cannot settle (a pair or key taken concurrently): run it again. */
+  | { status: "retry" };
+
+export interface ClaimRow {
+  /** c: a coin; m: a request's status; n: owners notified (ignored) */
+  k: "c" | "m" | "n";
+  idx: number;
+  record_id: string | null;
+  key_id: string;
+  coin_category: ServedCoin["coin_category"];
+  public_key_b64: string;
+  signature_b64: string;
+  lr: boolean;
+  status: "ok" | "replay" | "mismatch" | "quota" | "retry";
+  short: TierCounts;
+  remaining: number;
+  retry_after: number | null;
+}
+
+const texts = { quota: claimStatementText(true), open: claimStatementText(false) };
+const rank = Object.fromEntries(tiers.map((t, i) => [t, i])) as Record<ServedCoin["coin_category"], number>;
+
+/** Ordinary coins by tier (GOLD first), oldest first within a tier; then last-resort coins by tier. */
+function order(a: ClaimRow, b: ClaimRow): number {
+  if (a.lr !== b.lr) return a.lr ? 1 : -1;
+  if (a.coin_category !== b.coin_category) return rank[a.coin_category] - rank[b.coin_category];
+  return Number(BigInt(a.record_id!) - BigInt(b.record_id!));
+}
+
+const served = ({ key_id, coin_category, public_key_b64, signature_b64, lr }: ClaimRow): ServedCoin =>
+  lr ? { key_id, coin_category, public_key_b64, signature_b64, last_resort: true } : { key_id, coin_category, public_key_b64, signature_b64 };
 
 /**
- * Claims for many requests in one statement and one commit. Requests for the same target and
- * tier share ONE sub-claim (a single `LIMIT total FOR UPDATE SKIP LOCKED` scan) whose rows are
- * then split between them in request order: SKIP LOCKED does not skip rows locked by the same
- * statement, so two separate sub-claims for one target and tier could pick the same rows.
- * Returns each request's coins, oldest first.
+ * The claim statement for `items` (see claim-sql.ts); `outcomesOf` reads its rows. `quota` is the
+ * pair quota, or null when it is off; `prepare: false` behind a transaction-mode pooler.
  */
-export async function claimBatch(sql: Sql, requests: ClaimRequest[]): Promise<Coin[][]> {
-  const rows = await mapped(sql<(Coin & { idx: number; record_id: string })[]>`
-    WITH req AS (
-      SELECT idx, target, tier, requester, n,
-             sum(n) OVER (PARTITION BY target, tier ORDER BY idx) - n AS lo
-      FROM unnest(${requests.map((_, i) => i)}::int[], ${requests.map((r) => r.target)}::uuid[],
-                  ${requests.map((r) => r.tier)}::text[], ${requests.map((r) => r.requester)}::uuid[],
-                  ${requests.map((r) => r.count)}::int[]) AS r(idx, target, tier, requester, n)
-    ), grp AS (
-      SELECT target, tier, sum(n) AS total FROM req GROUP BY target, tier
-    ), picked AS (
-      SELECT p.record_id, g.target, g.tier,
-             row_number() OVER (PARTITION BY g.target, g.tier ORDER BY p.record_id) AS rn
-      FROM grp g CROSS JOIN LATERAL (
-        SELECT record_id FROM coin_inventory
-        WHERE user_id = g.target AND coin_category = g.tier AND fetched_at IS NULL
-        ORDER BY record_id
-        LIMIT g.total
-        FOR UPDATE SKIP LOCKED
-      ) p
-    ), assigned AS (
-      SELECT p.record_id, r.idx, r.requester FROM picked p
-      JOIN req r ON r.target = p.target AND r.tier = p.tier AND p.rn > r.lo AND p.rn <= r.lo + r.n
-    )
-    UPDATE coin_inventory c SET fetched_by = a.requester, fetched_at = now()
-    FROM assigned a WHERE c.record_id = a.record_id
-    RETURNING a.idx, c.record_id, ${coinColumns(sql)}`);
-  const out: (Coin & { record_id: string })[][] = requests.map(() => []);
-  for (const { idx, record_id, key_id, coin_category, public_key_b64, signature_b64 } of rows) {
-    out[idx]!.push({ record_id, key_id, coin_category, public_key_b64, signature_b64 });
-  }
-  return out.map((coins) => coins
-    .sort((a, b) => (BigInt(a.record_id) < BigInt(b.record_id) ? -1 : 1))
-    .map(({ key_id, coin_category, public_key_b64, signature_b64 }) => ({ key_id, coin_category, public_key_b64, signature_b64 })));
+export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, prepare = true) {
+  const columns: unknown[][] = claimColumns.map(() => []);
+  const bool = (b: boolean) => (b ? "t" : "f");
+  items.forEach((item, idx) => {
+    const values = [idx, item.target, item.requester, item.pair, item.pairPrev, item.want[0], item.want[1], item.want[2],
+      bool(item.fallback), bool(item.lastResort), bool(item.final), item.ref, item.refPrev, item.body];
+    values.forEach((v, i) => columns[i]!.push(v));
+  });
+  const params = quota === null ? columns : [...columns, quota];
+  return sql.unsafe<ClaimRow[]>(quota === null ? texts.open : texts.quota, params as never[], { prepare });
 }
 
-interface Pending extends ClaimRequest {
-  resolve: (coins: Coin[]) => void;
-  reject: (error: unknown) => void;
-}
-
-/**
- * Merges claims that arrive while earlier ones are at the database into one statement. At low
- * load a claim goes out at once (alone); under load, claims queue behind the `maxInFlight`
- * statements already running and leave together with the next one — no timer, no added delay.
- * Each statement passes the connection gate, so pool limits and 503s apply per statement.
- */
-export class ClaimCoalescer {
-  private queue: Pending[] = [];
-  private inFlight = 0;
-
-  constructor(
-    private readonly sql: Sql,
-    private readonly gate: ConnectionGate,
-    private readonly maxInFlight: number,
-    private readonly maxBatch = 512,
-    private readonly maxQueued = 20_000,
-  ) {}
-
-  claim(target: string, requester: string, tier: Tier, count: number): Promise<Coin[]> {
-    if (this.queue.length >= this.maxQueued) return Promise.reject(new UnavailableError("The server is at capacity; retry shortly"));
-    return new Promise((resolve, reject) => {
-      this.queue.push({ target, requester, tier, count, resolve, reject });
-      if (this.queue.length === 1) queueMicrotask(() => this.pump()); // gather same-tick arrivals
-    });
+export function outcomesOf(rows: readonly ClaimRow[], n: number): ClaimOutcome[] {
+  const coins: ClaimRow[][] = Array.from({ length: n }, () => []);
+  const meta: ClaimRow[] = new Array(n);
+  for (const row of rows) {
+    if (row.k === "c") coins[row.idx]!.push(row);
+    else if (row.k === "m") meta[row.idx] = row;
   }
-
-  private pump(): void {
-    while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.maxBatch);
-      this.inFlight++;
-      this.gate.run(() => claimBatch(this.sql, batch))
-        .then((results) => batch.forEach((p, i) => p.resolve(results[i]!)), (error) => batch.forEach((p) => p.reject(error)))
-        .finally(() => {
-          this.inFlight--;
-          this.pump();
-        });
+  return meta.map((m, idx): ClaimOutcome => {
+    switch (m.status) {
+      case "ok":
+        return { status: "ok", coins: coins[idx]!.sort(order).map(served), short: m.short, remaining: m.remaining };
+      case "replay":
+        return { status: "replay", coins: coins[idx]!.sort(order).map(served), short: m.short };
+      case "quota":
+        return { status: "quota", retryAfterS: m.retry_after ?? 1 };
+      default:
+        return { status: m.status };
     }
-  }
+  });
 }

@@ -2,95 +2,84 @@ import { Elysia } from "elysia";
 import { authenticated } from "../auth/plugin.ts";
 import { requireSelf, type TokenVerifier } from "../auth/jwt.ts";
 import type { Config } from "../config.ts";
-import { ForbiddenError, PayloadTooLargeError, ValidationError, type FieldError } from "../errors.ts";
-import { problems } from "../http/openapi.ts";
-import type { PairQuota } from "../limits/pair-quota.ts";
-import type { RateLimiter } from "../limits/rate-limit.ts";
-import { countClaim, type Metrics } from "../metrics/registry.ts";
-import { CountQuery, FetchQuery, FetchResult, Inventory, UploadBody, UploadResult, decodedLength, limits, type Coin } from "./model.ts";
+import { ForbiddenError, ValidationError } from "../errors.ts";
+import { problemResponses } from "../http/openapi.ts";
+import type { Throttle } from "../limits/rate-limit.ts";
+import type { Metrics } from "../metrics/registry.ts";
+import type { CountWatch } from "./count-watch.ts";
+import { CountQuery, Inventory, LastResortBody, UploadBody, UploadResult } from "./model.ts";
 import type { CoinService } from "./service.ts";
+import { checkShapes } from "./shapes.ts";
 
 export interface CoinsDeps {
   coins: CoinService;
-  /** Absent when rate limits are off. */
-  quota?: PairQuota;
+  countWatch: CountWatch;
   verify: TokenVerifier;
-  limit: RateLimiter;
+  throttle: Throttle;
   metrics?: Metrics;
   config: Config;
 }
 
-function checkBlobSizes(coins: Coin[]): void {
-  const errors: FieldError[] = [];
-  coins.forEach((coin, i) => {
-    if (decodedLength(coin.public_key_b64) > limits.publicKeyBytes) {
-      errors.push({ field: `coins[${i}].public_key_b64`, message: `decodes to more than ${limits.publicKeyBytes} bytes` });
-    }
-    if (decodedLength(coin.signature_b64) > limits.signatureBytes) {
-      errors.push({ field: `coins[${i}].signature_b64`, message: `decodes to more than ${limits.signatureBytes} bytes` });
-    }
-  });
-  if (errors.length) throw new PayloadTooLargeError(`${errors.length} blob(s) are too large; nothing was written`, errors);
-}
-
-export const coinsController = ({ coins, quota, verify, limit, metrics, config }: CoinsDeps) =>
+/** Upload, count and last-resort coins: the owner's side (claims are in claim-controller.ts). */
+export const coinsController = ({ coins, countWatch, verify, throttle, metrics, config }: CoinsDeps) =>
   new Elysia({ prefix: "/v1/coins" })
     .use(authenticated(verify))
-    .post("/upload", async ({ body, caller, set }) => {
-      Object.assign(set.headers, limit("upload", caller.userId));
+    .post("/upload", async ({ body, caller, set, request }) => {
+      Object.assign(set.headers, throttle("upload", caller.userId));
       requireSelf(caller, body.user_id, "user_id");
-      checkBlobSizes(body.coins);
-      const { inserted, duplicates, insertedByTier } = await coins.uploadCoins(caller.userId, body.coins);
+      checkShapes(body.coins, config.AQM_TIER_SIZES);
+      const { inserted, duplicates, insertedByTier } = await coins.uploadCoins(caller.userId, body.coins, { signal: request.signal });
       for (const [tier, n] of Object.entries(insertedByTier)) metrics?.uploaded.inc({ tier }, n);
       return { inserted, duplicates };
     }, {
       body: UploadBody,
-      parse: "json", // for the OpenAPI media type; the bounded parser in http/problem.ts runs first
-      response: { 200: UploadResult, ...problems(400, 401, 403, 409, 413, 415, 422, 429, 503) },
+      parse: "json", // for the OpenAPI media type; the bounded parser in http/body.ts runs first
+      response: { 200: UploadResult, ...problemResponses(400, 401, 403, 409, 413, 415, 422, 429, 503) },
       detail: {
         tags: ["coins"], summary: "Upload a batch of your own coins (1–100), atomically",
-        description: "Identical re-uploads count as duplicates; a key_id reused with other content is a 409 and nothing is written.",
+        description: "Identical re-uploads count as duplicates; a key_id reused with other content is a 409 and nothing is written. "
+          + "Blob sizes must match the tier (GOLD: 1,184 B key, 2,420/3,309/4,627 B signature; SILVER: 1,184 B key, 64 B signature; BRONZE: 32 B key, 64 B signature).",
       },
     })
-    .get("/fetch", async ({ query, caller, set }) => {
-      Object.assign(set.headers, limit("fetch", caller.userId));
-      requireSelf(caller, query.requester_id, "requester_id");
-      set.headers["cache-control"] = "no-store";
-      const { target_user_id: target, coin_category: tier, count } = query;
-      let claimed;
-      if (quota) {
-        const claim = await quota.claim(target, caller.userId, tier, count);
-        set.headers["x-pair-quota-remaining"] = String(claim.remaining);
-        claimed = claim.coins;
-      } else {
-        claimed = await coins.fetchCoins(target, caller.userId, tier, count);
-      }
-      countClaim(metrics, tier, count, claimed.length);
-      return { coins: claimed };
-    }, {
-      // Elysia would read "0x10" or "1e1" as numbers; only plain decimal digits are a count.
-      transform({ query }) {
-        if (typeof query.count === "string" && !/^\d{1,3}$/.test(query.count)) {
-          throw new ValidationError("The request query is invalid: count", [{ field: "count", message: `must be an integer from 1 to ${limits.coinsPerFetch}` }]);
+    .put("/last-resort", async ({ body, caller, set, request }) => {
+      Object.assign(set.headers, throttle("upload", caller.userId));
+      const seen = new Set<string>();
+      body.coins.forEach((coin, i) => {
+        if (seen.has(coin.coin_category)) {
+          throw new ValidationError("At most one last-resort coin per tier", [{ field: `coins[${i}].coin_category`, message: `${coin.coin_category} appears twice` }]);
         }
-      },
-      query: FetchQuery,
-      response: { 200: FetchResult, ...problems(401, 403, 422, 429, 503) },
+        seen.add(coin.coin_category);
+      });
+      checkShapes(body.coins, config.AQM_TIER_SIZES);
+      await coins.putLastResort(caller.userId, body.coins, { signal: request.signal });
+      set.headers["cache-control"] = "no-store";
+      return coins.getInventoryCount(caller.userId, { signal: request.signal });
+    }, {
+      body: LastResortBody,
+      parse: "json",
+      response: { 200: Inventory, ...problemResponses(400, 401, 413, 415, 422, 429, 503) },
       detail: {
-        tags: ["coins"], summary: "Claim up to `count` of a user's coins of one tier; each coin is handed out once",
-        description: "Oldest first. Fewer or none is a normal 200. One requester may claim at most the pair quota of one target per 24 h.",
+        tags: ["coins"], summary: "Store your last-resort coin of each tier sent (replacing the previous one)",
+        description: "A last-resort coin is reusable: a claim that allows it gets it when the tier has nothing left, and never deletes it. Answers your counts.",
       },
     })
-    .get("/count", ({ query, caller, set }) => {
-      Object.assign(set.headers, limit("count", caller.userId));
+    .get("/count", async ({ query, caller, set, request }) => {
+      Object.assign(set.headers, throttle("count", caller.userId));
       const userId = query.user_id?.toLowerCase() ?? caller.userId;
-      if (config.AQM_COUNT_VISIBILITY === "self" && userId !== caller.userId) {
-        throw new ForbiddenError("This server only shows users their own counts");
+      const polling = query.below !== undefined || query.wait_ms !== undefined;
+      if (userId !== caller.userId && (polling || config.AQM_COUNT_VISIBILITY === "self")) {
+        throw new ForbiddenError(polling ? "Only your own inventory can be long-polled" : "This server only shows users their own counts");
       }
       set.headers["cache-control"] = "no-store";
-      return coins.getInventoryCount(userId);
+      if (polling && query.below !== undefined && (query.wait_ms ?? 0) > 0) {
+        return countWatch(userId, query.below, query.wait_ms!, request.signal);
+      }
+      return coins.getInventoryCount(userId, { signal: request.signal });
     }, {
       query: CountQuery,
-      response: { 200: Inventory, ...problems(401, 403, 422, 429, 503) },
-      detail: { tags: ["coins"], summary: "Available coins per tier of a user (default: yourself)" },
+      response: { 200: Inventory, ...problemResponses(401, 403, 422, 429, 503) },
+      detail: {
+        tags: ["coins"], summary: "Available coins per tier of a user (default: yourself); long-poll your own with below and wait_ms",
+        description: "With `below=N&wait_ms=…` (your own inventory only) the answer comes as soon as any tier has fewer than N coins — whichever route or instance took them — or at the deadline.",
+      },
     });

@@ -1,17 +1,7 @@
 import { t, type Static } from "elysia";
+import { wireLimits } from "./tiers.ts";
 
-/** Wire and storage limits of a coin; one place for each number. */
-export const limits = {
-  coinsPerUpload: 100,
-  coinsPerFetch: 100,
-  publicKeyBytes: 2048,
-  signatureBytes: 5120,
-  requestBodyBytes: 1024 * 1024,
-} as const;
-
-export const tiers = ["GOLD", "SILVER", "BRONZE"] as const;
-
-/** Standard base64 with padding; the decoded size is checked separately (413, not 422). */
+/** Standard base64 with padding; the decoded size is checked separately (413 or 422, not a pattern). */
 export const base64Pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 
 export const Uuid = t.String({ format: "uuid", error: { message: "must be a UUID" }, description: "A user id (UUID)", examples: ["6f1c0a9e-3b5d-4c1e-9a43-2f0f7d8b1c2a"] });
@@ -27,22 +17,22 @@ export const KeyId = t.String({
   description: "Chosen by the owner's device; unique per owner", examples: ["0b6f7c52-7d1e-4d0e-8d7a-3f54f6f1f0a1"],
 });
 
-const Base64Blob = (what: string, maxBytes: number) => t.String({
+const Base64Blob = (what: string) => t.String({
   minLength: 4, pattern: base64Pattern,
   error: { message: "must be standard base64 with padding, at least 1 byte" },
-  description: `${what}, standard base64 with padding; 1–${maxBytes} bytes decoded`,
+  description: `${what}, standard base64 with padding; its decoded size must match the tier (see AQM_TIER_SIZES)`,
 });
 
 export const Coin = t.Object({
   key_id: KeyId,
   coin_category: CoinCategory,
-  public_key_b64: Base64Blob("Public key", limits.publicKeyBytes),
-  signature_b64: Base64Blob("Signature over the public key", limits.signatureBytes),
+  public_key_b64: Base64Blob("Public key"),
+  signature_b64: Base64Blob("Signature over the public key"),
 }, { additionalProperties: false });
 
 export const UploadBody = t.Object({
   user_id: t.Optional(Uuid),
-  coins: t.Array(Coin, { minItems: 1, maxItems: limits.coinsPerUpload }),
+  coins: t.Array(Coin, { minItems: 1, maxItems: wireLimits.coinsPerUpload }),
 }, { additionalProperties: false });
 
 export const UploadResult = t.Object({
@@ -50,11 +40,39 @@ export const UploadResult = t.Object({
   duplicates: t.Integer({ description: "Coins already stored with identical content (or repeated in the batch); skipped" }),
 });
 
+export const LastResortBody = t.Object({
+  coins: t.Array(Coin, { minItems: 1, maxItems: 3, description: "At most one coin per tier; each replaces your last-resort coin of its tier" }),
+}, { additionalProperties: false });
+
 export const FetchQuery = t.Object({
   target_user_id: Uuid,
   coin_category: CoinCategory,
-  count: t.Integer({ minimum: 1, maximum: limits.coinsPerFetch, description: "How many coins to claim", error: { field: "count", message: `must be an integer from 1 to ${limits.coinsPerFetch}` } }),
+  count: t.Integer({ minimum: 1, maximum: wireLimits.coinsPerClaim, description: "How many coins to claim", error: { field: "count", message: `must be an integer from 1 to ${wireLimits.coinsPerClaim}` } }),
   requester_id: t.Optional(Uuid),
+}, { additionalProperties: false });
+
+const tierWant = (tier: string) => t.Optional(t.Integer({
+  minimum: 0, maximum: wireLimits.coinsPerClaim, description: `${tier} coins wanted`,
+  error: { message: `must be an integer from 0 to ${wireLimits.coinsPerClaim}` },
+}));
+
+export const ClaimBody = t.Object({
+  target_user_id: Uuid,
+  want: t.Object({ gold: tierWant("GOLD"), silver: tierWant("SILVER"), bronze: tierWant("BRONZE") }, {
+    additionalProperties: false, description: `Coins wanted per tier: at least one, at most ${wireLimits.coinsPerClaim} in all`,
+  }),
+  fallback: t.Optional(t.Union([t.Literal("down"), t.Literal("none")], {
+    default: "down", error: { message: "must be \"down\" or \"none\"" },
+    description: "down: a tier's shortfall is filled from the tiers below it (GOLD → SILVER → BRONZE), never upward",
+  })),
+  wait_ms: t.Optional(t.Integer({
+    minimum: 0, maximum: 30_000, default: 0, error: { message: "must be an integer from 0 to 30000" },
+    description: "When nothing can be served, wait up to this long for the owner to upload, then answer with what there is",
+  })),
+  allow_last_resort: t.Optional(t.Boolean({
+    default: false, error: { message: "must be true or false" },
+    description: "A tier still short after fallback gets the owner's last-resort coin of that tier (reusable, flagged last_resort)",
+  })),
 }, { additionalProperties: false });
 
 /**
@@ -67,25 +85,49 @@ export const ServedCoin = t.Object({
   coin_category: CoinCategory,
   public_key_b64: t.String({ contentEncoding: "base64", description: "Public key, standard base64" }),
   signature_b64: t.String({ contentEncoding: "base64", description: "Signature over the public key, standard base64" }),
+  last_resort: t.Optional(t.Literal(true, { description: "The owner's reusable last-resort coin of this tier (never deleted by a claim)" })),
 });
 
 export const FetchResult = t.Object({
   coins: t.Array(ServedCoin, { description: "Claimed coins, oldest first; fewer than asked (or none) when the stock is short" }),
 });
 
-export const CountQuery = t.Object({ user_id: t.Optional(Uuid) }, { additionalProperties: false });
+const TierNumbers = (description: string) => t.Object({
+  gold: t.Integer({ minimum: 0 }), silver: t.Integer({ minimum: 0 }), bronze: t.Integer({ minimum: 0 }),
+}, { description });
+
+export const ClaimResult = t.Object({
+  coins: t.Array(ServedCoin, { description: "GOLD first, then SILVER, then BRONZE, oldest first within a tier; last-resort coins last. Each says its real tier" }),
+  short: TierNumbers("Per tier asked for: coins that could not be served, even after fallback (0 for tiers not asked for)"),
+});
+
+export const CountQuery = t.Object({
+  user_id: t.Optional(Uuid),
+  below: t.Optional(t.Integer({
+    minimum: 1, maximum: 1_000_000, error: { message: "must be an integer from 1 to 1000000" },
+    description: "Long-poll (your own inventory only): answer as soon as any tier has fewer than this many coins",
+  })),
+  wait_ms: t.Optional(t.Integer({
+    minimum: 0, maximum: 30_000, error: { message: "must be an integer from 0 to 30000" },
+    description: "Long-poll: how long to wait for a tier to fall below `below`",
+  })),
+}, { additionalProperties: false });
 
 export const Inventory = t.Object({
   gold: t.Integer({ minimum: 0 }),
   silver: t.Integer({ minimum: 0 }),
   bronze: t.Integer({ minimum: 0 }),
+  last_resort: t.Object({ gold: t.Boolean(), silver: t.Boolean(), bronze: t.Boolean() }, {
+    description: "Whether a last-resort coin of each tier is stored (it is not counted above)",
+  }),
 });
 
-export type Tier = (typeof tiers)[number];
 export type Coin = Static<typeof Coin>;
+export type ServedCoin = Static<typeof ServedCoin>;
 export type UploadBody = Static<typeof UploadBody>;
 export type UploadResult = Static<typeof UploadResult>;
 export type FetchQuery = Static<typeof FetchQuery>;
+export type ClaimBody = Static<typeof ClaimBody>;
 export type Inventory = Static<typeof Inventory>;
 
 /** Bytes a valid padded base64 string decodes to. */

@@ -1,16 +1,29 @@
 import { UnavailableError } from "../errors.ts";
-import type { Metrics } from "../metrics/registry.ts";
+
+export interface GateStats {
+  inUse: number;
+  waiting: number;
+}
+
+/** How the gate reports, so the database layer needs no metrics module. */
+export interface GateEvents {
+  changed?(stats: GateStats): void;
+  refused?(): void;
+}
 
 interface Waiter {
   resolve: () => void;
+  reject: (error: unknown) => void;
   timer: ReturnType<typeof setTimeout>;
+  signal?: AbortSignal;
+  onAbort?: () => void;
 }
 
 /**
- * Bounds the wait for a database connection. postgres.js queues queries without limit when
- * every connection is busy; requests pass this gate first, so at most `size` are at the
- * database, at most `queueMax` wait, and none waits longer than `waitMs` — past that they get
- * 503 with Retry-After instead of piling up.
+ * Bounds the wait for a database connection. postgres.js queues queries without limit when every
+ * connection is busy; statements pass this gate first, so at most `size` are at the database, at
+ * most `queueMax` wait, and none waits past its deadline (or after its client has gone) — those
+ * get 503 with Retry-After instead of piling up.
  */
 export class ConnectionGate {
   private inUse = 0;
@@ -18,13 +31,17 @@ export class ConnectionGate {
 
   constructor(
     private readonly size: number,
-    private readonly waitMs: number,
     private readonly queueMax: number,
-    private readonly metrics?: Metrics,
+    private readonly events: GateEvents = {},
   ) {}
 
-  async run<T>(work: () => Promise<T>): Promise<T> {
-    await this.acquire();
+  get stats(): GateStats {
+    return { inUse: this.inUse, waiting: this.waiting.length };
+  }
+
+  /** A slot for `work` before `deadline` (performance.now() ms); released when `work` settles. */
+  async run<T>(work: () => Promise<T>, deadline: number, signal?: AbortSignal): Promise<T> {
+    await this.acquire(deadline, signal);
     try {
       return await work();
     } finally {
@@ -32,35 +49,47 @@ export class ConnectionGate {
     }
   }
 
-  get stats() {
-    return { inUse: this.inUse, waiting: this.waiting.length };
-  }
-
-  private acquire(): Promise<void> {
+  private acquire(deadline: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(gone());
     if (this.inUse < this.size) {
       this.inUse++;
       this.report();
       return Promise.resolve();
     }
-    if (this.waiting.length >= this.queueMax) return Promise.reject(this.refuse());
+    const wait = deadline - performance.now();
+    if (this.waiting.length >= this.queueMax || wait <= 0) return Promise.reject(this.refuse());
     return new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
-        resolve,
-        timer: setTimeout(() => {
-          this.waiting.splice(this.waiting.indexOf(waiter), 1);
-          this.report();
-          reject(this.refuse());
-        }, this.waitMs),
+        resolve, reject, signal,
+        timer: setTimeout(() => this.drop(waiter, this.refuse()), wait),
       };
+      if (signal) {
+        waiter.onAbort = () => this.drop(waiter, gone());
+        signal.addEventListener("abort", waiter.onAbort, { once: true });
+      }
       this.waiting.push(waiter);
       this.report();
     });
   }
 
+  private drop(waiter: Waiter, error: unknown): void {
+    const at = this.waiting.indexOf(waiter);
+    if (at < 0) return;
+    this.waiting.splice(at, 1);
+    this.forget(waiter);
+    this.report();
+    waiter.reject(error);
+  }
+
+  private forget(waiter: Waiter): void {
+    clearTimeout(waiter.timer);
+    if (waiter.onAbort) waiter.signal?.removeEventListener("abort", waiter.onAbort);
+  }
+
   private release(): void {
     const next = this.waiting.shift();
     if (next) {
-      clearTimeout(next.timer);
+      this.forget(next);
       next.resolve(); // the slot passes straight to the next waiter
     } else {
       this.inUse--;
@@ -69,19 +98,14 @@ export class ConnectionGate {
   }
 
   private refuse(): UnavailableError {
-    this.metrics?.poolRejections.inc();
+    this.events.refused?.();
     return new UnavailableError("The server is at capacity; retry shortly", 1);
   }
 
   private report(): void {
-    this.metrics?.poolInUse.set(this.inUse);
-    this.metrics?.poolWaiting.set(this.waiting.length);
+    this.events.changed?.(this.stats);
   }
 }
 
-/** The same service with every method run through the gate. */
-export function gated<S extends Record<string, (...args: never[]) => Promise<unknown>>>(gate: ConnectionGate, service: S): S {
-  return Object.fromEntries(
-    Object.entries(service).map(([name, fn]) => [name, (...args: never[]) => gate.run(() => fn(...args))]),
-  ) as S;
-}
+/** The client closed the connection before its request reached the database: nothing was done. */
+export const gone = () => new UnavailableError("The client closed the connection; nothing was done", 1);

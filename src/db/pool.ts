@@ -1,5 +1,5 @@
 import postgres from "postgres";
-import type { Config } from "../config.ts";
+import { settings, type Config } from "../config.ts";
 
 export type Sql = postgres.Sql;
 
@@ -7,14 +7,17 @@ export type PoolConfig = Pick<Config,
   "AQM_DB_POOL_MAX" | "AQM_DB_CONNECT_TIMEOUT_S" | "AQM_DB_IDLE_TIMEOUT_S" | "AQM_DB_MAX_LIFETIME_S"
   | "AQM_DB_STATEMENT_TIMEOUT_MS" | "AQM_DB_IDLE_TX_TIMEOUT_MS">;
 
-export const poolDefaults: PoolConfig = {
-  AQM_DB_POOL_MAX: 4,
-  AQM_DB_CONNECT_TIMEOUT_S: 1,
-  AQM_DB_IDLE_TIMEOUT_S: 60,
-  AQM_DB_MAX_LIFETIME_S: 1800,
-  AQM_DB_STATEMENT_TIMEOUT_MS: 10000,
-  AQM_DB_IDLE_TX_TIMEOUT_MS: 5000,
-};
+const poolSettings = ["AQM_DB_POOL_MAX", "AQM_DB_CONNECT_TIMEOUT_S", "AQM_DB_IDLE_TIMEOUT_S", "AQM_DB_MAX_LIFETIME_S",
+  "AQM_DB_STATEMENT_TIMEOUT_MS", "AQM_DB_IDLE_TX_TIMEOUT_MS"] as const;
+
+export const poolDefaults = Object.fromEntries(poolSettings.map((name) => [name, settings[name].default])) as PoolConfig;
+
+/**
+ * Seconds before the next attempt to reconnect. postgres.js backs off up to 20 s by default;
+ * queries have deadlines here, so a short, flat retry brings an instance back within a second of
+ * PostgreSQL's return instead of many seconds later.
+ */
+const reconnectDelay = (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5);
 
 /** The one shared postgres.js pool of a server process. */
 export function createPool(url: string, config: Partial<PoolConfig> = {}, applicationName = "aqm-coin-server"): Sql {
@@ -24,6 +27,7 @@ export function createPool(url: string, config: Partial<PoolConfig> = {}, applic
     connect_timeout: c.AQM_DB_CONNECT_TIMEOUT_S,
     idle_timeout: c.AQM_DB_IDLE_TIMEOUT_S || undefined,
     max_lifetime: c.AQM_DB_MAX_LIFETIME_S || null,
+    backoff: reconnectDelay,
     onnotice: () => {},
     connection: {
       application_name: applicationName,

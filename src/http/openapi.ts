@@ -12,7 +12,7 @@ export const ProblemSchema = t.Object({
 }, { description: "RFC 9457 problem details (application/problem+json)", additionalProperties: true });
 
 /** OpenAPI response entries for the error statuses a route can answer with. */
-export function problems<const S extends number>(...statuses: S[]): Record<S, typeof ProblemSchema> {
+export function problemResponses<const S extends number>(...statuses: S[]): Record<S, typeof ProblemSchema> {
   return Object.fromEntries(statuses.map((s) => [s, ProblemSchema])) as Record<S, typeof ProblemSchema>;
 }
 

@@ -1,6 +1,5 @@
 import type { Config } from "../config.ts";
 import { RateLimitedError } from "../errors.ts";
-import type { Metrics } from "../metrics/registry.ts";
 
 export type RouteGroup = "upload" | "fetch" | "count" | "admin";
 
@@ -32,9 +31,7 @@ export class TokenBuckets {
     this.buckets.set(key, bucket);
     if (bucket.tokens < 1) {
       const retryAfter = Math.max(1, Math.ceil((1 - bucket.tokens) / this.perMs / 1000));
-      throw new RateLimitedError("Too many requests for this route group; slow down", retryAfter, {
-        "RateLimit-Limit": String(this.capacity), "RateLimit-Remaining": "0", "RateLimit-Reset": String(retryAfter),
-      });
+      throw new RateLimitedError("Too many requests for this route group; slow down", retryAfter, { limit: this.capacity, reset: retryAfter });
     }
     bucket.tokens -= 1;
     const untilFull = Math.ceil((this.capacity - bucket.tokens) / this.perMs / 1000);
@@ -57,9 +54,10 @@ export class TokenBuckets {
   }
 }
 
-export type RateLimiter = (group: RouteGroup, userId: string) => Record<string, string>;
+/** Takes a token of `group` for `userId`: the RateLimit headers to send, or a 429. */
+export type Throttle = (group: RouteGroup, userId: string) => Record<string, string>;
 
-export function rateLimiter(config: Config, metrics?: Metrics): RateLimiter {
+export function throttle(config: Config, limited?: (group: RouteGroup) => void): Throttle {
   if (config.AQM_RATE_LIMITS === "off") return () => ({});
   const perMinute: Record<RouteGroup, number> = {
     upload: config.AQM_RATE_UPLOAD_PER_MIN,
@@ -74,7 +72,7 @@ export function rateLimiter(config: Config, metrics?: Metrics): RateLimiter {
     try {
       return groups[group].take(userId);
     } catch (error) {
-      metrics?.rateLimited.inc({ group });
+      limited?.(group);
       throw error;
     }
   };

@@ -1,7 +1,8 @@
 import { cron } from "@elysiajs/cron";
 import { Elysia } from "elysia";
 import { Cron } from "croner";
-import { runJob, type JobDeps, type JobName } from "./jobs.ts";
+import { jobNames, jobs } from "./jobs.ts";
+import { runTick, type JobDeps } from "./run.ts";
 
 /** The tick a trigger belongs to: its second. Instances fire within milliseconds of each other. */
 const tickOf = (at: Date) => new Date(Math.floor(at.getTime() / 1000) * 1000);
@@ -19,19 +20,16 @@ function halfPeriodMs(pattern: string): number {
  * soon as it is registered and app.stop() does not stop them: call `stopMaintenance(app)`.
  */
 export function maintenanceSchedule(deps: JobDeps) {
-  const patterns: Record<JobName, string> = {
-    "purge-stale": deps.config.AQM_CRON_PURGE_STALE,
-    "hard-delete": deps.config.AQM_CRON_HARD_DELETE,
-  };
   let app = new Elysia({ name: "maintenance" });
-  for (const [job, pattern] of Object.entries(patterns) as [JobName, string][]) {
+  for (const job of jobNames) {
+    const pattern = String(deps.config[jobs[job].schedule]);
     const minGapMs = halfPeriodMs(pattern);
     app = app.use(cron({
       name: job,
       pattern,
       timezone: "Etc/UTC",
       protect: true, // a slow run is never started twice in one process
-      run: () => runJob(deps, job, tickOf(new Date()), minGapMs),
+      run: () => runTick(deps, job, tickOf(new Date()), minGapMs),
     })) as unknown as Elysia<"", { decorator: {}; store: {}; derive: {}; resolve: {} }>;
   }
   return app;

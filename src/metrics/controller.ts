@@ -1,25 +1,22 @@
 import { Elysia, t } from "elysia";
 import { requireAdmin, type TokenVerifier } from "../auth/jwt.ts";
-import type { Tier } from "../coins/model.ts";
-import type { Sql } from "../db/pool.ts";
+import { tiers, type Tier } from "../coins/tiers.ts";
 import { UnauthorizedError } from "../errors.ts";
-import { problems } from "../http/openapi.ts";
+import { problemResponses } from "../http/openapi.ts";
 import { requestInfo } from "../http/request-log.ts";
 import type { Metrics } from "./registry.ts";
 import { timingSafeEqual } from "node:crypto";
 
 const AVAILABLE_TTL_MS = 60_000;
 
-/** Unclaimed coins per tier, from the partial index; recomputed at most once a minute. */
-function availableCoins(sql: Sql, metrics: Metrics) {
+/** The available-coins gauge, recomputed at most once a minute. */
+function availableCoins(read: () => Promise<Record<Tier, number>>, metrics: Metrics) {
   let refreshed = 0;
   return async () => {
     if (performance.now() - refreshed < AVAILABLE_TTL_MS && refreshed > 0) return;
     refreshed = performance.now();
-    const rows = await sql<{ tier: Tier; n: number }[]>`
-      SELECT coin_category AS tier, count(*)::int AS n FROM coin_inventory WHERE fetched_at IS NULL GROUP BY 1`;
-    metrics.available.reset();
-    for (const tier of ["GOLD", "SILVER", "BRONZE"] as const) metrics.available.set({ tier }, rows.find((r) => r.tier === tier)?.n ?? 0);
+    const counts = await read();
+    for (const tier of tiers) metrics.available.set({ tier }, counts[tier]);
   };
 }
 
@@ -41,10 +38,18 @@ export const httpMetrics = (metrics: Metrics) =>
   });
 
 /** GET /metrics: Prometheus text; needs AQM_METRICS_TOKEN or an admin-scoped JWT. */
-export const metricsController = ({ sql, metrics, verify, token }: { sql: Sql; metrics: Metrics; verify: TokenVerifier; token: string }) => {
-  const refreshAvailable = availableCoins(sql, metrics);
+export interface MetricsDeps {
+  metrics: Metrics;
+  verify: TokenVerifier;
+  token: string;
+  /** Unclaimed coins per tier (through the coins service and the gate). */
+  available: () => Promise<Record<Tier, number>>;
+}
+
+export const metricsController = ({ metrics, verify, token, available }: MetricsDeps) => {
+  const refreshAvailable = availableCoins(available, metrics);
   return new Elysia().get("/metrics", async ({ headers, set }) => {
-    const given = headers.authorization?.match(/^Bearer (.+)$/)?.[1];
+    const given = headers.authorization?.match(/^Bearer +(.+?) *$/i)?.[1];
     if (!given) throw new UnauthorizedError("Send Authorization: Bearer <metrics token or admin JWT>");
     if (!(token && sameSecret(given, token))) requireAdmin(await verify(headers.authorization));
     await refreshAvailable().catch(() => {}); // the other metrics are still worth serving
@@ -53,7 +58,7 @@ export const metricsController = ({ sql, metrics, verify, token }: { sql: Sql; m
     return metrics.registry.metrics();
   }, {
     headers: t.Object({ authorization: t.Optional(t.String()) }),
-    response: { 200: t.String({ description: "Prometheus text exposition format" }), ...problems(401, 403) },
+    response: { 200: t.String({ description: "Prometheus text exposition format" }), ...problemResponses(401, 403) },
     detail: { tags: ["health"], summary: "Prometheus metrics (AQM_METRICS_TOKEN or admin scope)" },
   });
 };

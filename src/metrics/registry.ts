@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { Tier } from "../coins/model.ts";
+import type { ServedCoin } from "../coins/model.ts";
+import { tiers, type TierCounts } from "../coins/tiers.ts";
 
 /** Every metric of one app instance, in its own registry (tests build many apps in one process). */
 export function createMetrics() {
@@ -26,15 +27,24 @@ export function createMetrics() {
     poolRejections: new Counter({ name: "aqm_db_pool_rejections_total", help: "Requests answered 503 because no connection was free in time", registers }),
     maintenanceDeleted: new Counter({ name: "aqm_maintenance_deleted_total", help: "Rows deleted by maintenance jobs", labelNames: ["job"], registers }),
     maintenanceRuns: new Counter({ name: "aqm_maintenance_runs_total", help: "Maintenance runs by result (ok, skipped, error)", labelNames: ["job", "result"], registers }),
+    claimQueue: new Gauge({ name: "aqm_claim_queue", help: "Claims waiting for the next claim statement", registers }),
+    claimWaiting: new Gauge({ name: "aqm_claim_waiting", help: "Claims and count long-polls waiting for a stock change (wait_ms)", registers }),
+    lateFinishes: new Counter({
+      name: "aqm_db_late_finishes_total", labelNames: ["statement"], registers,
+      help: "Statements that finished after their answer was given up (a claim among them lost its coins)",
+    }),
     available: new Gauge({ name: "aqm_coins_available", help: "Unclaimed coins per tier (refreshed at most once a minute)", labelNames: tier, registers }),
   };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
-export function countClaim(metrics: Metrics | undefined, tier: Tier, asked: number, got: number): void {
+/** One answered claim: coins by their tier; short and empty by the tiers asked for. */
+export function countClaim(metrics: Metrics | undefined, want: TierCounts, coins: ServedCoin[], short: TierCounts): void {
   if (!metrics) return;
-  metrics.claimed.inc({ tier }, got);
-  if (got < asked) metrics.claimsShort.inc({ tier });
-  if (got === 0) metrics.claimsEmpty.inc({ tier });
+  for (const coin of coins) metrics.claimed.inc({ tier: coin.coin_category });
+  tiers.forEach((tier, i) => {
+    if (want[i]! > 0 && short[i]! > 0) metrics.claimsShort.inc({ tier });
+    if (want[i]! > 0 && coins.length === 0) metrics.claimsEmpty.inc({ tier });
+  });
 }

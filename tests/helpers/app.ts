@@ -1,12 +1,14 @@
+import { afterAll } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { createApp } from "../../src/app.ts";
 import { signToken } from "../../src/auth/jwt.ts";
-import type { AuthKeys } from "../../src/auth/keys.ts";
+import type { AuthKeys, HashSecrets } from "../../src/auth/keys.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
 import type { Sql } from "../../src/db/pool.ts";
 
 export const testSecret = new TextEncoder().encode("test-secret-test-secret-test-secret-0123");
 export const testKeys: AuthKeys = { secret: testSecret, source: "AQM_JWT_SECRET" };
+export const testHashSecrets: HashSecrets = { current: new TextEncoder().encode("test-hash-secret-test-hash-secret-0123") };
 
 export function testConfig(env: Record<string, string> = {}): Config {
   return loadConfig({ AQM_LOG: "off", ...env });
@@ -14,8 +16,16 @@ export function testConfig(env: Record<string, string> = {}): Config {
 
 export type TestApp = ReturnType<typeof createApp>;
 
-export function makeApp(sql: Sql, env: Record<string, string> = {}, keys: AuthKeys = testKeys): TestApp {
-  return createApp({ sql, config: testConfig(env), keys });
+const apps: TestApp[] = [];
+afterAll(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.decorator.aqm.close()));
+});
+
+/** An app on the test database; its notification listener (if a test waits) is closed after the file. */
+export function makeApp(sql: Sql, env: Record<string, string> = {}, keys: AuthKeys = testKeys, now?: () => number): TestApp {
+  const app = createApp({ sql, config: testConfig(env), keys, hashSecrets: testHashSecrets, now });
+  apps.push(app);
+  return app;
 }
 
 export const token = (userId: string, opts: { admin?: boolean; ttlSeconds?: number } = {}) => signToken(testSecret, userId, opts);

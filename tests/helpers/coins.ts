@@ -1,12 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import type { Coin, Tier } from "../../src/coins/model.ts";
-
-/** Wire sizes of each tier's public key and signature (domain.md). */
-export const tierSizes: Record<Tier, { key: number; sig: number }> = {
-  GOLD: { key: 1184, sig: 3309 },
-  SILVER: { key: 1184, sig: 64 },
-  BRONZE: { key: 32, sig: 64 },
-};
+import type { Coin } from "../../src/coins/model.ts";
+import { typicalSizes as tierSizes, type Tier } from "../../src/coins/tiers.ts";
 
 export function makeCoin(tier: Tier = "BRONZE", keyId: string = randomUUID()): Coin {
   const { key, sig } = tierSizes[tier];
@@ -26,3 +20,7 @@ export function makeCoins(n: number, tier: Tier = "BRONZE"): Coin[] {
 export function standardBatch(): Coin[] {
   return [...makeCoins(5, "GOLD"), ...makeCoins(6, "SILVER"), ...makeCoins(5, "BRONZE")];
 }
+
+/** A count response: available coins per tier, and which last-resort coins are stored (none by default). */
+export const inventory = (gold: number, silver: number, bronze: number, last_resort = { gold: false, silver: false, bronze: false }) =>
+  ({ gold, silver, bronze, last_resort });

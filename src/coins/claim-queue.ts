@@ -1,0 +1,125 @@
+import type { Db } from "../db/db.ts";
+import { gone } from "../db/gate.ts";
+import { UnavailableError } from "../errors.ts";
+import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "./claim-batch.ts";
+
+interface Job {
+  item: ClaimItem;
+  deadline: number;
+  signal?: AbortSignal;
+  attempts: number;
+  resolve: (outcome: ClaimOutcome) => void;
+  reject: (error: unknown) => void;
+}
+
+export interface ClaimQueueOptions {
+  /** The pair quota, or null when rate limits are off (benchmarks only). */
+  quota: number | null;
+  /** Statements at the database at once; the rest of the pool stays free for uploads and counts. */
+  maxInFlight: number;
+  maxBatch?: number;
+  maxQueued?: number;
+  /** A claim with less time than this left before its deadline is refused instead of sent. */
+  minBudgetMs?: number;
+  /** Reports the queue length (metrics). */
+  queued?: (n: number) => void;
+}
+
+/** A claim that lost a race this many times in a row gets a 503 instead of another attempt. */
+const MAX_ATTEMPTS = 5;
+
+/**
+ * Merges concurrent claims into one statement (claim-sql.ts). At low load a claim goes out at
+ * once (alone); under load, claims queue behind the statements already running and leave
+ * together with the next one — no timer, no added delay. Before a batch leaves, claims whose
+ * client has gone or whose deadline is too close are answered and dropped; the statement carries
+ * the earliest deadline of its claims and is cancelled (rolled back) when it passes. With the pair
+ * quota on, a batch holds at most one claim per pair and per idempotency key: the others wait for
+ * the next statement, which sees what this one spent.
+ */
+export class ClaimQueue {
+  private queue: Job[] = [];
+  private inFlight = 0;
+  private readonly maxBatch: number;
+  private readonly maxQueued: number;
+  private readonly minBudgetMs: number;
+
+  constructor(private readonly db: Db, private readonly options: ClaimQueueOptions) {
+    this.maxBatch = options.maxBatch ?? 512;
+    this.maxQueued = options.maxQueued ?? 20_000;
+    this.minBudgetMs = options.minBudgetMs ?? 50;
+  }
+
+  get length(): number {
+    return this.queue.length;
+  }
+
+  claim(item: ClaimItem, deadline: number, signal?: AbortSignal): Promise<ClaimOutcome> {
+    if (this.queue.length >= this.maxQueued) return Promise.reject(new UnavailableError("The server is at capacity; retry shortly"));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ item, deadline, signal, attempts: 0, resolve, reject });
+      this.options.queued?.(this.queue.length);
+      if (this.queue.length === 1) queueMicrotask(() => this.pump()); // gather same-tick arrivals
+    });
+  }
+
+  private pump(): void {
+    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
+      const batch = this.take();
+      this.options.queued?.(this.queue.length);
+      if (batch.length === 0) continue;
+      this.inFlight++;
+      void this.send(batch).finally(() => {
+        this.inFlight--;
+        this.pump();
+      });
+    }
+  }
+
+  /** The next batch from the head of the queue; drops claims that can no longer be served in time. */
+  private take(): Job[] {
+    const batch: Job[] = [];
+    const rest: Job[] = [];
+    const pairs = new Set<string>();
+    const refs = new Set<string>();
+    const soonest = performance.now() + this.minBudgetMs;
+    for (const job of this.queue) {
+      if (batch.length >= this.maxBatch) {
+        rest.push(job);
+      } else if (job.signal?.aborted) {
+        job.reject(gone());
+      } else if (job.deadline < soonest) {
+        job.reject(new UnavailableError("The database did not answer in time; retry shortly"));
+      } else if ((job.item.pair && pairs.has(job.item.pair)) || (job.item.ref && refs.has(job.item.ref))) {
+        rest.push(job);
+      } else {
+        if (job.item.pair) pairs.add(job.item.pair);
+        if (job.item.ref) refs.add(job.item.ref);
+        batch.push(job);
+      }
+    }
+    this.queue = rest;
+    return batch;
+  }
+
+  private async send(batch: Job[]): Promise<void> {
+    const items = batch.map((j) => j.item);
+    const deadline = Math.min(...batch.map((j) => j.deadline));
+    let outcomes: ClaimOutcome[];
+    try {
+      const rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare), { deadline, what: "claim" });
+      outcomes = outcomesOf(rows, items.length);
+    } catch (error) {
+      for (const job of batch) job.reject(error);
+      return;
+    }
+    const again: Job[] = [];
+    batch.forEach((job, i) => {
+      const outcome = outcomes[i]!;
+      if (outcome.status !== "retry") job.resolve(outcome);
+      else if (++job.attempts >= MAX_ATTEMPTS) job.reject(new UnavailableError("The claim kept meeting concurrent claims; retry shortly"));
+      else again.push(job);
+    });
+    if (again.length) this.queue.unshift(...again);
+  }
+}

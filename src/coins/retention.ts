@@ -1,0 +1,81 @@
+import type { Sql } from "../db/pool.ts";
+
+/** Rows per maintenance DELETE, so no statement holds its locks for long. */
+export const maintenanceBatch = 5000;
+
+async function inBatches(batch: () => Promise<number>): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const count = await batch();
+    total += count;
+    if (count < maintenanceBatch) return total;
+  }
+}
+
+/**
+ * What the server keeps, and for how long (README, "What is kept"). Every function deletes in
+ * batches; `sql` is the maintenance connection holding the job's lock.
+ */
+export function retention(sql: Sql) {
+  return {
+    /** Unclaimed coins older than `maxAgeDays`. */
+    purgeStale: (maxAgeDays: number) => inBatches(async () => (await sql`
+      WITH doomed AS (
+        SELECT record_id FROM coin_inventory
+        WHERE fetched_at IS NULL AND uploaded_at < now() - make_interval(days => ${maxAgeDays})
+        LIMIT ${maintenanceBatch}
+        FOR UPDATE SKIP LOCKED
+      )
+      DELETE FROM coin_inventory c USING doomed WHERE c.record_id = doomed.record_id`).count),
+
+    /**
+     * Claimed coins older than the grace, and with them who claimed them. The owner's key id stays
+     * in claimed_key, with the day only, so a retried upload cannot republish the coin.
+     */
+    hardDeleteClaimed: (graceHours: number) => inBatches(async () => (await sql<{ n: number }[]>`
+      WITH doomed AS (
+        SELECT record_id FROM coin_inventory
+        WHERE fetched_at IS NOT NULL AND fetched_at < now() - make_interval(hours => ${graceHours})
+        LIMIT ${maintenanceBatch}
+        FOR UPDATE SKIP LOCKED
+      ), gone AS (
+        DELETE FROM coin_inventory c USING doomed WHERE c.record_id = doomed.record_id
+        RETURNING c.user_id, c.key_id, c.fetched_at
+      ), kept AS (
+        INSERT INTO claimed_key (user_id, key_id, claimed_on)
+        SELECT user_id, key_id, (fetched_at AT TIME ZONE 'UTC')::date FROM gone
+        ON CONFLICT (user_id, key_id) DO NOTHING
+      )
+      SELECT count(*)::int AS n FROM gone`)[0]!.n),
+
+    /** Idempotent-claim records as old as the claimed coins they replay. */
+    purgeReplays: (graceHours: number) => inBatches(async () => (await sql`
+      DELETE FROM claim_replay WHERE ref IN (
+        SELECT ref FROM claim_replay WHERE created_at < now() - make_interval(hours => ${graceHours}) LIMIT ${maintenanceBatch})`).count),
+
+    /** Key ids of claimed coins, after the purge age (an upload that old would be purged anyway). */
+    purgeClaimedKeys: (maxAgeDays: number) => inBatches(async () => (await sql`
+      DELETE FROM claimed_key WHERE ctid IN (
+        SELECT ctid FROM claimed_key WHERE claimed_on < (now() AT TIME ZONE 'UTC')::date - ${maxAgeDays}::int LIMIT ${maintenanceBatch})`).count),
+
+    /** Pair-quota rows with no bucket left that counts; a pass over the table in key order. */
+    async purgeQuota(): Promise<number> {
+      let total = 0;
+      for (let after = "00000000-0000-0000-0000-000000000000"; ;) {
+        const [row] = await sql<{ last: string | null; n: number }[]>`
+          WITH chunk AS (SELECT pair FROM claim_quota WHERE pair > ${after}::uuid ORDER BY pair LIMIT ${maintenanceBatch}),
+          gone AS (
+            DELETE FROM claim_quota q USING chunk
+            WHERE q.pair = chunk.pair AND aqm_quota_used(q.hours, q.counts, aqm_hour()) = 0
+            RETURNING 1)
+          SELECT (SELECT max(pair::text) FROM chunk) AS last, (SELECT count(*) FROM gone)::int AS n`;
+        total += row!.n;
+        if (!row!.last) return total;
+        after = row!.last;
+      }
+    },
+
+    /** Count long-polls that are over. */
+    purgeWatches: async () => (await sql`DELETE FROM stock_watch WHERE until < now()`).count,
+  };
+}

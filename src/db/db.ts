@@ -1,0 +1,73 @@
+import type { PendingQuery, Row } from "postgres";
+import { UnavailableError } from "../errors.ts";
+import { translate } from "./errors.ts";
+import type { ConnectionGate } from "./gate.ts";
+import type { Sql } from "./pool.ts";
+
+export interface DbOptions {
+  /** AQM_DB_POOL_WAIT_MS: a statement's deadline, from when it asks for a connection. */
+  waitMs: number;
+  /** false behind a transaction-mode pooler that cannot keep prepared statements. */
+  prepare: boolean;
+  /** How long past its deadline a cancelled statement may take to confirm before the answer is given anyway. */
+  graceMs?: number;
+  /** A statement given up at its deadline finished after all (the cancel came too late). */
+  late?: (what: string) => void;
+}
+
+export interface RunOptions {
+  /** performance.now() ms; default: now + waitMs. */
+  deadline?: number;
+  /** The client's request signal: a request whose client has gone never reaches the database. */
+  signal?: AbortSignal;
+  /** Names the statement in the log line of a late finish. */
+  what?: string;
+}
+
+/**
+ * How services reach PostgreSQL: every statement passes the connection gate and carries a
+ * deadline. At the deadline it is cancelled, so PostgreSQL rolls it back instead of committing it
+ * after its answer was given up; the caller gets a 503 once the cancel is confirmed, or at the
+ * latest `graceMs` later (then the outcome is unknown, and a late finish is reported). A query
+ * postgres.js still holds while it reconnects is dropped from its queue by the same cancel.
+ */
+export class Db {
+  readonly prepare: boolean;
+
+  constructor(readonly sql: Sql, readonly gate: ConnectionGate, private readonly options: DbOptions) {
+    this.prepare = options.prepare;
+  }
+
+  deadline(from = performance.now()): number {
+    return from + this.options.waitMs;
+  }
+
+  run<T extends readonly (object | undefined)[] = Row[]>(make: (sql: Sql) => PendingQuery<T>, opts: RunOptions = {}): Promise<T> {
+    const deadline = opts.deadline ?? this.deadline();
+    const grace = this.options.graceMs ?? 250;
+    return new Promise<T>((resolve, reject) => {
+      let answered = false;
+      const answer = (fn: () => void) => {
+        if (answered) return;
+        answered = true;
+        fn();
+      };
+      this.gate.run(async () => {
+        const left = deadline - performance.now();
+        if (left <= 0) throw new UnavailableError("The database did not answer in time; retry shortly");
+        const query = make(this.sql);
+        const cancel = setTimeout(() => void Promise.resolve(query.cancel() as unknown).catch(() => {}), left);
+        const giveUp = setTimeout(() => answer(() => reject(new UnavailableError("The database did not answer in time; retry shortly"))), left + grace);
+        try {
+          return await query;
+        } finally {
+          clearTimeout(cancel);
+          clearTimeout(giveUp);
+        }
+      }, deadline, opts.signal).then((value) => {
+        if (answered) this.options.late?.(opts.what ?? "statement");
+        answer(() => resolve(value));
+      }, (error) => answer(() => reject(translate(error))));
+    });
+  }
+}

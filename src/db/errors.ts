@@ -1,0 +1,73 @@
+import { AppError, InternalError, KeyConflictError, UnavailableError, ValidationError } from "../errors.ts";
+
+/** SQLSTATE codes the server reacts to. */
+export const SQLSTATE = {
+  uniqueViolation: "23505",
+  checkViolation: "23514",
+  queryCanceled: "57014",
+  adminShutdown: "57P01",
+  crashShutdown: "57P02",
+  cannotConnectNow: "57P03",
+  tooManyConnections: "53300",
+  deadlock: "40P01",
+  serialization: "40001",
+  lockNotAvailable: "55P03",
+  /** Raised by aqm_key_conflict() (migration 011). */
+  keyConflict: "AQ409",
+} as const;
+
+/** The SQLSTATE of a PostgreSQL error, or undefined for anything else. */
+export function sqlstateOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/** postgres.js's own codes for a connection that failed, closed or timed out, and the OS's. */
+const connectionCodes = new Set(["CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED",
+  "ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
+
+/** "PostgreSQL cannot serve this right now": unreachable, shutting down, out of connections, a timeout or a lock conflict. */
+export function isTransient(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return false;
+  return code.startsWith("08") || code.startsWith("57P") || connectionCodes.has(code) || ([
+    SQLSTATE.tooManyConnections, SQLSTATE.queryCanceled, SQLSTATE.deadlock, SQLSTATE.serialization, SQLSTATE.lockNotAvailable,
+  ] as string[]).includes(code);
+}
+
+/**
+ * Any error from postgres.js → the domain error it means. Errors the server already speaks pass
+ * through; transient ones become 503s; invalid values a caller slipped past validation become
+ * 422s; anything else is an InternalError carrying the SQLSTATE and PostgreSQL's message.
+ */
+export function translate(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  const code = sqlstateOf(error);
+  if (isTransient(error)) {
+    return new UnavailableError("The database is not reachable right now; retry shortly", 1, code ?? (error as { code: string }).code);
+  }
+  const message = String((error as { message?: unknown } | null)?.message ?? error);
+  switch (code) {
+    case SQLSTATE.keyConflict:
+      return new KeyConflictError(String((error as { detail?: unknown }).detail ?? "").split(",").filter(Boolean));
+    case SQLSTATE.checkViolation:
+      return new ValidationError("A value is outside its allowed set", [{ field: "coin_category", message: "must be GOLD, SILVER or BRONZE" }]);
+    case "22P02": // invalid_text_representation: a user id that is not a UUID
+      return new ValidationError("A user id is not a UUID", [{ field: "user_id", message: "must be a UUID" }]);
+    case "22023": // invalid_parameter_value: decode() of invalid base64
+      return new ValidationError("A blob is not valid base64", [{ field: "coins", message: "blobs must be standard base64" }]);
+    case "22001": // string_data_right_truncation
+      return new ValidationError("A key_id is longer than 36 characters", [{ field: "key_id", message: "at most 36 characters" }]);
+    default:
+      return new InternalError(code ?? (error as { name?: string } | null)?.name ?? "Error", message.slice(0, 300), error);
+  }
+}
+
+/** Runs `work`, translating whatever it throws. */
+export async function translated<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    throw translate(error);
+  }
+}

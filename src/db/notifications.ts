@@ -1,0 +1,47 @@
+import postgres from "postgres";
+import type { Sql } from "./pool.ts";
+
+export interface Listener {
+  close(): Promise<void>;
+}
+
+/**
+ * LISTEN on one channel over one dedicated connection (a waiting request holds none). After the
+ * connection drops, LISTEN is issued again until it succeeds, and `ready` is called every time it
+ * does — notifications sent in between were missed, so listeners re-check what they wait for.
+ * Needs a session: through a transaction-mode pooler, give it a direct URL.
+ */
+export function listen(source: string | Sql, channel: string, message: (payload: string) => void, ready: () => void): Listener {
+  let closed = false;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  // From a URL, or from the options of the pool it serves (as postgres.js's own listen() does).
+  const base = typeof source === "string" ? postgres(source).options : source.options;
+  const sql = postgres({
+    ...(base as unknown as postgres.Options<{}>),
+    max: 1, idle_timeout: undefined, max_lifetime: null, fetch_types: false, connect_timeout: 2,
+    backoff: () => 0.25, onnotice: () => {},
+    connection: { application_name: "aqm-coin-server listen" },
+    onnotify: (name: string, payload: string) => {
+      if (name === channel) message(payload);
+    },
+    onclose: () => {
+      if (!closed) subscribe();
+    },
+  } as postgres.Options<{}>);
+  function subscribe(): void {
+    clearTimeout(retry);
+    sql.unsafe(`LISTEN "${channel.replace(/"/g, '""')}"`).then(() => {
+      if (!closed) ready();
+    }, () => {
+      if (!closed) retry = setTimeout(subscribe, 250);
+    });
+  }
+  subscribe();
+  return {
+    async close() {
+      closed = true;
+      clearTimeout(retry);
+      await sql.end({ timeout: 1 });
+    },
+  };
+}

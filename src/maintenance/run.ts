@@ -1,0 +1,94 @@
+import type { Config } from "../config.ts";
+import { translate } from "../db/errors.ts";
+import type { Sql } from "../db/pool.ts";
+import { InternalError, UnavailableError } from "../errors.ts";
+import type { Metrics } from "../metrics/registry.ts";
+import { jobs, type Job, type JobName, type JobParams } from "./jobs.ts";
+
+export type JobResult = "ok" | "skipped" | "error";
+
+export interface JobDeps {
+  sql: Sql;
+  config: Config;
+  metrics?: Metrics;
+  log?: (line: Record<string, unknown>) => void;
+  /** The job table (tests swap a job's work). */
+  table?: Record<JobName, Job>;
+}
+
+const defaultLog = (line: Record<string, unknown>) => console.log(JSON.stringify(line));
+
+/** SQLSTATE (or error class) and message of a failed run, as logged. */
+function describe(error: unknown): { code: string; error: string } {
+  const e = translate(error);
+  if (e instanceof InternalError) return { code: e.code, error: e.detail };
+  return { code: (e as UnavailableError).sqlstate ?? e.kind, error: e.message };
+}
+
+/**
+ * Runs one job now, under its session advisory lock so that no two runs overlap on any instance:
+ * "skipped" when a run holds the lock. Logs `{ job, deleted, ms }` (or the error with its
+ * SQLSTATE) and counts it. Throws only when `rethrow` (the admin routes answer the error).
+ */
+export async function runJob(deps: JobDeps, name: JobName, params: JobParams = {}, extra: Record<string, unknown> = {}, rethrow = false)
+  : Promise<{ result: JobResult; deleted: number }> {
+  const { sql, config, metrics, log = defaultLog, table = jobs } = deps;
+  const job = table[name];
+  const started = performance.now();
+  let result: JobResult = "skipped";
+  let deleted = 0;
+  try {
+    const conn = await sql.reserve();
+    try {
+      const [{ locked }] = await conn<[{ locked: boolean }]>`SELECT pg_try_advisory_lock(${job.lockKey}) AS locked`;
+      if (!locked) return { result, deleted };
+      try {
+        deleted = await job.run(conn as unknown as Sql, config, params);
+        result = "ok";
+        metrics?.maintenanceDeleted.inc({ job: name }, deleted);
+        log({ time: new Date().toISOString(), job: name, ...extra, deleted, ms: Math.round(performance.now() - started) });
+      } finally {
+        await conn`SELECT pg_advisory_unlock(${job.lockKey})`;
+      }
+    } finally {
+      conn.release();
+    }
+  } catch (error) {
+    result = "error";
+    log({ time: new Date().toISOString(), level: "error", job: name, ...extra, ...describe(error) });
+    if (rethrow) throw translate(error);
+  } finally {
+    metrics?.maintenanceRuns.inc({ job: name, result });
+  }
+  return { result, deleted };
+}
+
+/**
+ * Claims `tick` for `job` in maintenance_tick: true for exactly one caller per tick. A tick must
+ * be at least `minGapMs` (half the schedule's period) after the last one, so an instance whose
+ * trigger fired a second or more late does not take it for the next tick and run it again.
+ */
+async function claimTick(sql: Sql, job: JobName, tick: Date, minGapMs: number): Promise<boolean> {
+  const rows = await sql`
+    INSERT INTO maintenance_tick (job, last_tick) VALUES (${job}, ${tick})
+    ON CONFLICT (job) DO UPDATE SET last_tick = excluded.last_tick
+    WHERE maintenance_tick.last_tick <= excluded.last_tick - make_interval(secs => ${minGapMs / 1000})
+    RETURNING 1`;
+  return rows.length === 1;
+}
+
+/** A schedule tick: only the instance that claims the tick runs the job (with the configured parameters). */
+export async function runTick(deps: JobDeps, name: JobName, tick: Date, minGapMs = 500): Promise<JobResult> {
+  const { log = defaultLog, metrics } = deps;
+  try {
+    if (!(await claimTick(deps.sql, name, tick, minGapMs))) {
+      metrics?.maintenanceRuns.inc({ job: name, result: "skipped" });
+      return "skipped";
+    }
+  } catch (error) {
+    log({ time: new Date().toISOString(), level: "error", job: name, tick: tick.toISOString(), ...describe(error) });
+    metrics?.maintenanceRuns.inc({ job: name, result: "error" });
+    return "error";
+  }
+  return (await runJob(deps, name, {}, { tick: tick.toISOString() })).result;
+}

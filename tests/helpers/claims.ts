@@ -1,0 +1,44 @@
+import { claimKeys } from "../../src/coins/claim-keys.ts";
+import { ClaimQueue } from "../../src/coins/claim-queue.ts";
+import { claimService, type ClaimRequest } from "../../src/coins/claims.ts";
+import { StockEvents } from "../../src/coins/stock-events.ts";
+import { tiers, type Tier, type TierCounts } from "../../src/coins/tiers.ts";
+import { Db } from "../../src/db/db.ts";
+import { ConnectionGate } from "../../src/db/gate.ts";
+import { listen } from "../../src/db/notifications.ts";
+import type { Sql } from "../../src/db/pool.ts";
+import { testHashSecrets } from "./app.ts";
+
+/** The database layer the services run on: a gate as wide as the pool, generous deadlines. */
+export function testDb(sql: Sql, { size = 10, waitMs = 10_000 } = {}): Db {
+  return new Db(sql, new ConnectionGate(size, 100_000), { waitMs, prepare: true });
+}
+
+export interface TestClaimsOptions {
+  /** The pair quota; null (default): off. */
+  quota?: number | null;
+  maxInFlight?: number;
+  size?: number;
+  waitMs?: number;
+  /** Listen for stock changes (waits across instances). */
+  listens?: boolean;
+}
+
+/** The claim path as the app composes it: service, coalescing queue, keyed hashes, stock events. */
+export function testClaims(sql: Sql, { quota = null, maxInFlight = 2, size = 10, waitMs, listens = false }: TestClaimsOptions = {}) {
+  const db = testDb(sql, { size, waitMs });
+  const queue = new ClaimQueue(db, { quota, maxInFlight });
+  const events = new StockEvents(listens ? (message, ready) => listen(sql, "aqm_stock", message, ready) : undefined);
+  const claims = claimService({ db, queue, events, quota, keys: claimKeys(testHashSecrets.current) });
+  return {
+    db, queue, events, claims,
+    claim: (request: Partial<ClaimRequest> & Pick<ClaimRequest, "requester" | "target" | "want">) =>
+      claims.claim({ fallback: true, allowLastResort: false, waitMs: 0, ...request }),
+    /** GET /v1/coins/fetch's claim: one tier, no fallback. */
+    async fetch(target: string, requester: string, tier: Tier, count: number) {
+      const want: TierCounts = [0, 0, 0];
+      want[tiers.indexOf(tier)] = count;
+      return (await claims.claim({ requester, target, want, fallback: false, allowLastResort: false, waitMs: 0 })).coins;
+    },
+  };
+}
