@@ -11,6 +11,8 @@ export interface Options {
   /** Open-loop arrival rates as fractions of the closed-loop peak. */
   rateFractions: number[];
   users: number;
+  /** Distinct requesters; each pair (requester, target) stays far below the pair quota. */
+  requesters: number;
   coinsPerTier: number;
   burst: number;
   warmupS: number;
@@ -18,6 +20,12 @@ export interface Options {
   soakS?: number;
   /** Soak claim rate in requests/s; absent: half of a quick peak measure. */
   rate?: number;
+  /** Exit non-zero when a target is missed. */
+  check: boolean;
+  /** Write the results under bench/results/ (tracked) instead of bench/results/local/. */
+  save: boolean;
+  /** With --url: the configuration the server runs (default: rate limits and quota on). */
+  mode: "default" | "off";
 }
 
 export const usage = `bun bench/run.ts [options]
@@ -30,11 +38,15 @@ export const usage = `bun bench/run.ts [options]
   --duration <s>         seconds per measured segment (10)
   --rates <list>         open-loop rates, % of the closed-loop peak (25,50,75)
   --users <n>            target users (200)
+  --requesters <n>       distinct requesters (10000; quick: 2000)
   --coins <n>            coins seeded per user and tier before the first phase (200)
   --burst <n>            requests in the burst (10000)
   --quick                ~1 minute smoke run (3 s segments, 50 % rate only, 50 users)
   --soak <s>             soak mode: steady claims + uploads for <s> seconds, a report per minute
   --rate <req/s>         soak claim rate (default: 50 % of a quick peak measure)
+  --check                exit 1 when a target is missed
+  --save                 write the results to bench/results/ (tracked) instead of bench/results/local/
+  --mode default|off     with --url: the configuration that server runs (labels its rows)
 
 Extra AQM_* variables in the environment are passed on to the server (e.g. AQM_DB_POOL_QUEUE_MAX).`;
 
@@ -51,8 +63,9 @@ export function parseOptions(argv: string[]): Options | "help" {
     options: {
       url: { type: "string" }, secret: { type: "string" }, "database-url": { type: "string" },
       pool: { type: "string" }, concurrency: { type: "string" }, duration: { type: "string" },
-      rates: { type: "string" }, users: { type: "string" }, coins: { type: "string" }, burst: { type: "string" },
+      rates: { type: "string" }, users: { type: "string" }, requesters: { type: "string" }, coins: { type: "string" }, burst: { type: "string" },
       quick: { type: "boolean" }, soak: { type: "string" }, rate: { type: "string" }, help: { type: "boolean", short: "h" },
+      check: { type: "boolean" }, save: { type: "boolean" }, mode: { type: "string" },
     },
   });
   if (values.help) return "help";
@@ -60,6 +73,7 @@ export function parseOptions(argv: string[]): Options | "help" {
   if (values.url && (!values.secret || !values["database-url"])) {
     throw new Error("--url needs --secret (the server's AQM_JWT_SECRET) and --database-url (its database)");
   }
+  if (values.mode !== undefined && values.mode !== "default" && values.mode !== "off") throw new Error("--mode must be default or off");
   const rates = values.rates?.split(",").map((r) => positive("rates", r, 0) / 100) ?? (quick ? [0.5] : [0.25, 0.5, 0.75]);
   return {
     url: values.url?.replace(/\/+$/, ""),
@@ -70,11 +84,15 @@ export function parseOptions(argv: string[]): Options | "help" {
     durationS: positive("duration", values.duration, quick ? 3 : 10),
     rateFractions: rates,
     users: Math.round(positive("users", values.users, quick ? 50 : 200)),
+    requesters: Math.round(positive("requesters", values.requesters, quick ? 2000 : 10_000)),
     coinsPerTier: Math.round(positive("coins", values.coins, quick ? 50 : 200)),
     burst: Math.round(positive("burst", values.burst, 10_000)),
     warmupS: quick ? 0.5 : 1,
     quick,
     soakS: values.soak === undefined ? undefined : positive("soak", values.soak, 0),
     rate: values.rate === undefined ? undefined : positive("rate", values.rate, 0),
+    check: values.check ?? false,
+    save: values.save ?? false,
+    mode: (values.mode ?? "default") as "default" | "off",
   };
 }

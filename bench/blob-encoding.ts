@@ -10,7 +10,8 @@ import { join } from "node:path";
 import { startEmbeddedPostgres } from "../src/db/embedded.ts";
 import { migrate } from "../src/db/migrate.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
-import { tierSizes, tiers } from "./seed.ts";
+import { typicalSizes as tierSizes } from "../src/coins/tiers.ts";
+import { tiers } from "./seed.ts";
 
 const BATCHES = Number(process.argv[2] ?? 300);
 const CONCURRENCY = 8;

@@ -1,10 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { signToken } from "../src/auth/jwt.ts";
-import type { Tier } from "../src/coins/model.ts";
-import { claimCoins } from "../src/coins/service.ts";
-import type { Sql } from "../src/db/pool.ts";
+import { typicalSizes, type Tier } from "../src/coins/tiers.ts";
 import type { Job, Outcome } from "./load.ts";
-import { tierSizes, tiers } from "./seed.ts";
+import { tiers } from "./seed.ts";
 
 /** Whose coins are claimed (round robin, so the stock drains evenly) and who claims them (at random). */
 export interface Population {
@@ -31,10 +29,10 @@ export class ClaimLedger {
 }
 
 const timeoutMs = 60_000;
-const randomOf = <T>(list: readonly T[]): T => list[Math.floor(Math.random() * list.length)]!;
+export const randomOf = <T>(list: readonly T[]): T => list[Math.floor(Math.random() * list.length)]!;
 
 /** (target, tier) pairs in round robin over targets, then tiers. */
-function rotation(targets: string[], claimTiers: readonly Tier[]): () => { target: string; tier: Tier } {
+export function rotation(targets: string[], claimTiers: readonly Tier[]): () => { target: string; tier: Tier } {
   let k = 0;
   return () => {
     const i = k++;
@@ -42,7 +40,7 @@ function rotation(targets: string[], claimTiers: readonly Tier[]): () => { targe
   };
 }
 
-function claimed(target: string, coins: { key_id: string }[], count: number, ledger: ClaimLedger): Outcome {
+export function claimedBy(target: string, coins: readonly { key_id: string }[], count: number, ledger: ClaimLedger): Outcome {
   for (const coin of coins) ledger.add(target, coin.key_id);
   return { ok: true, coins: coins.length, short: coins.length < count };
 }
@@ -64,17 +62,25 @@ export function httpClaim(baseUrl: string, pop: Population, claimTiers: readonly
     const response = await fetch(url, { headers: bearer(pop, randomOf(pop.requesters)), signal: AbortSignal.timeout(timeoutMs) });
     if (!response.ok) return failed(response);
     const body = (await response.json()) as { coins: { key_id: string }[] };
-    return claimed(target, body.coins, count, ledger);
+    return claimedBy(target, body.coins, count, ledger);
   };
 }
 
-/** The claim statement itself through postgres.js: the ceiling for the HTTP claim. */
-export function sqlClaim(sql: Sql, pop: Population, count: number, ledger: ClaimLedger): Job {
-  const next = rotation(pop.targets, tiers);
+/** POST /v1/coins/claim for several tiers at once (a contact sync), targets in round robin. */
+export function httpMultiClaim(baseUrl: string, pop: Population, want: { gold: number; silver: number; bronze: number }, ledger: ClaimLedger): Job {
+  let k = 0;
+  const count = want.gold + want.silver + want.bronze;
   return async () => {
-    const { target, tier } = next();
-    const coins = await claimCoins(sql, target, randomOf(pop.requesters), tier, count);
-    return claimed(target, coins, count, ledger);
+    const target = pop.targets[k++ % pop.targets.length]!;
+    const response = await fetch(`${baseUrl}/v1/coins/claim`, {
+      method: "POST",
+      headers: { ...bearer(pop, randomOf(pop.requesters)), "content-type": "application/json" },
+      body: JSON.stringify({ target_user_id: target, want, fallback: "down" }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    if (!response.ok) return failed(response);
+    const body = (await response.json()) as { coins: { key_id: string }[] };
+    return claimedBy(target, body.coins, count, ledger);
   };
 }
 
@@ -94,8 +100,8 @@ export const uploadBatchSize = 100;
 /** A few random blobs per tier, reused across coins: the server stores each copy; only key_ids must be fresh. */
 function blobPool(): Record<Tier, { key: string; sig: string }[]> {
   const make = (tier: Tier) => Array.from({ length: 16 }, () => ({
-    key: randomBytes(tierSizes[tier].key).toString("base64"),
-    sig: randomBytes(tierSizes[tier].sig).toString("base64"),
+    key: randomBytes(typicalSizes[tier].key).toString("base64"),
+    sig: randomBytes(typicalSizes[tier].sig).toString("base64"),
   }));
   return { GOLD: make("GOLD"), SILVER: make("SILVER"), BRONZE: make("BRONZE") };
 }
@@ -108,7 +114,7 @@ export function httpUpload(baseUrl: string, pop: Population): Job {
   let k = 0;
   const batch = () => Array.from({ length: uploadBatchSize }, (_, i) => {
     const tier = tiers[i % tiers.length]!;
-    const { key, sig } = randomOf(blobs[tier]);
+    const { key, sig } = randomOf(blobs[tier]!);
     return `{"key_id":"${prefix}-${seq++}","coin_category":"${tier}","public_key_b64":"${key}","signature_b64":"${sig}"}`;
   });
   return async () => {

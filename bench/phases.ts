@@ -1,16 +1,18 @@
 import postgres from "postgres";
 import { randomUUID } from "node:crypto";
-import type { Tier } from "../src/coins/model.ts";
+import type { Tier } from "../src/coins/tiers.ts";
 import { closePool, createPool, type Sql } from "../src/db/pool.ts";
 import type { Options } from "./args.ts";
-import { ClaimLedger, httpClaim, httpCount, httpUpload, signTokens, sqlClaim, type Population } from "./client.ts";
+import { sqlClaim, sqlUpload, stageUploads } from "./ceiling.ts";
+import { ClaimLedger, httpClaim, httpCount, httpMultiClaim, httpUpload, signTokens, type Population } from "./client.ts";
 import { burst, closedLoop, openLoop, type Job, type Stats } from "./load.ts";
 import { connectionsTo, startMonitor } from "./monitor.ts";
 import { startWaitSampler } from "./pgwaits.ts";
 import { openFilesLimit } from "./relaunch.ts";
 import { machineInfo, type MachineInfo, type Row } from "./report.ts";
 import { perGroupFor, randomBytesSql, tiers, topUp, type RandomBytesSql } from "./seed.ts";
-import type { Stack } from "./stack.ts";
+import type { Mode, Stack } from "./stack.ts";
+import { waitPhase } from "./wait.ts";
 
 /** Everything a phase needs. */
 export interface Bench {
@@ -37,6 +39,8 @@ interface Drain {
 }
 
 const hotTiers: readonly Tier[] = ["BRONZE"];
+/** A BESTIE contact sync: 5 GOLD, 4 SILVER, 1 BRONZE in one claim. */
+const bestie = { gold: 5, silver: 4, bronze: 1 };
 
 export const log = (message: string) => console.error(message);
 const elapsed = (b: Bench) => `${((performance.now() - b.started) / 1000).toFixed(0).padStart(4)} s`;
@@ -48,9 +52,9 @@ export async function prepareBench(options: Options, stack: Stack, started: numb
   const machine = await machineInfo(sql, options);
   const random = await randomBytesSql(sql, !options.url);
   const targets = Array.from({ length: options.users }, () => randomUUID());
-  const requesters = Array.from({ length: options.users }, () => randomUUID());
+  const requesters = Array.from({ length: options.requesters }, () => randomUUID());
   const hotUser = randomUUID();
-  const ttlSeconds = 86_400 + (options.soakS ?? 0);
+  const ttlSeconds = 3600 * 6 + (options.soakS ?? 0);
   const tokens = await signTokens(stack.secret, [...targets, ...requesters, hotUser], ttlSeconds);
   const b: Bench = {
     options, stack, sql, random: random.expr, randomSource: random.source, machine, started,
@@ -62,6 +66,7 @@ export async function prepareBench(options: Options, stack: Stack, started: numb
 }
 
 export async function closeBench(b: Bench): Promise<void> {
+  await b.sql`DROP TABLE IF EXISTS bench_staged`.catch(() => {});
   await closePool(b.sql);
 }
 
@@ -73,79 +78,119 @@ export async function stock(b: Bench, pop: Population, drainTiers: readonly Tier
   if (inserted > 0) log(`${elapsed(b)}  seeded ${inserted.toLocaleString("en-US")} coins (${perGroup} per user and tier) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 }
 
-/** Runs one segment with the resource monitor on, and records it as a row. */
-async function measure(b: Bench, phase: string, mode: string, run: () => Promise<Stats & Partial<Row>>): Promise<Row> {
+/** Runs one segment with the resource monitor on (watching `mode`'s server), and records it as a row. */
+async function measure(b: Bench, config: Row["config"], phase: string, mode: string, run: () => Promise<Stats & Partial<Row>>): Promise<Row> {
   const duplicatesBefore = b.ledger.duplicates;
-  const monitor = startMonitor(b.stack.serverPid, b.stack.postmasterPid);
+  const server = config === "sql" ? undefined : b.stack.servers[config];
+  const monitor = startMonitor(server?.pid, b.stack.postmasterPid);
   const waits = startWaitSampler(b.sql);
   const stats = await run();
-  const row: Row = { phase, mode, ...stats, ...monitor.stop(), ...(await waits.stop()) };
+  const row: Row = { config, phase, mode, ...stats, ...monitor.stop(), ...(await waits.stop()) };
   if (phase.includes("claim") || phase.startsWith("burst")) row.duplicates = b.ledger.duplicates - duplicatesBefore;
   b.rows.push(row);
   const shortNote = row.short > 0 ? `, ${row.short} short claims (stock ran dry)` : "";
-  log(`${elapsed(b)}  ${phase.padEnd(18)} ${mode.padEnd(20)} ${row.reqPerS.toFixed(0).padStart(6)} req/s  p99 ${row.p99} ms  ${row.errors} errors${shortNote}`);
+  log(`${elapsed(b)}  ${config.padEnd(7)} ${phase.padEnd(18)} ${mode.padEnd(20)} ${row.reqPerS.toFixed(0).padStart(6)} req/s  p99 ${row.p99} ms  ${row.errors} errors${shortNote}`);
   return row;
 }
 
-async function closed(b: Bench, phase: string, mode: string, job: Job, drain?: Drain): Promise<Row> {
-  const { concurrency, warmupS, durationS } = b.options;
+async function closed(b: Bench, config: Row["config"], phase: string, job: Job, drain?: Drain, concurrency = b.options.concurrency): Promise<Row> {
+  const { warmupS, durationS } = b.options;
   if (drain) await stock(b, drain.pop, drain.tiers, 0);
   const warm = await closedLoop(job, concurrency, warmupS);
   // A warm-up that ran short of coins overestimates the rate: that errs on the side of more stock.
   if (drain) await stock(b, drain.pop, drain.tiers, warm.reqPerS * 2 * durationS * drain.count);
-  return measure(b, phase, mode, () => closedLoop(job, concurrency, durationS));
+  return measure(b, config, phase, `closed c=${concurrency}`, () => closedLoop(job, concurrency, durationS));
 }
 
-async function openRates(b: Bench, phase: string, job: Job, peak: number, drain?: Drain): Promise<void> {
-  for (const fraction of b.options.rateFractions) {
-    const rate = Math.max(1, Math.round(peak * fraction));
-    if (drain) await stock(b, drain.pop, drain.tiers, rate * b.options.durationS * drain.count);
-    const mode = `open ${Math.round(fraction * 100)}% ${rate}/s`;
-    await measure(b, phase, mode, async () => ({ ...(await openLoop(job, rate, b.options.durationS)), offeredRate: rate }));
-  }
+async function open(b: Bench, config: Row["config"], phase: string, job: Job, rate: number, fraction: number, drain?: Drain): Promise<Row> {
+  if (drain) await stock(b, drain.pop, drain.tiers, rate * b.options.durationS * drain.count);
+  const mode = `open ${Math.round(fraction * 100)}% ${rate}/s`;
+  return measure(b, config, phase, mode, async () => ({ ...(await openLoop(job, rate, b.options.durationS)), offeredRate: rate }));
 }
 
-/** The claim statement without HTTP (SQL ceiling), then through HTTP closed and open. */
+/** Open loops at each --rates fraction of `peak`. */
+async function openRates(b: Bench, config: Row["config"], phase: string, job: Job, peak: number, drain?: Drain): Promise<void> {
+  for (const fraction of b.options.rateFractions) await open(b, config, phase, job, Math.max(1, Math.round(peak * fraction)), fraction, drain);
+}
+
+const modes = (b: Bench): Mode[] => (["default", "off"] as const).filter((m) => b.stack.servers[m]);
+const baseUrl = (b: Bench, mode: Mode) => b.stack.servers[mode]!.baseUrl;
+
+/**
+ * One claim size: the SQL ceiling (closed), the deployed configuration (closed, then open loops,
+ * with the SQL ceiling open at the same 50 % rate beside it), then the benchmark-only mode (closed).
+ */
 async function claimPhase(b: Bench, count: number): Promise<void> {
   const { stack, options, pop, ledger } = b;
   const drain = { pop, tiers, count };
+  const phase = `claim count=${count}`;
   const pool = createPool(stack.databaseUrl, { AQM_DB_POOL_MAX: options.pool });
   try {
-    await closed(b, `SQL claim count=${count}`, `sql c=${options.concurrency}`, sqlClaim(pool, pop, count, ledger), drain);
+    const ceiling = sqlClaim(pool, pop, count, ledger);
+    await closed(b, "sql", phase, ceiling, drain);
+    for (const mode of modes(b)) {
+      const job = httpClaim(baseUrl(b, mode), pop, tiers, count, ledger);
+      const peak = await closed(b, mode, phase, job, drain);
+      if (mode !== "default") continue;
+      await openRates(b, mode, phase, job, peak.reqPerS, drain);
+      const half = b.options.rateFractions.includes(0.5) ? 0.5 : b.options.rateFractions[0]!;
+      await open(b, "sql", phase, ceiling, Math.max(1, Math.round(peak.reqPerS * half)), half, drain);
+    }
   } finally {
     await closePool(pool);
   }
-  const job = httpClaim(stack.baseUrl, pop, tiers, count, ledger);
-  const peak = await closed(b, `claim count=${count}`, `closed c=${options.concurrency}`, job, drain);
-  await openRates(b, `claim count=${count}`, job, peak.reqPerS, drain);
 }
 
 async function hotPhase(b: Bench): Promise<void> {
-  const job = httpClaim(b.stack.baseUrl, b.hot, hotTiers, 1, b.ledger);
-  await closed(b, "claim hot user", `closed c=${b.options.concurrency}`, job, { pop: b.hot, tiers: hotTiers, count: 1 });
+  for (const mode of modes(b)) {
+    const job = httpClaim(baseUrl(b, mode), b.hot, hotTiers, 1, b.ledger);
+    await closed(b, mode, "claim hot user", job, { pop: b.hot, tiers: hotTiers, count: 1 });
+  }
+}
+
+/** POST /v1/coins/claim with want 5/4/1 (a BESTIE sync), deployed configuration: coins/s beside the fetch rows. */
+async function multiTierPhase(b: Bench): Promise<void> {
+  if (!b.stack.servers.default) return;
+  const job = httpMultiClaim(baseUrl(b, "default"), b.pop, bestie, b.ledger);
+  const drain = { pop: b.pop, tiers, count: 4 }; // 10 coins a claim over 3 tiers: ~4 per tier
+  const peak = await closed(b, "default", "claim 5/4/1", job, drain);
+  await open(b, "default", "claim 5/4/1", job, Math.max(1, Math.round(peak.reqPerS / 2)), 0.5, drain);
+}
+
+async function uploadPhase(b: Bench): Promise<void> {
+  await stageUploads(b.sql, b.random);
+  const pool = createPool(b.stack.databaseUrl, { AQM_DB_POOL_MAX: 2 });
+  try {
+    await closed(b, "sql", "upload", sqlUpload(pool, b.pop.targets), undefined, 2);
+  } finally {
+    await closePool(pool);
+  }
+  if (b.stack.servers.default) await throughput(b, "upload", httpUpload(baseUrl(b, "default"), b.pop));
 }
 
 async function burstPhase(b: Bench): Promise<void> {
   const n = b.options.burst;
   const files = await openFilesLimit();
   if (files < n + 1000) log(`warning: open files limit ${files} is below ${n + 1000}; the burst will fail to connect (raise ulimit -n)`);
-  await stock(b, b.pop, tiers, n);
-  const job = httpClaim(b.stack.baseUrl, b.pop, tiers, 1, b.ledger);
-  const port = Number(new URL(b.stack.baseUrl).port || 80);
-  await measure(b, `burst ${n.toLocaleString("en-US")}`, "claim count=1", async () => {
-    let peakConnections = 0;
-    const timer = setInterval(() => (peakConnections = Math.max(peakConnections, connectionsTo(port))), 100);
-    try {
-      return { ...(await burst(job, n)), peakConnections };
-    } finally {
-      clearInterval(timer);
-    }
-  });
+  for (const mode of modes(b)) {
+    await stock(b, b.pop, tiers, n);
+    const job = httpClaim(baseUrl(b, mode), b.pop, tiers, 1, b.ledger);
+    const port = Number(new URL(baseUrl(b, mode)).port || 80);
+    await measure(b, mode, `burst ${n.toLocaleString("en-US")}`, "claim count=1", async () => {
+      let peakConnections = 0;
+      const timer = setInterval(() => (peakConnections = Math.max(peakConnections, connectionsTo(port))), 100);
+      try {
+        return { ...(await burst(job, n)), peakConnections };
+      } finally {
+        clearInterval(timer);
+      }
+    });
+  }
 }
 
-async function throughputPhase(b: Bench, phase: string, job: Job): Promise<void> {
-  const peak = await closed(b, phase, `closed c=${b.options.concurrency}`, job);
-  await openRates(b, phase, job, peak.reqPerS);
+async function throughput(b: Bench, phase: string, job: Job): Promise<void> {
+  const peak = await closed(b, "default", phase, job);
+  await openRates(b, "default", phase, job, peak.reqPerS);
 }
 
 /**
@@ -156,8 +201,10 @@ export async function runPhases(b: Bench): Promise<Row[]> {
   await claimPhase(b, 1);
   await claimPhase(b, 5);
   await hotPhase(b);
-  await throughputPhase(b, "upload", httpUpload(b.stack.baseUrl, b.pop));
-  await throughputPhase(b, "count", httpCount(b.stack.baseUrl, b.pop));
+  await multiTierPhase(b);
+  if (b.stack.servers.default) await waitPhase(b, (row) => b.rows.push(row));
+  await uploadPhase(b);
+  if (b.stack.servers.default) await throughput(b, "count", httpCount(baseUrl(b, "default"), b.pop));
   await burstPhase(b);
   return b.rows;
 }

@@ -10,15 +10,17 @@ import { startStack, stopStack } from "./stack.ts";
 function settingsOf(b: Bench) {
   const o = b.options;
   return {
-    mode: o.soakS ? "soak" : o.quick ? "quick" : "default",
-    server: o.url ?? "started by the bench (bun src/index.ts), rate limits, log and cron off",
+    run: o.soakS ? "soak" : o.quick ? "quick" : "full",
+    servers: o.url ? `${o.url} (${o.mode})`
+      : "two, started by the bench (bun src/index.ts), log and cron off: default = rate limits and pair quota on (per-user buckets widened), off = AQM_RATE_LIMITS=off",
     pool: o.pool, concurrency: o.concurrency, duration_s: o.durationS, warmup_s: o.warmupS,
-    open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, coins_per_user_tier: o.coinsPerTier,
+    open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, requesters: o.requesters, coins_per_user_tier: o.coinsPerTier,
     burst: o.burst, soak_s: o.soakS, seed_random_bytes: b.randomSource,
   };
 }
 
-async function phasesMode(b: Bench, startedAt: Date): Promise<void> {
+/** Resolves to false when a target was missed. */
+async function phasesMode(b: Bench, startedAt: Date): Promise<boolean> {
   const rows = await runPhases(b);
   const targets = checkTargets(rows, b.ledger.duplicates);
   const ratios = httpToSql(rows);
@@ -26,38 +28,42 @@ async function phasesMode(b: Bench, startedAt: Date): Promise<void> {
   const { machine } = b;
   const suffix = b.options.quick ? "-quick" : "";
   const subtitle = `${machine.cores} cores, ${machine.cpu}; PostgreSQL ${machine.postgresql}; pool ${b.options.pool}, c=${b.options.concurrency}, ${b.options.durationS} s per segment`;
-  const svg = latencyChart(`AQM coin server latency per phase (${startedAt.toISOString().slice(0, 16)}Z)`, subtitle,
-    rows.map((r) => ({ label: `${r.phase} · ${r.mode}`, p50: r.p50, p95: r.p95, p99: r.p99 })));
+  const svg = latencyChart(`AQM coin server: throughput and latency per row (${startedAt.toISOString().slice(0, 16)}Z)`, subtitle, rows);
   const result = {
     started_at: startedAt.toISOString(), wall_time_s: wallTimeS, machine, settings: settingsOf(b),
     duplicates_total: b.ledger.duplicates, http_to_sql: ratios, targets, rows,
   };
-  const files = writeResults(result, svg, suffix, startedAt);
+  const files = writeResults(result, svg, suffix, startedAt, b.options.save);
   const ratioLine = Object.entries(ratios).map(([phase, r]) => `${phase} ${r}`).join(", ");
-  console.log(`\n${formatTable(rows)}\n\nHTTP/SQL claim req/s: ${ratioLine}\n\nTargets (issue):\n${formatTargets(targets)}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
+  console.log(`\n${formatTable(rows)}\n\nHTTP/SQL claim req/s: ${ratioLine}\n\nTargets:\n${formatTargets(targets)}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
+  return targets.every((t) => t.pass);
 }
 
 async function soakMode(b: Bench, startedAt: Date): Promise<void> {
   const soak = await runSoak(b);
   const wallTimeS = Math.round((performance.now() - b.started) / 1000);
   const { machine } = b;
-  const svg = latencyChart(`AQM coin server soak: claim latency per minute (${startedAt.toISOString().slice(0, 16)}Z)`,
+  const svg = latencyChart(`AQM coin server soak: claims per minute (${startedAt.toISOString().slice(0, 16)}Z)`,
     `${soak.claimRate} claims/s + ${soak.uploadRate} uploads/s for ${b.options.soakS} s; ${machine.cores} cores, PostgreSQL ${machine.postgresql}`,
-    soak.windows.map((w) => ({ label: `minute ${w.minute}`, p50: w.p50, p95: w.p95, p99: w.p99 })));
+    soak.windows.map((w) => ({ config: "default" as const, phase: `minute ${w.minute}`, mode: "open", reqPerS: w.claimsPerS, p50: w.p50, p95: w.p95, p99: w.p99 })));
   const result = { started_at: startedAt.toISOString(), wall_time_s: wallTimeS, machine, settings: settingsOf(b), ...soak, duplicates_total: b.ledger.duplicates };
-  const files = writeResults(result, svg, "-soak", startedAt);
+  const files = writeResults(result, svg, "-soak", startedAt, b.options.save);
   console.log(`\n${formatSoak(soak.windows)}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
 }
 
-async function main(options: Options): Promise<void> {
+/** Resolves to false when a target was missed (phases mode). */
+async function main(options: Options): Promise<boolean> {
   const started = performance.now();
   const startedAt = new Date();
   const stack = await startStack(options);
-  log(`${options.url ? "target" : "started server"} ${stack.baseUrl}`);
+  for (const [mode, server] of Object.entries(stack.servers)) log(`${options.url ? "target" : "started server"} ${mode}: ${server.baseUrl}`);
   const bench = await prepareBench(options, stack, started);
   try {
-    if (options.soakS) await soakMode(bench, startedAt);
-    else await phasesMode(bench, startedAt);
+    if (options.soakS) {
+      await soakMode(bench, startedAt);
+      return true;
+    }
+    return await phasesMode(bench, startedAt);
   } finally {
     await closeBench(bench);
   }
@@ -87,7 +93,11 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 }
 let status = 0;
 try {
-  await main(options);
+  const met = await main(options);
+  if (!met && options.check) {
+    console.error("bench: a target was missed (--check)");
+    status = 3;
+  }
 } catch (error) {
   console.error(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   status = 1;

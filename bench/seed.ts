@@ -1,14 +1,7 @@
-import type { Tier } from "../src/coins/model.ts";
+import { tiers as allTiers, typicalSizes as tierSizes, type Tier } from "../src/coins/tiers.ts";
 import type { Sql } from "../src/db/pool.ts";
 
-export const tiers: readonly Tier[] = ["GOLD", "SILVER", "BRONZE"];
-
-/** Realistic blob sizes in bytes: ML-KEM-768 / X25519 keys, ML-DSA / Ed25519 signatures. */
-export const tierSizes: Record<Tier, { key: number; sig: number }> = {
-  GOLD: { key: 1184, sig: 3309 },
-  SILVER: { key: 1184, sig: 64 },
-  BRONZE: { key: 32, sig: 64 },
-};
+export const tiers: readonly Tier[] = allTiers;
 
 /** A SQL expression yielding `n` random bytes; may refer to `s.i`, the row number of the insert. */
 export type RandomBytesSql = (n: number) => string;

@@ -30,6 +30,9 @@ export interface SoakWindow extends TableStats, ResourceUsage, ActiveBackends {
 }
 
 const windowS = 60;
+
+/** The soak runs against the deployed configuration (or the one --url gave). */
+const soaked = (b: Bench) => (b.stack.servers.default ?? b.stack.servers.off)!;
 const graceMs = 2000;
 
 async function tableStats(sql: Sql): Promise<TableStats> {
@@ -46,7 +49,7 @@ async function tableStats(sql: Sql): Promise<TableStats> {
 
 async function claimRate(b: Bench): Promise<number> {
   if (b.options.rate) return b.options.rate;
-  const peak = await closedLoop(httpClaim(b.stack.baseUrl, b.pop, tiers, 1, b.ledger), b.options.concurrency, 3);
+  const peak = await closedLoop(httpClaim(soaked(b).baseUrl, b.pop, tiers, 1, b.ledger), b.options.concurrency, 3);
   log(`quick peak: ${Math.round(peak.reqPerS)} claims/s; soaking at half of it`);
   return Math.max(1, Math.round(peak.reqPerS / 2));
 }
@@ -75,12 +78,12 @@ export async function runSoak(b: Bench) {
   const windowOf = (intendedMs: number) => Math.min(count - 1, Math.floor(intendedMs / 1000 / windowS));
   const t0 = performance.now();
   const load = Promise.all([
-    schedule(httpClaim(b.stack.baseUrl, b.pop, tiers, 1, b.ledger), rate, durationS, (t, latency, o) => claims[windowOf(t)]!.record(latency, o)),
-    schedule(httpUpload(b.stack.baseUrl, b.pop), uploadRate, durationS, (t, latency, o) => uploads[windowOf(t)]!.record(latency, o)),
+    schedule(httpClaim(soaked(b).baseUrl, b.pop, tiers, 1, b.ledger), rate, durationS, (t, latency, o) => claims[windowOf(t)]!.record(latency, o)),
+    schedule(httpUpload(soaked(b).baseUrl, b.pop), uploadRate, durationS, (t, latency, o) => uploads[windowOf(t)]!.record(latency, o)),
   ]);
   const windows: SoakWindow[] = [];
   for (let k = 0; k < count; k++) {
-    const monitor = startMonitor(b.stack.serverPid, b.stack.postmasterPid);
+    const monitor = startMonitor(soaked(b).pid, b.stack.postmasterPid);
     const waits = startWaitSampler(b.sql);
     const lengthS = Math.min(windowS, durationS - k * windowS);
     await Bun.sleep(t0 + (k * windowS + lengthS) * 1000 + graceMs - performance.now());

@@ -6,15 +6,35 @@ import { join, resolve } from "node:path";
 import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import type { Options } from "./args.ts";
 
+/**
+ * The configurations measured: `default` is what deployments run (rate limits and the pair quota
+ * on; the per-user buckets widened so the bench's requesters are never throttled — the limiter
+ * costs the same whatever its size); `off` is AQM_RATE_LIMITS=off, for benchmarks only.
+ */
+export type Mode = "default" | "off";
+
+export interface Server {
+  baseUrl: string;
+  /** Only when the bench started it (not with --url). */
+  pid?: number;
+}
+
 /** What the phases need to know about the system under test. */
 export interface Stack {
-  baseUrl: string;
+  /** One server per configuration (with --url: the one given). */
+  servers: Partial<Record<Mode, Server>>;
   databaseUrl: string;
   secret: string;
-  /** Only when the bench started them (not with --url). */
-  serverPid?: number;
   postmasterPid?: number;
 }
+
+const modeEnv: Record<Mode, Record<string, string>> = {
+  default: {
+    AQM_RATE_LIMITS: "on", AQM_RATE_FETCH_PER_MIN: "1000000", AQM_RATE_UPLOAD_PER_MIN: "1000000",
+    AQM_RATE_COUNT_PER_MIN: "1000000", AQM_RATE_ADMIN_PER_MIN: "1000000",
+  },
+  off: { AQM_RATE_LIMITS: "off" },
+};
 
 const repoRoot = resolve(import.meta.dir, "..");
 const stoppers: (() => Promise<void>)[] = [];
@@ -86,12 +106,12 @@ function keepTail(stream: ReadableStream<Uint8Array>, tail: string[]): void {
   })();
 }
 
-async function startServer(databaseUrl: string, secret: string, pool: number): Promise<{ baseUrl: string; pid: number }> {
+async function startServer(databaseUrl: string, secret: string, pool: number, mode: Mode): Promise<{ baseUrl: string; pid: number }> {
   const port = await freePort();
   const env = {
     ...process.env,
-    DATABASE_URL: databaseUrl, PORT: String(port), HOST: "127.0.0.1", AQM_JWT_SECRET: secret,
-    AQM_RATE_LIMITS: "off", AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: String(pool),
+    DATABASE_URL: databaseUrl, PORT: String(port), HOST: "127.0.0.1", AQM_JWT_SECRET: secret, AQM_HASH_SECRET: secret,
+    AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: String(pool), ...modeEnv[mode],
   };
   const server = Bun.spawn([process.execPath, "src/index.ts"], { cwd: repoRoot, env, stdout: "pipe", stderr: "pipe" });
   const tail: string[] = [];
@@ -124,12 +144,12 @@ async function startLocal(pool: number): Promise<Stack> {
   });
   const databaseUrl = await createDatabase(pg.url, "aqm_bench");
   const secret = randomBytes(36).toString("base64url"); // 48 characters
-  const server = await startServer(databaseUrl, secret, pool);
-  return { baseUrl: server.baseUrl, databaseUrl, secret, serverPid: server.pid, postmasterPid };
+  const [deployed, off] = await Promise.all([startServer(databaseUrl, secret, pool, "default"), startServer(databaseUrl, secret, pool, "off")]);
+  return { servers: { default: deployed, off }, databaseUrl, secret, postmasterPid };
 }
 
 export async function startStack(options: Options): Promise<Stack> {
   if (!options.url) return startLocal(options.pool);
   await waitForHealth(options.url, 10_000);
-  return { baseUrl: options.url, databaseUrl: options.databaseUrl!, secret: options.secret! };
+  return { servers: { [options.mode]: { baseUrl: options.url } }, databaseUrl: options.databaseUrl!, secret: options.secret! };
 }

@@ -65,6 +65,10 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
   const queue = new ClaimQueue(db, {
     quota, maxInFlight: Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)), // the rest of the pool stays free for uploads and counts
     queued: (n) => metrics.claimQueue.set(n),
+    sent: (claims, seconds) => {
+      metrics.claimBatch.observe(claims);
+      metrics.claimStatement.observe(seconds);
+    },
   });
   const claims = claimService({
     db, queue, events, quota, keys: claimKeys(hashSecrets.current, hashSecrets.previous), quotaRejected: () => metrics.quotaRejections.inc(),

@@ -6,6 +6,7 @@ import { createPool, type Sql } from "../src/db/pool.ts";
 import { testClaims } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
 beforeEach(async () => {
@@ -57,6 +58,26 @@ test("the same pair twice in one statement with the quota on: the second runs ag
   expect(results[0]).toMatchObject({ status: "ok", remaining: 1 });
   expect(results[1]).toEqual({ status: "retry" });
   expect(coinsOf((await run([item(owner, one("BRONZE", 3), { pair })], 4))[0]!)).toHaveLength(1);
+});
+
+test("a claim that waited for a pair's quota row counts what the other transaction spent (no stale read)", async () => {
+  const owner = randomUUID();
+  await upload(owner, makeCoins(10));
+  const pair = randomUUID();
+  const hour = Math.floor(Date.now() / 3_600_000);
+  await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pair}::uuid, ${[hour]}::int[], ${[3]}::int[])`;
+  const other = await db.sql.reserve();
+  try {
+    await other`BEGIN`;
+    await other`UPDATE claim_quota SET counts = ${[5]}::int[] WHERE pair = ${pair}::uuid`; // spends the rest of a quota of 5
+    const claim = run([item(owner, one("BRONZE", 2), { pair })], 5); // waits for the row
+    await waitFor(async () => (await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = ${db.name}`)[0]!.n > 0, "the claim to wait");
+    await other`COMMIT`;
+    expect((await claim)[0]).toMatchObject({ status: "quota" });
+  } finally {
+    other.release();
+  }
+  expect((await db.sql`SELECT count(*)::int AS n FROM coin_inventory WHERE fetched_at IS NOT NULL`)[0]!.n).toBe(0);
 });
 
 test("200 concurrent claims through the queues of three instances: no key twice, min(demand, supply) handed out", async () => {

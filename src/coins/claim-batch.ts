@@ -73,7 +73,9 @@ export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, p
       bool(item.fallback), bool(item.lastResort), bool(item.final), item.ref, item.refPrev, item.body];
     values.forEach((v, i) => columns[i]!.push(v));
   });
-  const params = quota === null ? columns : [...columns, quota];
+  const unique = (keys: (string | null)[]) => [...new Set(keys.filter((k): k is string => k !== null))].sort();
+  const refs = unique(items.flatMap((i) => [i.ref, i.refPrev]));
+  const params = quota === null ? [...columns, refs] : [...columns, refs, quota, unique(items.flatMap((i) => [i.pair, i.pairPrev]))];
   return sql.unsafe<ClaimRow[]>(quota === null ? texts.open : texts.quota, params as never[], { prepare });
 }
 

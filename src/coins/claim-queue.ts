@@ -23,6 +23,8 @@ export interface ClaimQueueOptions {
   minBudgetMs?: number;
   /** Reports the queue length (metrics). */
   queued?: (n: number) => void;
+  /** Reports each statement: claims in it and seconds it took (metrics). */
+  sent?: (claims: number, seconds: number) => void;
 }
 
 /** A claim that lost a race this many times in a row gets a 503 instead of another attempt. */
@@ -106,8 +108,10 @@ export class ClaimQueue {
     const items = batch.map((j) => j.item);
     const deadline = Math.min(...batch.map((j) => j.deadline));
     let outcomes: ClaimOutcome[];
+    const started = performance.now();
     try {
       const rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare), { deadline, what: "claim" });
+      this.options.sent?.(items.length, (performance.now() - started) / 1000);
       outcomes = outcomesOf(rows, items.length);
     } catch (error) {
       for (const job of batch) job.reject(error);

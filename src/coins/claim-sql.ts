@@ -20,13 +20,21 @@
  *   a concurrent retry that finds it taken claims nothing and runs again, then replays.
  * - Gates feed the final UPDATE through RETURNING, so nothing is claimed for a request whose
  *   replay record or quota spend did not happen.
+ * The quota arithmetic is written inline (not as SQL functions, which PostgreSQL would plan again
+ * on every execution) through the helpers below, which the maintenance purge shares.
  */
 
-/** Parameters, in order: one array per field, one element per request. */
+/** Per-request parameters, in order: one array per field, one element per request. */
 export const claimColumns = [
   "idx int", "target uuid", "requester uuid", "pair uuid", "pair_prev uuid", "wg int", "ws int", "wb int",
   "fb bool", "lr bool", "final bool", "ref uuid", "ref_prev uuid", "body uuid",
 ] as const;
+
+/** The current hour as a bucket number (now() is fixed for a statement). */
+export const HOUR = "floor(extract(epoch FROM now()) / 3600)::int";
+/** Coins spent in the buckets that still count: a bucket counts until its hour ended 24 h ago. */
+export const quotaUsed = (hours: string, counts: string) =>
+  `(SELECT coalesce(sum(b.c), 0)::int FROM unnest(${hours}, ${counts}) AS b(h, c) WHERE b.h > ${HOUR} - 25)`;
 
 // postgres.js types a JS boolean[] parameter as bool: booleans travel as "t"/"f" text and are cast here.
 const paramType = (type: string) => (type === "bool" ? "text[]::bool[]" : `${type}[]`);
@@ -48,48 +56,54 @@ const pick = (groups: string, tier: string, after: string) => `
 /** The highest record_id that phase 1 picked for this target and tier (0: none). */
 const pastPhase1 = (tier: string) => `coalesce((SELECT max(x.record_id) FROM p1 x WHERE x.target = g.target AND x.tier = ${tier}), 0)`;
 
-const input = `
-req0 AS (
-  SELECT * FROM unnest(${claimColumns.map((c, i) => `$${i + 1}::${paramType(c.split(" ")[1]!)}`).join(", ")})
-    AS r(${claimColumns.map((c) => c.split(" ")[0]).join(", ")})
-),
--- one request per pair and per idempotency key in a statement (the claimer sends no more); any
--- further one runs again in a later statement
+/** Parameter numbers after the per-request arrays. */
+const extra = (withQuota: boolean) => {
+  const n = claimColumns.length;
+  return withQuota ? { refs: `$${n + 1}::uuid[]`, quota: `$${n + 2}::int`, pairs: `$${n + 3}::uuid[]` } : { refs: `$${n + 1}::uuid[]` };
+};
+
+const input = (refs: string) => `
 req AS (
   SELECT r.*, (r.pair IS NOT NULL AND row_number() OVER (PARTITION BY r.pair ORDER BY r.idx) > 1)
               OR (r.ref IS NOT NULL AND row_number() OVER (PARTITION BY r.ref ORDER BY r.idx) > 1) AS dup
-  FROM req0 r
+  FROM unnest(${claimColumns.map((c, i) => `$${i + 1}::${paramType(c.split(" ")[1]!)}`).join(", ")})
+    AS r(${claimColumns.map((c) => c.split(" ")[0]).join(", ")})
 ),
+-- one request per pair and per idempotency key in a statement (the claimer sends no more); a
+-- further one (dup) runs again in a later statement
 seen AS MATERIALIZED (
   SELECT r.idx, p.ref, p.body = r.body AS same, p.short, p.last_resort
-  FROM req r JOIN claim_replay p ON p.ref = r.ref OR p.ref = r.ref_prev
+  FROM claim_replay p JOIN req r ON p.ref = r.ref OR p.ref = r.ref_prev
+  WHERE p.ref = ANY(${refs})
 ),`;
 
-/** Quota on: lock the pairs' rows, newest versions, in key order; a request's allowance is what is left. */
-const quotaGrant = (quota: string) => `
-qlock AS MATERIALIZED (
-  SELECT q.pair, aqm_quota_used(q.hours, q.counts, aqm_hour()) AS used, aqm_quota_oldest(q.hours, aqm_hour()) AS oldest
-  FROM claim_quota q
-  WHERE q.pair IN (SELECT pair FROM req UNION SELECT pair_prev FROM req)
+/** Quota on: lock the batch's pair rows (newest versions, key order); a request's allowance is what is left. */
+const quotaGrant = (quota: string, pairs: string) => `
+-- (nothing but the locked rows here: after a wait, FOR UPDATE returns the newest row, but a
+-- LATERAL beside it would still have been computed from the old one)
+locked AS MATERIALIZED (
+  SELECT q.pair, q.hours, q.counts FROM claim_quota q
+  WHERE q.pair = ANY(${pairs})
   ORDER BY q.pair
   FOR UPDATE
 ),
+qlock AS (
+  SELECT l.pair, u.used, u.oldest FROM locked l CROSS JOIN LATERAL (
+    SELECT coalesce(sum(b.c), 0)::int AS used, min(b.h) AS oldest FROM unnest(l.hours, l.counts) AS b(h, c) WHERE b.h > ${HOUR} - 25) u
+),
 grant_ AS (
-  SELECT r.*, a.pair IS NOT NULL AS existed,
-         -- a keyed claim of a pair without a row first creates the row, then runs again: its
-         -- replay record must never outlive a refused quota write (see qw)
-         CASE WHEN r.dup OR (r.ref IS NOT NULL AND a.pair IS NULL) THEN 0
-              ELSE greatest(0, ${quota} - coalesce(a.used, 0) - coalesce(b.used, 0)) END AS allowance,
-         r.dup OR (r.ref IS NOT NULL AND a.pair IS NULL) AS blocked,
-         least(a.oldest, b.oldest) AS oldest
+  SELECT r.*, a.pair IS NOT NULL AS existed, least(a.oldest, b.oldest) AS oldest, x.blocked,
+         CASE WHEN x.blocked THEN 0 ELSE greatest(0, ${quota} - coalesce(a.used, 0) - coalesce(b.used, 0)) END AS allowance
   FROM req r LEFT JOIN qlock a ON a.pair = r.pair LEFT JOIN qlock b ON b.pair = r.pair_prev
+  -- a keyed claim of a pair without a row first creates the row, then runs again: its replay
+  -- record must never outlive a refused quota write (see qw)
+  CROSS JOIN LATERAL (SELECT r.dup OR (r.ref IS NOT NULL AND a.pair IS NULL) AS blocked) x
   WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)
 ),`;
 
 const openGrant = `
 grant_ AS (
-  SELECT r.*, true AS existed, CASE WHEN r.dup THEN 0 ELSE r.wg + r.ws + r.wb END AS allowance, r.dup AS blocked,
-         NULL::int AS oldest
+  SELECT r.*, true AS existed, NULL::int AS oldest, r.dup AS blocked, CASE WHEN r.dup THEN 0 ELSE r.wg + r.ws + r.wb END AS allowance
   FROM req r WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)
 ),`;
 
@@ -113,15 +127,16 @@ a1 AS (
   JOIN d1 d ON d.target = p.target AND d.tier = p.tier AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
 s1 AS (
-  SELECT d.idx, d.target, d.fb,
+  SELECT d.idx, d.target,
          d.dg - count(a.record_id) FILTER (WHERE a.for_tier = 'GOLD') AS sg,
          d.ds - count(a.record_id) FILTER (WHERE a.for_tier = 'SILVER') AS ss
   FROM dem d LEFT JOIN a1 a ON a.idx = d.idx
-  GROUP BY d.idx, d.target, d.fb, d.dg, d.ds
+  WHERE d.fb
+  GROUP BY d.idx, d.target, d.dg, d.ds
 ),
 -- fallback, GOLD's shortfall first: from SILVER …
 d2 AS (
-  SELECT idx, target, sg AS n, sum(sg) OVER (PARTITION BY target ORDER BY idx) - sg AS lo FROM s1 WHERE fb AND sg > 0
+  SELECT idx, target, sg AS n, sum(sg) OVER (PARTITION BY target ORDER BY idx) - sg AS lo FROM s1 WHERE sg > 0
 ),
 p2 AS MATERIALIZED (${pick("(SELECT target, sum(n) AS total FROM d2 GROUP BY 1)", "'SILVER'", pastPhase1("'SILVER'"))}
 ),
@@ -133,7 +148,7 @@ d3 AS (
   SELECT s.idx, s.target, v.part, v.n, sum(v.n) OVER (PARTITION BY s.target ORDER BY s.idx, v.part) - v.n AS lo
   FROM s1 s
   CROSS JOIN LATERAL (VALUES (1, s.sg - (SELECT count(*) FROM a2 WHERE a2.idx = s.idx)), (2, s.ss)) v(part, n)
-  WHERE s.fb AND v.n > 0
+  WHERE v.n > 0
 ),
 p3 AS MATERIALIZED (${pick("(SELECT target, sum(n) AS total FROM d3 GROUP BY 1)", "'BRONZE'", pastPhase1("'BRONZE'"))}
 ),
@@ -157,8 +172,8 @@ tally AS (
          ARRAY[
            CASE WHEN o.lr_g > 0 THEN 0 ELSE d.wg - o.g END,
            CASE WHEN o.lr_s > 0 THEN 0 ELSE d.ws - o.s END,
-           CASE WHEN o.lr_b > 0 THEN 0 ELSE d.wb - o.b END] AS short,
-         o.g + o.s + o.b AS served
+           CASE WHEN o.lr_b > 0 THEN 0 ELSE d.wb - o.b END]::int[] AS short,
+         (o.g + o.s + o.b)::int AS served
   FROM dem d CROSS JOIN LATERAL (
     SELECT count(*) FILTER (WHERE t = 'GOLD') AS g, count(*) FILTER (WHERE t = 'SILVER') AS s,
            count(*) FILTER (WHERE t = 'BRONZE') AS b,
@@ -189,10 +204,15 @@ go AS (
 const quotaSpend = (quota: string) => `
 qw AS (
   INSERT INTO claim_quota AS q (pair, hours, counts)
-  SELECT pair, ARRAY[aqm_hour()], ARRAY[served::int] FROM go ORDER BY pair
-  ON CONFLICT (pair) DO UPDATE SET (hours, counts) = (SELECT * FROM aqm_quota_add(q.hours, q.counts, aqm_hour(), excluded.counts[1]))
+  SELECT pair, ARRAY[${HOUR}], ARRAY[served] FROM go ORDER BY pair
+  ON CONFLICT (pair) DO UPDATE SET (hours, counts) = (
+    SELECT array_agg(m.h ORDER BY m.h), array_agg(m.c ORDER BY m.h)
+    FROM (SELECT l.h, sum(l.c)::int AS c
+          FROM (SELECT b.h, b.c FROM unnest(q.hours, q.counts) AS b(h, c) WHERE b.h > ${HOUR} - 25
+                UNION ALL SELECT ${HOUR}, excluded.counts[1]) l
+          GROUP BY l.h) m)
   WHERE EXISTS (SELECT 1 FROM qlock l WHERE l.pair = q.pair)
-     OR aqm_quota_used(q.hours, q.counts, aqm_hour()) + excluded.counts[1]
+     OR ${quotaUsed("q.hours", "q.counts")} + excluded.counts[1]
         + coalesce((SELECT b.used FROM req r JOIN qlock b ON b.pair = r.pair_prev WHERE r.pair = q.pair LIMIT 1), 0) <= ${quota}
   RETURNING pair
 ),
@@ -210,7 +230,7 @@ const coinOut = (c: string) =>
   `${c}.key_id, ${c}.coin_category, translate(encode(${c}.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64, `
   + `translate(encode(${c}.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
 
-/** The claim itself, then one result set: coin rows ('c') and one status row per request ('m'). */
+/** The claim itself, then one result set: coin rows ('c'), one status row per request ('m'), and 'n'. */
 const output = `
 upd AS (
   UPDATE coin_inventory c SET fetched_by = r.requester, fetched_at = now(), claim_ref = w.ref
@@ -243,15 +263,19 @@ SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
             WHEN t.served > 0 AND NOT EXISTS (SELECT 1 FROM won w WHERE w.idx = r.idx) THEN 'retry'
             WHEN t.ref IS NOT NULL AND t.final AND t.served = 0 AND t.ref NOT IN (SELECT ref FROM rw) THEN 'retry'
             ELSE 'ok' END,
-       coalesce(s.short, t.short)::int[],
-       (g.allowance - t.served)::int,
+       coalesce(s.short, t.short),
+       g.allowance - t.served,
        CASE WHEN g.oldest IS NOT NULL THEN greatest(1, ceil((g.oldest + 25) * 3600 - extract(epoch FROM now())))::int END
 FROM req r LEFT JOIN seen s ON s.idx = r.idx LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
 UNION ALL
 SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
 
-/** The statement text with the pair quota checked against $15, or without any quota. */
+/**
+ * The statement text. Parameters: the claimColumns arrays, then the idempotency refs to look up
+ * (uuid[]), and with the quota the quota (int) and the sorted pair keys to lock (uuid[]).
+ */
 export function claimStatementText(withQuota: boolean): string {
-  const quota = `$${claimColumns.length + 1}::int`;
-  return `WITH ${input}${withQuota ? quotaGrant(quota) : openGrant}${phases}${withQuota ? quotaSpend(quota) : openSpend}${output}`;
+  const p = extra(withQuota);
+  return `WITH ${input(p.refs)}${withQuota ? quotaGrant(p.quota!, p.pairs!) : openGrant}${phases}`
+    + `${withQuota ? quotaSpend(p.quota!) : openSpend}${output}`;
 }

@@ -1,4 +1,5 @@
 import type { Sql } from "../db/pool.ts";
+import { quotaUsed } from "./claim-sql.ts";
 
 /** Rows per maintenance DELETE, so no statement holds its locks for long. */
 export const maintenanceBatch = 5000;
@@ -62,13 +63,13 @@ export function retention(sql: Sql) {
     async purgeQuota(): Promise<number> {
       let total = 0;
       for (let after = "00000000-0000-0000-0000-000000000000"; ;) {
-        const [row] = await sql<{ last: string | null; n: number }[]>`
-          WITH chunk AS (SELECT pair FROM claim_quota WHERE pair > ${after}::uuid ORDER BY pair LIMIT ${maintenanceBatch}),
+        const [row] = await sql.unsafe<{ last: string | null; n: number }[]>(`
+          WITH chunk AS (SELECT pair FROM claim_quota WHERE pair > $1::uuid ORDER BY pair LIMIT $2),
           gone AS (
             DELETE FROM claim_quota q USING chunk
-            WHERE q.pair = chunk.pair AND aqm_quota_used(q.hours, q.counts, aqm_hour()) = 0
+            WHERE q.pair = chunk.pair AND ${quotaUsed("q.hours", "q.counts")} = 0
             RETURNING 1)
-          SELECT (SELECT max(pair::text) FROM chunk) AS last, (SELECT count(*) FROM gone)::int AS n`;
+          SELECT (SELECT max(pair::text) FROM chunk) AS last, (SELECT count(*) FROM gone)::int AS n`, [after, maintenanceBatch]);
         total += row!.n;
         if (!row!.last) return total;
         after = row!.last;

@@ -1,7 +1,14 @@
 import { openapi } from "@elysiajs/openapi";
+import { FormatRegistry } from "@sinclair/typebox";
 import { Elysia, t } from "elysia";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+
+// @elysiajs/openapi registers TypeBox's string formats through its bundled Zod, building a Zod schema
+// on every check: that was a tenth of the server's CPU under claim load. Every UUID in a request
+// is checked by this regex instead (this module runs after the plugin's).
+const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+FormatRegistry.Set("uuid", (value) => uuid.test(value));
 
 export const ProblemSchema = t.Object({
   type: t.String({ examples: ["urn:aqm:problem:validation"] }),

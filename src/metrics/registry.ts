@@ -28,6 +28,13 @@ export function createMetrics() {
     maintenanceDeleted: new Counter({ name: "aqm_maintenance_deleted_total", help: "Rows deleted by maintenance jobs", labelNames: ["job"], registers }),
     maintenanceRuns: new Counter({ name: "aqm_maintenance_runs_total", help: "Maintenance runs by result (ok, skipped, error)", labelNames: ["job", "result"], registers }),
     claimQueue: new Gauge({ name: "aqm_claim_queue", help: "Claims waiting for the next claim statement", registers }),
+    claimBatch: new Histogram({
+      name: "aqm_claim_batch_size", help: "Claims served by one claim statement", registers, buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+    }),
+    claimStatement: new Histogram({
+      name: "aqm_claim_statement_seconds", help: "Duration of a claim statement (gate wait, execution, commit)", registers,
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    }),
     claimWaiting: new Gauge({ name: "aqm_claim_waiting", help: "Claims and count long-polls waiting for a stock change (wait_ms)", registers }),
     lateFinishes: new Counter({
       name: "aqm_db_late_finishes_total", labelNames: ["statement"], registers,

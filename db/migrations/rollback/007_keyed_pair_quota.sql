@@ -1,7 +1,3 @@
-DROP FUNCTION IF EXISTS aqm_quota_add(integer[], integer[], integer, integer);
-DROP FUNCTION IF EXISTS aqm_quota_oldest(integer[], integer);
-DROP FUNCTION IF EXISTS aqm_quota_used(integer[], integer[], integer);
-DROP FUNCTION IF EXISTS aqm_hour();
 DROP TABLE IF EXISTS claim_quota;
 CREATE TABLE claim_quota (
     requester_id uuid        NOT NULL,

@@ -1,0 +1,66 @@
+import { randomBytes } from "node:crypto";
+import type { Sql } from "../src/db/pool.ts";
+import { claimedBy, randomOf, rotation, type ClaimLedger, type Population } from "./client.ts";
+import type { Job } from "./load.ts";
+import { tiers, type RandomBytesSql } from "./seed.ts";
+
+/**
+ * The SQL ceiling of a claim: the seed's design, one statement per claim (a CTE with
+ * `LIMIT n FOR UPDATE SKIP LOCKED` joined to the UPDATE), prepared, through postgres.js, with no
+ * HTTP, no coalescing and no quota. What PostgreSQL alone does per claim on this machine.
+ */
+const CLAIM = `
+WITH picked AS (
+  SELECT record_id FROM coin_inventory
+  WHERE user_id = $1::uuid AND coin_category = $2 AND fetched_at IS NULL
+  ORDER BY record_id LIMIT $3 FOR UPDATE SKIP LOCKED
+)
+UPDATE coin_inventory c SET fetched_by = $4::uuid, fetched_at = now()
+FROM picked WHERE c.record_id = picked.record_id
+RETURNING c.key_id, c.coin_category,
+  translate(encode(c.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64,
+  translate(encode(c.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
+
+export function sqlClaim(sql: Sql, pop: Population, count: number, ledger: ClaimLedger): Job {
+  const next = rotation(pop.targets, tiers);
+  return async () => {
+    const { target, tier } = next();
+    const coins = await sql.unsafe<{ key_id: string }[]>(CLAIM, [target, tier, count, randomOf(pop.requesters)], { prepare: true });
+    return claimedBy(target, coins, count, ledger);
+  };
+}
+
+const stagedCoins = 3000;
+
+/** Coins to insert server-side: one third each tier, real sizes, random bytes, in an unlogged table. */
+export async function stageUploads(sql: Sql, random: RandomBytesSql): Promise<void> {
+  await sql.unsafe(`
+    DROP TABLE IF EXISTS bench_staged;
+    CREATE UNLOGGED TABLE bench_staged AS
+    SELECT s.i, t.tier AS coin_category,
+           CASE WHEN t.tier = 'BRONZE' THEN ${random(32)} ELSE ${random(1184)} END AS public_key_blob,
+           CASE WHEN t.tier = 'GOLD' THEN ${random(3309)} ELSE ${random(64)} END AS signature_blob
+    FROM generate_series(1, ${stagedCoins}) AS s(i)
+    CROSS JOIN LATERAL (SELECT (ARRAY['GOLD', 'SILVER', 'BRONZE'])[1 + s.i % 3] AS tier) t;
+    CREATE INDEX ON bench_staged (i);
+    ANALYZE bench_staged;`);
+}
+
+/**
+ * The upload ceiling: the staged coins inserted into coin_inventory server-side, 100 per
+ * statement (one upload's worth, one commit each) under fresh key ids: what the disk and
+ * PostgreSQL allow, without parsing, transfer or the upload's checks.
+ */
+export function sqlUpload(sql: Sql, owners: string[], batch = 100): Job {
+  const prefix = randomBytes(4).toString("hex");
+  let k = 0;
+  return async () => {
+    const n = k++;
+    const offset = (n * batch) % stagedCoins;
+    const result = await sql.unsafe(`
+      INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
+      SELECT $1::uuid, $2 || s.i, s.coin_category, s.public_key_blob, s.signature_blob
+      FROM bench_staged s WHERE s.i > $3 AND s.i <= $3 + $4 ORDER BY s.i`, [owners[n % owners.length]!, `${prefix}-${n}-`, offset, batch], { prepare: true });
+    return { ok: true, coins: result.count };
+  };
+}
