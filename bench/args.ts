@@ -26,7 +26,11 @@ export interface Options {
   save: boolean;
   /** With --url: the configuration the server runs (default: rate limits and quota on). */
   mode: "default" | "off";
+  /** Run only these phases (claim, hot, multi, wait, upload, count, burst); empty: all. */
+  only: string[];
 }
+
+export const phaseNames = ["claim", "hot", "multi", "wait", "upload", "count", "burst"] as const;
 
 export const usage = `bun bench/run.ts [options]
 
@@ -47,6 +51,7 @@ export const usage = `bun bench/run.ts [options]
   --check                exit 1 when a target is missed
   --save                 write the results to bench/results/ (tracked) instead of bench/results/local/
   --mode default|off     with --url: the configuration that server runs (labels its rows)
+  --only <list>          run only these phases: claim,hot,multi,wait,upload,count,burst
 
 Extra AQM_* variables in the environment are passed on to the server (e.g. AQM_DB_POOL_QUEUE_MAX).`;
 
@@ -65,7 +70,7 @@ export function parseOptions(argv: string[]): Options | "help" {
       pool: { type: "string" }, concurrency: { type: "string" }, duration: { type: "string" },
       rates: { type: "string" }, users: { type: "string" }, requesters: { type: "string" }, coins: { type: "string" }, burst: { type: "string" },
       quick: { type: "boolean" }, soak: { type: "string" }, rate: { type: "string" }, help: { type: "boolean", short: "h" },
-      check: { type: "boolean" }, save: { type: "boolean" }, mode: { type: "string" },
+      check: { type: "boolean" }, save: { type: "boolean" }, mode: { type: "string" }, only: { type: "string" },
     },
   });
   if (values.help) return "help";
@@ -74,6 +79,8 @@ export function parseOptions(argv: string[]): Options | "help" {
     throw new Error("--url needs --secret (the server's AQM_JWT_SECRET) and --database-url (its database)");
   }
   if (values.mode !== undefined && values.mode !== "default" && values.mode !== "off") throw new Error("--mode must be default or off");
+  const only = values.only?.split(",").filter(Boolean) ?? [];
+  for (const name of only) if (!(phaseNames as readonly string[]).includes(name)) throw new Error(`--only: unknown phase ${name}`);
   const rates = values.rates?.split(",").map((r) => positive("rates", r, 0) / 100) ?? (quick ? [0.5] : [0.25, 0.5, 0.75]);
   return {
     url: values.url?.replace(/\/+$/, ""),
@@ -94,5 +101,6 @@ export function parseOptions(argv: string[]): Options | "help" {
     check: values.check ?? false,
     save: values.save ?? false,
     mode: (values.mode ?? "default") as "default" | "off",
+    only,
   };
 }

@@ -198,13 +198,16 @@ async function throughput(b: Bench, phase: string, job: Job): Promise<void> {
  * (and the server memory behind them) that would otherwise count against the phases after it.
  */
 export async function runPhases(b: Bench): Promise<Row[]> {
-  await claimPhase(b, 1);
-  await claimPhase(b, 5);
-  await hotPhase(b);
-  await multiTierPhase(b);
-  if (b.stack.servers.default) await waitPhase(b, (row) => b.rows.push(row));
-  await uploadPhase(b);
-  if (b.stack.servers.default) await throughput(b, "count", httpCount(baseUrl(b, "default"), b.pop));
-  await burstPhase(b);
+  const on = (name: string) => b.options.only.length === 0 || b.options.only.includes(name);
+  if (on("claim")) {
+    await claimPhase(b, 1);
+    await claimPhase(b, 5);
+  }
+  if (on("hot")) await hotPhase(b);
+  if (on("multi")) await multiTierPhase(b);
+  if (on("wait") && b.stack.servers.default) await waitPhase(b, (row) => b.rows.push(row));
+  if (on("upload")) await uploadPhase(b);
+  if (on("count") && b.stack.servers.default) await throughput(b, "count", httpCount(baseUrl(b, "default"), b.pop));
+  if (on("burst")) await burstPhase(b);
   return b.rows;
 }

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { SignJWT, exportSPKI, generateKeyPair } from "jose";
-import { randomUUID } from "node:crypto";
+import { createHmac, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -95,6 +95,19 @@ describe("401: who are you?", () => {
     expect((await call(capped, "GET", "/v1/coins/count", { token: await sign({}, nowS + 500) })).status).toBe(200);
   });
 
+  test("nbf in the future, claims of the wrong type and critical header parameters are refused", async () => {
+    const nowS = Math.floor(Date.now() / 1000);
+    const base = () => new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject(alice.id).setExpirationTime(nowS + 600);
+    expect401(await count(await base().setNotBefore(nowS + 300).sign(testSecret)));
+    expect((await count(await base().setNotBefore(nowS - 5).sign(testSecret))).status).toBe(200);
+    expect401(await count(await new SignJWT({ exp: String(nowS + 600) } as never).setProtectedHeader({ alg: "HS256" }).setSubject(alice.id).sign(testSecret)));
+    expect401(await count(await new SignJWT({ iat: "yesterday" } as never).setProtectedHeader({ alg: "HS256" }).setSubject(alice.id).setExpirationTime(nowS + 60).sign(testSecret)));
+    const [, p] = (await base().sign(testSecret)).split(".");
+    const critHeader = b64url({ alg: "HS256", crit: ["x-aqm"], "x-aqm": 1 });
+    const sig = createHmac("sha256", testSecret).update(`${critHeader}.${p}`).digest("base64url");
+    expect401(await count(`${critHeader}.${p}.${sig}`));
+  });
+
   test("the scheme is case-insensitive (RFC 9110)", async () => {
     for (const scheme of ["bearer", "BEARER", "Bearer"]) {
       expect((await call(app, "GET", "/v1/coins/count", { headers: { authorization: `${scheme} ${alice.token}` } })).status).toBe(200);
@@ -160,6 +173,8 @@ describe("asymmetric keys from an identity service", () => {
     const strict = makeApp(db.sql, {}, keys);
     const sign = (iss: string, aud: string) => new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject(alice.id).setIssuer(iss).setAudience(aud).setExpirationTime("1h").sign(testSecret);
     expect((await call(strict, "GET", "/v1/coins/count", { token: await sign("https://id.example", "aqm") })).status).toBe(200);
+    const audiences = await new SignJWT({ aud: ["other", "aqm"] }).setProtectedHeader({ alg: "HS256" }).setSubject(alice.id).setIssuer("https://id.example").setExpirationTime("1h").sign(testSecret);
+    expect((await call(strict, "GET", "/v1/coins/count", { token: audiences })).status).toBe(200);
     expect401(await call(strict, "GET", "/v1/coins/count", { token: await sign("https://evil.example", "aqm") }));
     expect401(await call(strict, "GET", "/v1/coins/count", { token: await sign("https://id.example", "other") }));
   });

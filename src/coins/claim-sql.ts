@@ -13,9 +13,11 @@
  *   start past the rows the first phase picked for the same reason.
  * - The quota rows of the batch's pairs are locked first, in key order (no deadlocks), with
  *   `FOR UPDATE`, which returns their newest committed version even when the statement had to
- *   wait for them; they are then written once (`ON CONFLICT DO UPDATE`). A pair with no row yet
- *   is inserted by the write; if a concurrent statement inserted it first, the write is refused
- *   when it would overspend, and the coins of that request are not claimed (it runs again).
+ *   wait for them; they are then written once. A pair with no row yet is inserted; if a
+ *   concurrent statement inserted it first, the insert becomes an update that is refused when it
+ *   would overspend, and the coins of that request are not claimed (it runs again).
+ * - Everything is grouped or joined by request index, never looked up per request by a
+ *   subquery: a batch of 512 claims must cost about 512 times one, not 512².
  * - An idempotency key is recorded (claim_replay) in the same statement that claims its coins;
  *   a concurrent retry that finds it taken claims nothing and runs again, then replays.
  * - Gates feed the final UPDATE through RETURNING, so nothing is claimed for a request whose
@@ -146,8 +148,8 @@ a2 AS (
 -- … then from BRONZE, before SILVER's shortfall (from BRONZE too)
 d3 AS (
   SELECT s.idx, s.target, v.part, v.n, sum(v.n) OVER (PARTITION BY s.target ORDER BY s.idx, v.part) - v.n AS lo
-  FROM s1 s
-  CROSS JOIN LATERAL (VALUES (1, s.sg - (SELECT count(*) FROM a2 WHERE a2.idx = s.idx)), (2, s.ss)) v(part, n)
+  FROM s1 s LEFT JOIN (SELECT idx, count(*) AS n FROM a2 GROUP BY idx) g2 ON g2.idx = s.idx
+  CROSS JOIN LATERAL (VALUES (1, s.sg - coalesce(g2.n, 0)), (2, s.ss)) v(part, n)
   WHERE v.n > 0
 ),
 p3 AS MATERIALIZED (${pick("(SELECT target, sum(n) AS total FROM d3 GROUP BY 1)", "'BRONZE'", pastPhase1("'BRONZE'"))}
@@ -160,38 +162,43 @@ assigned AS (
   UNION ALL SELECT record_id, idx, 'GOLD' FROM a2
   UNION ALL SELECT record_id, idx, CASE part WHEN 1 THEN 'GOLD' ELSE 'SILVER' END FROM a3
 ),
+-- per request, the coins it got for each tier asked (grouped once: no per-request subqueries,
+-- which would make a batch of n requests cost n²)
+got AS (
+  SELECT idx, count(*) FILTER (WHERE for_tier = 'GOLD') AS g, count(*) FILTER (WHERE for_tier = 'SILVER') AS s,
+         count(*) FILTER (WHERE for_tier = 'BRONZE') AS b
+  FROM assigned GROUP BY idx
+),
 -- a tier still short after fallback gets its last-resort coin, when the request allows it
 lrc AS (
   SELECT d.idx, v.rank, l.coin_category, l.key_id, l.public_key_blob, l.signature_blob
-  FROM dem d CROSS JOIN LATERAL ${tierRows("d.dg", "d.ds", "d.db")} v(rank, tier, n)
+  FROM dem d LEFT JOIN got o ON o.idx = d.idx
+  CROSS JOIN LATERAL ${tierRows("d.dg", "d.ds", "d.db")} v(rank, tier, n)
   JOIN last_resort_coin l ON l.user_id = d.target AND l.coin_category = v.tier
-  WHERE d.lr AND v.n > (SELECT count(*) FROM assigned a WHERE a.idx = d.idx AND a.for_tier = v.tier)
+  WHERE d.lr AND v.n > CASE v.rank WHEN 1 THEN coalesce(o.g, 0) WHEN 2 THEN coalesce(o.s, 0) ELSE coalesce(o.b, 0) END
 ),
 tally AS (
   SELECT d.idx, d.pair, d.ref, d.body, d.final, d.existed, d.allowance,
          ARRAY[
-           CASE WHEN o.lr_g > 0 THEN 0 ELSE d.wg - o.g END,
-           CASE WHEN o.lr_s > 0 THEN 0 ELSE d.ws - o.s END,
-           CASE WHEN o.lr_b > 0 THEN 0 ELSE d.wb - o.b END]::int[] AS short,
-         (o.g + o.s + o.b)::int AS served
-  FROM dem d CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE t = 'GOLD') AS g, count(*) FILTER (WHERE t = 'SILVER') AS s,
-           count(*) FILTER (WHERE t = 'BRONZE') AS b,
-           count(*) FILTER (WHERE t = 'GOLD' AND lr) AS lr_g, count(*) FILTER (WHERE t = 'SILVER' AND lr) AS lr_s,
-           count(*) FILTER (WHERE t = 'BRONZE' AND lr) AS lr_b
-    FROM (SELECT a.for_tier AS t, false AS lr FROM assigned a WHERE a.idx = d.idx
-          UNION ALL SELECT l.coin_category, true FROM lrc l WHERE l.idx = d.idx) x) o
+           CASE WHEN l.g THEN 0 ELSE d.wg - coalesce(o.g, 0) END,
+           CASE WHEN l.s THEN 0 ELSE d.ws - coalesce(o.s, 0) END,
+           CASE WHEN l.b THEN 0 ELSE d.wb - coalesce(o.b, 0) END]::int[] AS short,
+         (coalesce(o.g + o.s + o.b, 0) + coalesce(l.n, 0))::int AS served
+  FROM dem d LEFT JOIN got o ON o.idx = d.idx
+  LEFT JOIN (SELECT idx, count(*) AS n, bool_or(rank = 1) AS g, bool_or(rank = 2) AS s, bool_or(rank = 3) AS b
+             FROM lrc GROUP BY idx) l ON l.idx = d.idx
 ),
 -- an idempotent request records its answer (unless a concurrent retry did) before it may claim;
 -- a waiting request that found nothing records nothing until its last attempt
 rw AS (
   INSERT INTO claim_replay (ref, body, short, last_resort)
-  SELECT t.ref, t.body, t.short, coalesce((
-    SELECT jsonb_agg(jsonb_build_object('key_id', l.key_id, 'coin_category', l.coin_category,
+  SELECT t.ref, t.body, t.short, coalesce(j.coins, '[]')
+  FROM tally t LEFT JOIN (
+    SELECT l.idx, jsonb_agg(jsonb_build_object('key_id', l.key_id, 'coin_category', l.coin_category,
              'public_key_b64', translate(encode(l.public_key_blob, 'base64'), E'\\n', ''),
-             'signature_b64', translate(encode(l.signature_blob, 'base64'), E'\\n', '')) ORDER BY l.rank)
-    FROM lrc l WHERE l.idx = t.idx), '[]')
-  FROM tally t WHERE t.ref IS NOT NULL AND t.allowance > 0 AND (t.served > 0 OR t.final)
+             'signature_b64', translate(encode(l.signature_blob, 'base64'), E'\\n', '')) ORDER BY l.rank) AS coins
+    FROM lrc l GROUP BY l.idx) j ON j.idx = t.idx
+  WHERE t.ref IS NOT NULL AND t.allowance > 0 AND (t.served > 0 OR t.final)
   ORDER BY t.ref
   ON CONFLICT (ref) DO NOTHING
   RETURNING ref
@@ -202,20 +209,33 @@ go AS (
 
 /** Quota on: spend what was served; refused only for a pair another statement created meanwhile, past the quota. */
 const quotaSpend = (quota: string) => `
-qw AS (
+-- rows locked above: the update cannot be refused
+qu AS (
+  UPDATE claim_quota q SET (hours, counts) = (
+    SELECT array_agg(m.h ORDER BY m.h), array_agg(m.c ORDER BY m.h)
+    FROM (SELECT l.h, sum(l.c)::int AS c
+          FROM (SELECT b.h, b.c FROM unnest(q.hours, q.counts) AS b(h, c) WHERE b.h > ${HOUR} - 25
+                UNION ALL SELECT ${HOUR}, go.served) l
+          GROUP BY l.h) m)
+  FROM go WHERE q.pair = go.pair AND go.existed
+  RETURNING q.pair
+),
+-- pairs with no row in this statement's snapshot: a concurrent statement may have inserted one
+-- meanwhile, and then the newest count decides
+qi AS (
   INSERT INTO claim_quota AS q (pair, hours, counts)
-  SELECT pair, ARRAY[${HOUR}], ARRAY[served] FROM go ORDER BY pair
+  SELECT pair, ARRAY[${HOUR}], ARRAY[served] FROM go WHERE NOT existed ORDER BY pair
   ON CONFLICT (pair) DO UPDATE SET (hours, counts) = (
     SELECT array_agg(m.h ORDER BY m.h), array_agg(m.c ORDER BY m.h)
     FROM (SELECT l.h, sum(l.c)::int AS c
           FROM (SELECT b.h, b.c FROM unnest(q.hours, q.counts) AS b(h, c) WHERE b.h > ${HOUR} - 25
                 UNION ALL SELECT ${HOUR}, excluded.counts[1]) l
           GROUP BY l.h) m)
-  WHERE EXISTS (SELECT 1 FROM qlock l WHERE l.pair = q.pair)
-     OR ${quotaUsed("q.hours", "q.counts")} + excluded.counts[1]
+  WHERE ${quotaUsed("q.hours", "q.counts")} + excluded.counts[1]
         + coalesce((SELECT b.used FROM req r JOIN qlock b ON b.pair = r.pair_prev WHERE r.pair = q.pair LIMIT 1), 0) <= ${quota}
   RETURNING pair
 ),
+qw AS (SELECT pair FROM qu UNION ALL SELECT pair FROM qi),
 won AS (SELECT idx, ref FROM go WHERE pair IN (SELECT pair FROM qw)),
 newrows AS (
   INSERT INTO claim_quota (pair, hours, counts)
@@ -260,13 +280,14 @@ SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.idx IS NOT NULL THEN CASE WHEN s.same THEN 'replay' ELSE 'mismatch' END
             WHEN g.blocked THEN 'retry'
             WHEN g.allowance = 0 THEN 'quota'
-            WHEN t.served > 0 AND NOT EXISTS (SELECT 1 FROM won w WHERE w.idx = r.idx) THEN 'retry'
+            WHEN t.served > 0 AND w.idx IS NULL THEN 'retry'
             WHEN t.ref IS NOT NULL AND t.final AND t.served = 0 AND t.ref NOT IN (SELECT ref FROM rw) THEN 'retry'
             ELSE 'ok' END,
        coalesce(s.short, t.short),
        g.allowance - t.served,
        CASE WHEN g.oldest IS NOT NULL THEN greatest(1, ceil((g.oldest + 25) * 3600 - extract(epoch FROM now())))::int END
 FROM req r LEFT JOIN seen s ON s.idx = r.idx LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
+LEFT JOIN won w ON w.idx = r.idx
 UNION ALL
 SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
 
