@@ -63,7 +63,7 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
   const quota = config.AQM_RATE_LIMITS === "on" ? config.AQM_PAIR_QUOTA : null;
   const events = new StockEvents((message, ready) => listen(listenUrl ?? sql, "aqm_stock", message, ready), (n) => metrics.claimWaiting.set(n));
   const queue = new ClaimQueue(db, {
-    quota, maxInFlight: Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)), // the rest of the pool stays free for uploads and counts
+    quota, maxInFlight: Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)), maxWaitMs: config.AQM_CLAIM_QUEUE_MAX_MS, // the rest of the pool stays free for uploads and counts
     queued: (n) => metrics.claimQueue.set(n),
     sent: (claims, seconds) => {
       metrics.claimBatch.observe(claims);
@@ -71,7 +71,7 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
     },
   });
   const claims = claimService({
-    db, queue, events, quota, keys: claimKeys(hashSecrets.current, hashSecrets.previous), quotaRejected: () => metrics.quotaRejections.inc(),
+    queue, events, quota, keys: claimKeys(hashSecrets.current, hashSecrets.previous), quotaRejected: () => metrics.quotaRejections.inc(),
   });
   const coins = coinService(db);
   const verify = tokenVerifier(keys, { requireExp: config.AQM_JWT_REQUIRE_EXP === "on", maxTtlS: config.AQM_JWT_MAX_TTL_S, now });

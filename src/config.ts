@@ -48,6 +48,7 @@ export const settings = {
   AQM_PAIR_QUOTA: int(1, 1000000, 100, "Coins one requester may claim of one target per rolling 24 h."),
   AQM_TIER_SIZES: oneOf(["strict", "loose"], "strict", "`strict`: a coin's key and signature must have its tier's exact sizes; `loose`: up to 2,048 / 5,120 bytes."),
   AQM_DB_POOL_WAIT_MS: int(1, 60000, 2000, "Deadline of each database statement, from when it asks for a connection: past it the statement is cancelled (nothing commits) and the request gets 503."),
+  AQM_CLAIM_QUEUE_MAX_MS: int(1, 600000, 10000, "Longest a claim may wait for its turn while the database keeps answering; when it stops answering, claims get 503 after AQM_DB_POOL_WAIT_MS."),
   AQM_DB_POOL_QUEUE_MAX: int(0, 100000, 2000, "Requests that may wait for a connection at once; beyond that, 503 at once."),
   AQM_CRON: onOff("on", "Run the maintenance schedule in this process (one instance runs each tick)."),
   AQM_CRON_PURGE_STALE: cron("0 30 3 * * *", "When to purge unclaimed coins (cron with seconds; default daily 03:30:00 UTC)."),

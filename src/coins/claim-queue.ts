@@ -5,7 +5,7 @@ import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "./cla
 
 interface Job {
   item: ClaimItem;
-  deadline: number;
+  queuedAt: number;
   signal?: AbortSignal;
   attempts: number;
   resolve: (outcome: ClaimOutcome) => void;
@@ -17,6 +17,8 @@ export interface ClaimQueueOptions {
   quota: number | null;
   /** Statements at the database at once; the rest of the pool stays free for uploads and counts. */
   maxInFlight: number;
+  /** The longest a claim may wait for its turn while the database keeps answering (AQM_CLAIM_QUEUE_MAX_MS). */
+  maxWaitMs: number;
   maxBatch?: number;
   maxQueued?: number;
   /** A claim with less time than this left before its deadline is refused instead of sent. */
@@ -33,11 +35,16 @@ const MAX_ATTEMPTS = 5;
 /**
  * Merges concurrent claims into one statement (claim-sql.ts). At low load a claim goes out at
  * once (alone); under load, claims queue behind the statements already running and leave
- * together with the next one — no timer, no added delay. Before a batch leaves, claims whose
- * client has gone or whose deadline is too close are answered and dropped; the statement carries
- * the earliest deadline of its claims and is cancelled (rolled back) when it passes. With the pair
- * quota on, a batch holds at most one claim per pair and per idempotency key: the others wait for
- * the next statement, which sees what this one spent.
+ * together with the next one — no timer, no added delay. With the pair quota on, a batch holds at
+ * most one claim per pair and per idempotency key: the others wait for the next statement, which
+ * sees what this one spent.
+ *
+ * Deadlines: a queued claim waits while the database keeps answering — at most AQM_DB_POOL_WAIT_MS
+ * past the later of its arrival and the last statement that succeeded, and never longer than
+ * `maxWaitMs` in all. So during an outage every claim is answered (503) within the wait, while a
+ * burst on a healthy database is served instead of refused. Before a batch leaves, claims past
+ * their deadline or whose client has gone are answered and dropped; the statement carries the
+ * earliest deadline of its claims and is cancelled (rolled back) when it passes.
  */
 export class ClaimQueue {
   private queue: Job[] = [];
@@ -56,10 +63,10 @@ export class ClaimQueue {
     return this.queue.length;
   }
 
-  claim(item: ClaimItem, deadline: number, signal?: AbortSignal): Promise<ClaimOutcome> {
+  claim(item: ClaimItem, signal?: AbortSignal): Promise<ClaimOutcome> {
     if (this.queue.length >= this.maxQueued) return Promise.reject(new UnavailableError("The server is at capacity; retry shortly"));
     return new Promise((resolve, reject) => {
-      this.queue.push({ item, deadline, signal, attempts: 0, resolve, reject });
+      this.queue.push({ item, queuedAt: performance.now(), signal, attempts: 0, resolve, reject });
       this.options.queued?.(this.queue.length);
       if (this.queue.length === 1) queueMicrotask(() => this.pump()); // gather same-tick arrivals
     });
@@ -78,6 +85,10 @@ export class ClaimQueue {
     }
   }
 
+  private deadlineOf(job: Job): number {
+    return Math.min(job.queuedAt + this.options.maxWaitMs, Math.max(job.queuedAt, this.db.lastSuccess) + this.db.waitMs);
+  }
+
   /** The next batch from the head of the queue; drops claims that can no longer be served in time. */
   private take(): Job[] {
     const batch: Job[] = [];
@@ -90,7 +101,7 @@ export class ClaimQueue {
         rest.push(job);
       } else if (job.signal?.aborted) {
         job.reject(gone());
-      } else if (job.deadline < soonest) {
+      } else if (this.deadlineOf(job) < soonest) {
         job.reject(new UnavailableError("The database did not answer in time; retry shortly"));
       } else if ((job.item.pair && pairs.has(job.item.pair)) || (job.item.ref && refs.has(job.item.ref))) {
         rest.push(job);
@@ -106,7 +117,7 @@ export class ClaimQueue {
 
   private async send(batch: Job[]): Promise<void> {
     const items = batch.map((j) => j.item);
-    const deadline = Math.min(...batch.map((j) => j.deadline));
+    const deadline = Math.min(performance.now() + this.db.waitMs, ...batch.map((j) => this.deadlineOf(j)));
     let outcomes: ClaimOutcome[];
     const started = performance.now();
     try {

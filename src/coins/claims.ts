@@ -1,4 +1,3 @@
-import type { Db } from "../db/db.ts";
 import { IdempotencyMismatchError, RateLimitedError, UnavailableError } from "../errors.ts";
 import type { ClaimOutcome } from "./claim-batch.ts";
 import type { ClaimKeys } from "./claim-keys.ts";
@@ -32,7 +31,6 @@ export interface ClaimResult {
 }
 
 export interface ClaimDeps {
-  db: Db;
   queue: ClaimQueue;
   keys: ClaimKeys;
   events: StockEvents;
@@ -48,7 +46,7 @@ export interface ClaimDeps {
  * then waits for a change (an upload on any instance) or its deadline, and tries again — the last
  * attempt also takes last-resort coins and records an empty answer for its Idempotency-Key.
  */
-export function claimService({ db, queue, keys, events, quota, quotaRejected }: ClaimDeps) {
+export function claimService({ queue, keys, events, quota, quotaRejected }: ClaimDeps) {
   return {
     async claim(request: ClaimRequest): Promise<ClaimResult> {
       const { requester, target, want, fallback, allowLastResort, idempotencyKey, signal } = request;
@@ -62,7 +60,7 @@ export function claimService({ db, queue, keys, events, quota, quotaRejected }: 
         try {
           const outcome = await queue.claim({
             target, requester, want, fallback, lastResort: allowLastResort && final, final, pair, pairPrev, ref, refPrev, body,
-          }, db.deadline(), signal);
+          }, signal);
           const result = settle(outcome, quota, quotaRejected);
           if (final || result.coins.length > 0 || result.replayed) return result;
           await stock!.next(waitUntil, signal);

@@ -1,3 +1,4 @@
+import { textArray } from "../db/arrays.ts";
 import type { Db, RunOptions } from "../db/db.ts";
 import type { Coin, Inventory } from "./model.ts";
 import { tiers, type Tier } from "./tiers.ts";
@@ -9,7 +10,8 @@ export interface UploadOutcome {
 }
 
 const inputOf = (coins: Coin[]) => [
-  coins.map((c) => c.key_id), coins.map((c) => c.coin_category), coins.map((c) => c.public_key_b64), coins.map((c) => c.signature_b64),
+  textArray(coins.map((c) => c.key_id)), textArray(coins.map((c) => c.coin_category)),
+  textArray(coins.map((c) => c.public_key_b64)), textArray(coins.map((c) => c.signature_b64)),
 ];
 
 /**
@@ -23,7 +25,7 @@ const inputOf = (coins: Coin[]) => [
 const UPLOAD = `
 WITH input AS (
   SELECT k AS key_id, c AS coin_category, decode(p, 'base64') AS public_key_blob, decode(s, 'base64') AS signature_blob, ord
-  FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(k, c, p, s, ord)
+  FROM unnest($2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[]) WITH ORDINALITY AS u(k, c, p, s, ord)
 ), repeated AS (
   SELECT a.key_id FROM input a JOIN input b ON a.key_id = b.key_id AND a.ord < b.ord
   WHERE (a.coin_category, a.public_key_blob, a.signature_blob) IS DISTINCT FROM (b.coin_category, b.public_key_blob, b.signature_blob)
@@ -61,7 +63,7 @@ const AVAILABLE = "SELECT coin_category AS tier, count(*)::int AS n FROM coin_in
 const PUT_LAST_RESORT = `
 INSERT INTO last_resort_coin AS l (user_id, key_id, coin_category, public_key_blob, signature_blob)
 SELECT $1::uuid, k, c, decode(p, 'base64'), decode(s, 'base64')
-FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(k, c, p, s)
+FROM unnest($2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[]) AS u(k, c, p, s)
 ON CONFLICT (user_id, coin_category) DO UPDATE
 SET key_id = excluded.key_id, public_key_blob = excluded.public_key_blob, signature_blob = excluded.signature_blob, uploaded_at = now()`;
 

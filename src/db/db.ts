@@ -33,9 +33,13 @@ export interface RunOptions {
  */
 export class Db {
   readonly prepare: boolean;
+  readonly waitMs: number;
+  /** When a statement last succeeded (performance.now() ms): the database is answering, if slowly. */
+  lastSuccess = 0;
 
   constructor(readonly sql: Sql, readonly gate: ConnectionGate, private readonly options: DbOptions) {
     this.prepare = options.prepare;
+    this.waitMs = options.waitMs;
   }
 
   deadline(from = performance.now()): number {
@@ -65,6 +69,7 @@ export class Db {
           clearTimeout(giveUp);
         }
       }, deadline, opts.signal).then((value) => {
+        this.lastSuccess = performance.now();
         if (answered) this.options.late?.(opts.what ?? "statement");
         answer(() => resolve(value));
       }, (error) => answer(() => reject(translate(error))));

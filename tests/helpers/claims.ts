@@ -27,9 +27,9 @@ export interface TestClaimsOptions {
 /** The claim path as the app composes it: service, coalescing queue, keyed hashes, stock events. */
 export function testClaims(sql: Sql, { quota = null, maxInFlight = 2, size = 10, waitMs, listens = false }: TestClaimsOptions = {}) {
   const db = testDb(sql, { size, waitMs });
-  const queue = new ClaimQueue(db, { quota, maxInFlight });
+  const queue = new ClaimQueue(db, { quota, maxInFlight, maxWaitMs: 30_000 });
   const events = new StockEvents(listens ? (message, ready) => listen(sql, "aqm_stock", message, ready) : undefined);
-  const claims = claimService({ db, queue, events, quota, keys: claimKeys(testHashSecrets.current) });
+  const claims = claimService({ queue, events, quota, keys: claimKeys(testHashSecrets.current) });
   return {
     db, queue, events, claims,
     claim: (request: Partial<ClaimRequest> & Pick<ClaimRequest, "requester" | "target" | "want">) =>
