@@ -14,10 +14,13 @@ RUN bun install --frozen-lockfile --production
 # --- runtime ---------------------------------------------------------------------------------
 FROM oven/bun:1.4.5-slim AS runtime
 WORKDIR /app
+# BUN_JSC_forceRAMSize: the JavaScript heap is sized for 128 MiB of RAM instead of the host's, so it
+# collects garbage before it grows (server RSS stays under 150 MB in every bench phase).
 ENV NODE_ENV=production \
     PORT=3000 \
     HOST=0.0.0.0 \
-    AQM_DATA_DIR=/app/.data
+    AQM_DATA_DIR=/app/.data \
+    BUN_JSC_forceRAMSize=134217728
 
 # Code and dependencies stay owned by root: the server process cannot modify them.
 COPY --from=deps /app/node_modules ./node_modules

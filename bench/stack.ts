@@ -112,6 +112,7 @@ async function startServer(databaseUrl: string, secret: string, pool: number, mo
     ...process.env,
     DATABASE_URL: databaseUrl, PORT: String(port), HOST: "127.0.0.1", AQM_JWT_SECRET: secret, AQM_HASH_SECRET: secret,
     AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: String(pool), ...modeEnv[mode],
+    BUN_JSC_forceRAMSize: process.env.BUN_JSC_forceRAMSize ?? "134217728", // as `bun run start` and the Docker image
   };
   const server = Bun.spawn([process.execPath, "src/index.ts"], { cwd: repoRoot, env, stdout: "pipe", stderr: "pipe" });
   const tail: string[] = [];

@@ -18,6 +18,7 @@ import { listen } from "./db/notifications.ts";
 import type { Sql } from "./db/pool.ts";
 import { healthController } from "./health/controller.ts";
 import { jsonBody } from "./http/body.ts";
+import { bodyGate } from "./http/body-gate.ts";
 import { docs } from "./http/openapi.ts";
 import { problemHandler } from "./http/problems.ts";
 import { requestLog } from "./http/request-log.ts";
@@ -83,6 +84,9 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
     .use(requestLog(config.AQM_LOG === "on"))
     .use(httpMetrics(metrics))
     .use(problemHandler)
+    .use(bodyGate(config.AQM_DB_POOL_MAX * 2, config.AQM_DB_POOL_WAIT_MS, ["/v1/coins/upload", "/v1/coins/last-resort"], {
+      refused: () => metrics.bodyRejections.inc(),
+    }))
     .use(jsonBody(wireLimits.requestBodyBytes))
     .use(docs)
     .use(healthController(sql))

@@ -88,7 +88,9 @@ test("50 uploads against 10 connections held by a lock: each is answered 503 at 
   const metrics = await call(app, "GET", "/metrics", { token: (await newUser({ admin: true })).token });
   expect(metrics.text).toContain("aqm_db_pool_in_use 0");
   expect(metrics.text).toContain("aqm_db_pool_waiting 0");
-  expect(metrics.text).toContain("aqm_db_pool_rejections_total 40");
+  // 20 (twice the pool) pass the upload-body gate; 10 of them get a connection
+  expect(metrics.text).toContain("aqm_body_gate_rejections_total 30");
+  expect(metrics.text).toContain("aqm_db_pool_rejections_total 10");
   await waitFor(async () => (await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity
     WHERE datname = ${db.name} AND application_name = 'aqm-coin-server' AND state <> 'idle'`)[0]!.n === 0, "the cancelled statements to end");
   const [{ total }] = await db.sql`SELECT count(*)::int AS total FROM pg_stat_activity WHERE datname = ${db.name}` as never as [{ total: number }];

@@ -1,4 +1,5 @@
 import type { Db } from "../db/db.ts";
+import { isConflict } from "../db/errors.ts";
 import { gone } from "../db/gate.ts";
 import { UnavailableError } from "../errors.ts";
 import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "./claim-batch.ts";
@@ -125,16 +126,25 @@ export class ClaimQueue {
       this.options.sent?.(items.length, (performance.now() - started) / 1000);
       outcomes = outcomesOf(rows, items.length);
     } catch (error) {
-      for (const job of batch) job.reject(error);
+      // a deadlock or serialization failure rolled the whole statement back: each claim runs again
+      if (isConflict(error)) this.again(batch);
+      else for (const job of batch) job.reject(error);
       return;
     }
-    const again: Job[] = [];
-    batch.forEach((job, i) => {
+    this.again(batch.filter((job, i) => {
       const outcome = outcomes[i]!;
       if (outcome.status !== "retry") job.resolve(outcome);
-      else if (++job.attempts >= MAX_ATTEMPTS) job.reject(new UnavailableError("The claim kept meeting concurrent claims; retry shortly"));
-      else again.push(job);
+      return outcome.status === "retry";
+    }));
+  }
+
+  /** Claims that lost a race go back to the head of the queue, a few times at most. */
+  private again(jobs: Job[]): void {
+    const retry = jobs.filter((job) => {
+      if (++job.attempts < MAX_ATTEMPTS) return true;
+      job.reject(new UnavailableError("The claim kept meeting concurrent claims; retry shortly"));
+      return false;
     });
-    if (again.length) this.queue.unshift(...again);
+    if (retry.length) this.queue.unshift(...retry);
   }
 }

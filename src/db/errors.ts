@@ -44,7 +44,11 @@ export function translate(error: unknown): AppError {
   if (error instanceof AppError) return error;
   const code = sqlstateOf(error);
   if (isTransient(error)) {
-    return new UnavailableError("The database is not reachable right now; retry shortly", 1, code ?? (error as { code: string }).code);
+    const sqlstate = code ?? (error as { code: string }).code;
+    const message = code === SQLSTATE.queryCanceled ? "The database did not answer in time; retry shortly"
+      : code === SQLSTATE.deadlock || code === SQLSTATE.serialization || code === SQLSTATE.lockNotAvailable ? "The request met a concurrent one; retry shortly"
+      : "The database is not reachable right now; retry shortly";
+    return new UnavailableError(message, 1, sqlstate);
   }
   const message = String((error as { message?: unknown } | null)?.message ?? error);
   switch (code) {
@@ -62,6 +66,12 @@ export function translate(error: unknown): AppError {
       return new InternalError(code ?? (error as { name?: string } | null)?.name ?? "Error", message.slice(0, 300), error);
   }
 }
+
+/** A statement that failed only because of a concurrent one (deadlock, serialization): nothing was done, run it again. */
+export const isConflict = (error: unknown) => {
+  const code = (error as { sqlstate?: string; code?: string } | null)?.sqlstate ?? sqlstateOf(error);
+  return code === SQLSTATE.deadlock || code === SQLSTATE.serialization;
+};
 
 /** Runs `work`, translating whatever it throws. */
 export async function translated<T>(work: Promise<T>): Promise<T> {

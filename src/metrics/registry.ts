@@ -24,6 +24,10 @@ export function createMetrics() {
     quotaRejections: new Counter({ name: "aqm_pair_quota_rejections_total", help: "Fetches refused because the pair quota was spent", registers }),
     poolInUse: new Gauge({ name: "aqm_db_pool_in_use", help: "Database connections held by requests", registers }),
     poolWaiting: new Gauge({ name: "aqm_db_pool_waiting", help: "Requests waiting for a database connection", registers }),
+    bodyRejections: new Counter({
+      name: "aqm_body_gate_rejections_total", registers,
+      help: "Uploads answered 503 because too many upload bodies were being processed and none finished in time",
+    }),
     poolRejections: new Counter({ name: "aqm_db_pool_rejections_total", help: "Requests answered 503 because no connection was free in time", registers }),
     maintenanceDeleted: new Counter({ name: "aqm_maintenance_deleted_total", help: "Rows deleted by maintenance jobs", labelNames: ["job"], registers }),
     maintenanceRuns: new Counter({ name: "aqm_maintenance_runs_total", help: "Maintenance runs by result (ok, skipped, error)", labelNames: ["job", "result"], registers }),
