@@ -21,6 +21,7 @@ import { jsonBody } from "./http/body.ts";
 import { bodyGate } from "./http/body-gate.ts";
 import { docs } from "./http/openapi.ts";
 import { problemHandler } from "./http/problems.ts";
+import { withRoutableHost } from "./http/host.ts";
 import { requestLog } from "./http/request-log.ts";
 import { throttle } from "./limits/rate-limit.ts";
 import { maintenanceSchedule } from "./maintenance/schedule.ts";
@@ -38,6 +39,8 @@ export interface AppDeps {
   maintenance?: boolean;
   /** The clock tokens are checked against, ms (tests move it). */
   now?: () => number;
+  /** Keeps a request's connection open for `seconds` (Bun: server.timeout); for requests that wait on purpose. */
+  holdOpen?: (request: Request, seconds: number) => void;
 }
 
 /**
@@ -45,7 +48,7 @@ export interface AppDeps {
  * `Deno.serve(app.fetch)`; Bun-only concerns (embedded PostgreSQL, signals) live in index.ts.
  * `app.decorator.aqm.close()` answers waiting requests and closes the notification listener.
  */
-export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenance = false, now }: AppDeps) {
+export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenance = false, now, holdOpen }: AppDeps) {
   const metrics = createMetrics();
   const gate = new ConnectionGate(config.AQM_DB_POOL_MAX, config.AQM_DB_POOL_QUEUE_MAX, {
     changed: ({ inUse, waiting }) => {
@@ -91,10 +94,13 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
     .use(docs)
     .use(healthController(sql))
     .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
-    .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: limit, metrics, config }))
-    .use(claimController({ claims, verify, throttle: limit, metrics }))
+    .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: limit, metrics, config, holdOpen }))
+    .use(claimController({ claims, verify, throttle: limit, metrics, holdOpen }))
     .use(adminController({ db, config, verify, throttle: limit, metrics }));
-  return maintenance ? app.use(maintenanceSchedule({ sql, config, metrics })) : app;
+  const built = maintenance ? app.use(maintenanceSchedule({ sql, config, metrics })) : app;
+  // app.fetch (and app.handle, which calls it) route every request, whatever its Host header
+  Object.defineProperty(built, "fetch", { value: withRoutableHost(built.fetch), configurable: true, writable: true });
+  return built;
 }
 
 export type App = ReturnType<typeof createApp>;

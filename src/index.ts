@@ -30,9 +30,19 @@ try {
   console.error(`aqm: cannot open the database${code ? ` (${code})` : ""}: ${message ?? String(error)}`);
   process.exit(1);
 }
-const app = createApp({ sql: db.sql, config, keys, hashSecrets, maintenance: config.AQM_CRON === "on" });
+let server: ReturnType<typeof Bun.serve> | undefined;
+const app = createApp({
+  sql: db.sql, config, keys, hashSecrets, maintenance: config.AQM_CRON === "on",
+  holdOpen: (request, seconds) => server?.timeout(request, seconds),
+});
 // The app answers 413 for bodies over 1 MiB itself; this is Bun's backstop for anything larger.
-const server = Bun.serve({ port: config.PORT, hostname: config.HOST, fetch: app.fetch, maxRequestBodySize: 2 * 1024 * 1024 });
+// Every request is answered within AQM_DB_POOL_WAIT_MS (plus a margin) or its claim queue limit;
+// the idle timeout sits above that, and requests that wait on purpose (wait_ms) extend their own.
+const listening = Bun.serve({
+  port: config.PORT, hostname: config.HOST, fetch: app.fetch, maxRequestBodySize: 2 * 1024 * 1024,
+  idleTimeout: Math.min(255, Math.ceil(Math.max(config.AQM_DB_POOL_WAIT_MS, config.AQM_CLAIM_QUEUE_MAX_MS) / 1000) + 5),
+});
+server = listening;
 if (config.AQM_RATE_LIMITS === "off") {
   console.warn("aqm: WARNING: AQM_RATE_LIMITS=off — no per-user rate limits and no pair quota. Anyone may drain anyone's coins. Benchmarks only.");
 }
@@ -40,7 +50,7 @@ if (keys.source === "development secret") {
   console.warn(`aqm: no AQM_JWT_SECRET or AQM_JWT_PUBLIC_KEY; using the development secret in ${config.AQM_DATA_DIR}/jwt-secret (bun run token <user-uuid>)`);
 }
 log({
-  msg: "listening", url: `http://${server.hostname}:${server.port}`, database: db.embedded ? "embedded" : "DATABASE_URL",
+  msg: "listening", url: `http://${listening.hostname}:${listening.port}`, database: db.embedded ? "embedded" : "DATABASE_URL",
   maintenance: config.AQM_CRON,
 });
 
@@ -50,16 +60,17 @@ async function shutdown(signal: string) {
   if (stopping) return;
   stopping = true;
   log({ msg: "shutting down", signal, drain_ms: config.AQM_SHUTDOWN_DRAIN_MS });
+  const stopWaiting = app.decorator.aqm.close(); // requests waiting for a stock change are answered now
   const drained = await Promise.race([
-    server.stop(false).then(() => true),
+    listening.stop(false).then(() => true),
     Bun.sleep(config.AQM_SHUTDOWN_DRAIN_MS).then(() => false),
   ]);
   if (!drained) {
     log({ msg: "drain timeout: closing open connections" });
-    await server.stop(true);
+    await listening.stop(true);
   }
   stopMaintenance(app);
-  await app.decorator.aqm.close();
+  await stopWaiting;
   await db.close(drained ? 5 : 1);
   log({ msg: "stopped" });
   process.exit(0);

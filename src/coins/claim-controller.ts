@@ -9,11 +9,12 @@ import type { ClaimResult, ClaimService } from "./claims.ts";
 import { ClaimBody, ClaimResult as ClaimResultSchema, FetchQuery, FetchResult } from "./model.ts";
 import { tiers, wireLimits, type TierCounts } from "./tiers.ts";
 
-export interface ClaimDeps {
+export interface ClaimRoutesDeps {
   claims: ClaimService;
   verify: TokenVerifier;
   throttle: Throttle;
   metrics?: Metrics;
+  holdOpen?: (request: Request, seconds: number) => void;
 }
 
 const countError = { field: "count", message: `must be an integer from 1 to ${wireLimits.coinsPerClaim}` };
@@ -25,7 +26,7 @@ function answered(set: { headers: Record<string, unknown> }, result: ClaimResult
 }
 
 /** GET /v1/coins/fetch (the original, one-tier form) and POST /v1/coins/claim: both claim through one service. */
-export const claimController = ({ claims, verify, throttle, metrics }: ClaimDeps) =>
+export const claimController = ({ claims, verify, throttle, metrics, holdOpen }: ClaimRoutesDeps) =>
   new Elysia({ prefix: "/v1/coins" })
     .use(authenticated(verify))
     .get("/fetch", async ({ query, caller, set, request }) => {
@@ -66,6 +67,7 @@ export const claimController = ({ claims, verify, throttle, metrics }: ClaimDeps
       const waitMs = body.wait_ms ?? 0;
       const allowLastResort = body.allow_last_resort ?? false;
       const key = headers["idempotency-key"]?.toLowerCase();
+      if (waitMs > 0) holdOpen?.(request, Math.ceil(waitMs / 1000) + 10);
       const result = await claims.claim({
         requester: caller.userId, target, want, fallback, allowLastResort, waitMs, idempotencyKey: key,
         canonicalBody: key && JSON.stringify([target, want, fallback, waitMs, allowLastResort]), signal: request.signal,

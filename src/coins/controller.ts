@@ -18,10 +18,11 @@ export interface CoinsDeps {
   throttle: Throttle;
   metrics?: Metrics;
   config: Config;
+  holdOpen?: (request: Request, seconds: number) => void;
 }
 
 /** Upload, count and last-resort coins: the owner's side (claims are in claim-controller.ts). */
-export const coinsController = ({ coins, countWatch, verify, throttle, metrics, config }: CoinsDeps) =>
+export const coinsController = ({ coins, countWatch, verify, throttle, metrics, config, holdOpen }: CoinsDeps) =>
   new Elysia({ prefix: "/v1/coins" })
     .use(authenticated(verify))
     .post("/upload", async ({ body, caller, set, request }) => {
@@ -72,6 +73,7 @@ export const coinsController = ({ coins, countWatch, verify, throttle, metrics, 
       }
       set.headers["cache-control"] = "no-store";
       if (polling && query.below !== undefined && (query.wait_ms ?? 0) > 0) {
+        holdOpen?.(request, Math.ceil(query.wait_ms! / 1000) + 10);
         return countWatch(userId, query.below, query.wait_ms!, request.signal);
       }
       return coins.getInventoryCount(userId, { signal: request.signal });

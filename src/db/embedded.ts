@@ -8,6 +8,10 @@ import { fileURLToPath } from "node:url";
 export interface EmbeddedDatabase {
   url: string;
   stop(): Promise<void>;
+  /** Immediate shutdown, as a crash would (tests): every connection drops, nothing is flushed. */
+  crash(): Promise<void>;
+  /** Starts it again after a crash, with crash recovery (tests). */
+  start(): Promise<void>;
 }
 
 export interface EmbeddedOptions {
@@ -88,8 +92,16 @@ export async function startEmbeddedPostgres({ dataDir, port, persistent = true }
     const tail = stderr.join("").split("\n").filter((l) => /FATAL|ERROR|PANIC|could not/i.test(l)).slice(-5).join("\n");
     throw new Error(`embedded PostgreSQL did not start on 127.0.0.1:${port} (data in ${clusterDir})${tail ? `:\n${tail}` : ""}`, { cause: error });
   }
+  const child = () => (pg as unknown as { process?: import("node:child_process").ChildProcess }).process;
   return {
     url: `postgres://aqm:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
     stop: () => pg.stop(),
+    crash: () => new Promise<void>((done) => {
+      const postmaster = child();
+      if (!postmaster || postmaster.exitCode !== null) return done();
+      postmaster.once("exit", () => done());
+      postmaster.kill("SIGQUIT");
+    }),
+    start: () => pg.start(),
   };
 }
