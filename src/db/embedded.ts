@@ -12,6 +12,8 @@ export interface EmbeddedDatabase {
   crash(): Promise<void>;
   /** Starts it again after a crash, with crash recovery (tests). */
   start(): Promise<void>;
+  /** The postmaster's process id (tests freeze it). */
+  pid(): number | undefined;
 }
 
 export interface EmbeddedOptions {
@@ -103,5 +105,6 @@ export async function startEmbeddedPostgres({ dataDir, port, persistent = true }
       postmaster.kill("SIGQUIT");
     }),
     start: () => pg.start(),
+    pid: () => child()?.pid,
   };
 }

@@ -16,6 +16,8 @@ export interface JobDeps {
   table?: Record<JobName, Job>;
 }
 
+const MAINTENANCE_STATEMENT_TIMEOUT = "5min";
+
 const defaultLog = (line: Record<string, unknown>) => console.log(JSON.stringify(line));
 
 /** SQLSTATE (or error class) and message of a failed run, as logged. */
@@ -43,11 +45,14 @@ export async function runJob(deps: JobDeps, name: JobName, params: JobParams = {
       const [{ locked }] = await conn<[{ locked: boolean }]>`SELECT pg_try_advisory_lock(${job.lockKey}) AS locked`;
       if (!locked) return { result, deleted };
       try {
+        // batches of 5,000 deletes may take longer than a request's statement_timeout
+        await conn`SET statement_timeout = ${MAINTENANCE_STATEMENT_TIMEOUT}`;
         deleted = await job.run(conn as unknown as Sql, config, params);
         result = "ok";
         metrics?.maintenanceDeleted.inc({ job: name }, deleted);
         log({ time: new Date().toISOString(), job: name, ...extra, deleted, ms: Math.round(performance.now() - started) });
       } finally {
+        await conn`RESET statement_timeout`;
         await conn`SELECT pg_advisory_unlock(${job.lockKey})`;
       }
     } finally {
