@@ -30,7 +30,8 @@ function describe(error: unknown): { code: string; error: string } {
 /**
  * Runs one job now, under its session advisory lock so that no two runs overlap on any instance:
  * "skipped" when a run holds the lock. Logs `{ job, deleted, ms }` (or the error with its
- * SQLSTATE) and counts it. Throws only when `rethrow` (the admin routes answer the error).
+ * SQLSTATE) and counts it. With `rethrow` (the admin routes) an error is thrown instead of logged:
+ * the HTTP layer answers and logs it, once.
  */
 export async function runJob(deps: JobDeps, name: JobName, params: JobParams = {}, extra: Record<string, unknown> = {}, rethrow = false)
   : Promise<{ result: JobResult; deleted: number }> {
@@ -46,7 +47,7 @@ export async function runJob(deps: JobDeps, name: JobName, params: JobParams = {
       if (!locked) return { result, deleted };
       try {
         // batches of 5,000 deletes may take longer than a request's statement_timeout
-        await conn`SET statement_timeout = ${MAINTENANCE_STATEMENT_TIMEOUT}`;
+        await conn`SELECT set_config('statement_timeout', ${MAINTENANCE_STATEMENT_TIMEOUT}, false)`;
         deleted = await job.run(conn as unknown as Sql, config, params);
         result = "ok";
         metrics?.maintenanceDeleted.inc({ job: name }, deleted);
@@ -60,8 +61,8 @@ export async function runJob(deps: JobDeps, name: JobName, params: JobParams = {
     }
   } catch (error) {
     result = "error";
+    if (rethrow) throw translate(error); // the HTTP layer answers, and logs, it
     log({ time: new Date().toISOString(), level: "error", job: name, ...extra, ...describe(error) });
-    if (rethrow) throw translate(error);
   } finally {
     metrics?.maintenanceRuns.inc({ job: name, result });
   }
