@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { typicalSizes as size } from "../src/coins/tiers.ts";
 import type { Sql } from "../src/db/pool.ts";
 import { claimedBy, randomOf, rotation, type ClaimLedger, type Population } from "./client.ts";
 import type { Job } from "./load.ts";
@@ -38,8 +39,8 @@ export async function stageUploads(sql: Sql, random: RandomBytesSql): Promise<vo
     DROP TABLE IF EXISTS bench_staged;
     CREATE UNLOGGED TABLE bench_staged AS
     SELECT s.i, t.tier AS coin_category,
-           CASE WHEN t.tier = 'BRONZE' THEN ${random(32)} ELSE ${random(1184)} END AS public_key_blob,
-           CASE WHEN t.tier = 'GOLD' THEN ${random(3309)} ELSE ${random(64)} END AS signature_blob
+           CASE WHEN t.tier = 'BRONZE' THEN ${random(size.BRONZE.key)} ELSE ${random(size.GOLD.key)} END AS public_key_blob,
+           CASE WHEN t.tier = 'GOLD' THEN ${random(size.GOLD.sig)} ELSE ${random(size.SILVER.sig)} END AS signature_blob
     FROM generate_series(1, ${stagedCoins}) AS s(i)
     CROSS JOIN LATERAL (SELECT (ARRAY['GOLD', 'SILVER', 'BRONZE'])[1 + s.i % 3] AS tier) t;
     CREATE INDEX ON bench_staged (i);

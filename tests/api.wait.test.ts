@@ -72,7 +72,8 @@ test("a shutdown answers waiting claims at once", async () => {
     const [owner, bob] = await Promise.all([newUser(), newUser()]);
     const started = performance.now();
     const waiting = claim(app, bob, owner.id, { bronze: 1 }, { wait_ms: 20_000 });
-    await Bun.sleep(200);
+    const admin = await newUser({ admin: true });
+    await waitFor(async () => (await call(app, "GET", "/metrics", { token: admin.token })).text.includes("aqm_claim_waiting 1"), "the claim to wait");
     await app.decorator.aqm.close();
     const res = await waiting;
     expect(res.status).toBe(200);
@@ -88,7 +89,7 @@ test("the owner's long-poll answers when a claim on another instance takes its s
   const all = [...makeCoins(5, "GOLD"), ...makeCoins(5, "SILVER"), ...makeCoins(5, "BRONZE")];
   expect((await call(one, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: all } })).status).toBe(200);
   const poll = call(one, "GET", "/v1/coins/count", { token: owner.token, query: { below: 4, wait_ms: 20_000 } });
-  await Bun.sleep(300);
+  await waitFor(async () => (await db.sql`SELECT count(*)::int AS n FROM stock_watch WHERE user_id = ${owner.id}::uuid`)[0]!.n === 1, "the owner watched");
   const taken = performance.now();
   expect((await call(two, "GET", "/v1/coins/fetch", { token: bob.token, query: { target_user_id: owner.id, coin_category: "BRONZE", count: 2 } })).json.coins).toHaveLength(2);
   const res = await poll;

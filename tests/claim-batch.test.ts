@@ -5,7 +5,7 @@ import type { Tier, TierCounts } from "../src/coins/tiers.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { testClaims } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
-import { resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { lockWaiters, resetCoins, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
@@ -71,7 +71,7 @@ test("a claim that waited for a pair's quota row counts what the other transacti
     await other`BEGIN`;
     await other`UPDATE claim_quota SET counts = ${[5]}::int[] WHERE pair = ${pair}::uuid`; // spends the rest of a quota of 5
     const claim = run([item(owner, one("BRONZE", 2), { pair })], 5); // waits for the row
-    await waitFor(async () => (await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = ${db.name}`)[0]!.n > 0, "the claim to wait");
+    await waitFor(async () => (await lockWaiters(db)) > 0, "the claim to wait");
     await other`COMMIT`;
     expect((await claim)[0]).toMatchObject({ status: "quota" });
   } finally {

@@ -4,7 +4,7 @@ import { claimKeys } from "../src/coins/claim-keys.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { call, makeApp, newUser, testHashSecrets, type TestApp, type User } from "./helpers/app.ts";
 import { makeCoin, makeCoins } from "./helpers/coins.ts";
-import { createDatabase, databaseUrl, dropDatabase, resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { createDatabase, databaseUrl, dropDatabase, lockWaiters, resetCoins, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
@@ -141,14 +141,14 @@ test("a queued claim whose client has gone leaves its batch: no coin is claimed 
     const fetchAs = (r: User, signal?: AbortSignal) => app.handle(new Request(
       `http://localhost/v1/coins/fetch?target_user_id=${owner.id}&coin_category=BRONZE&count=1`,
       { headers: { authorization: `Bearer ${r.token}` }, signal }));
-    const waiting = async () => (await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = ${db.name}`)[0]!.n;
     const blocked = [fetchAs(r1)];
-    await waitFor(async () => (await waiting()) === 1, "the first claim statement waiting");
+    await waitFor(async () => (await lockWaiters(db)) === 1, "the first claim statement waiting");
     blocked.push(fetchAs(r2));
-    await waitFor(async () => (await waiting()) === 2, "the second claim statement waiting");
+    await waitFor(async () => (await lockWaiters(db)) === 2, "the second claim statement waiting");
     const gone = new AbortController();
     const queued = fetchAs(r3, gone.signal).catch(() => undefined);
-    await Bun.sleep(50); // queued behind the two
+    const admin = await newUser({ admin: true });
+    await waitFor(async () => (await call(app, "GET", "/metrics", { token: admin.token })).text.includes("aqm_claim_queue 1"), "the third claim queued");
     gone.abort();
     await holder`ROLLBACK`;
     expect((await Promise.all(blocked)).map((r) => r.status)).toEqual([200, 200]);

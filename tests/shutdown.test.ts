@@ -2,8 +2,9 @@ import { expect, test } from "bun:test";
 import { signToken } from "../src/auth/jwt.ts";
 import { randomUUID } from "node:crypto";
 import { makeCoin } from "./helpers/coins.ts";
-import { holdKey, useTestDatabase } from "./helpers/db.ts";
+import { holdKey, lockWaiters, useTestDatabase } from "./helpers/db.ts";
 import { startServer } from "./helpers/server.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
 const secret = new TextEncoder().encode("test-secret-test-secret-test-secret-0123");
@@ -19,11 +20,9 @@ test("SIGTERM lets a request in flight finish with 200, refuses new ones, and ex
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
     body: JSON.stringify({ coins: [coin] }),
   });
-  await Bun.sleep(300);
+  await waitFor(async () => (await lockWaiters(db)) === 1, "the upload to wait for the held key");
   server.proc.kill("SIGTERM");
-  await Bun.sleep(300);
-  const refused = await fetch(`${server.url}/v1/health`).then((r) => r.status, () => "refused");
-  expect(refused).toBe("refused");
+  await waitFor(async () => (await fetch(`${server.url}/v1/health`).then((r) => r.status, () => "refused")) === "refused", "new connections refused");
   await blocker.release();
   const res = await inFlight;
   expect(res.status).toBe(200);
@@ -45,7 +44,7 @@ test("the drain timeout bounds shutdown when a request never finishes", async ()
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
     body: JSON.stringify({ coins: [coin] }),
   }).then((r) => r.status, () => "closed");
-  await Bun.sleep(300);
+  await waitFor(async () => (await lockWaiters(db)) === 1, "the upload to wait for the held key");
   const started = performance.now();
   server.proc.kill("SIGTERM");
   expect(await server.exited).toBe(0);

@@ -83,3 +83,10 @@ export async function holdKey(sql: Sql, owner: string, coin: { key_id: string; c
     },
   };
 }
+
+/** Statements of `db`'s database waiting for a lock right now (a request made slow on purpose is there). */
+export async function lockWaiters(db: TestDatabase): Promise<number> {
+  const [row] = await db.sql<{ n: number }[]>`
+    SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`;
+  return row!.n;
+}

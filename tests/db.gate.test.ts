@@ -5,7 +5,7 @@ import { createPool, type Sql } from "../src/db/pool.ts";
 import { UnavailableError } from "../src/errors.ts";
 import { makeCoin } from "./helpers/coins.ts";
 import { call, makeApp, newUser } from "./helpers/app.ts";
-import { holdKey, useTestDatabase } from "./helpers/db.ts";
+import { holdKey, lockWaiters, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
@@ -103,8 +103,7 @@ test("uploads waiting for a slot get it when the lock goes before their deadline
   const coin = makeCoin();
   const blocker = await holdKey(db.sql, owner.id, coin);
   const pending = Array.from({ length: 30 }, () => call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: [coin] } }));
-  await waitFor(async () => (await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity
-    WHERE datname = ${db.name} AND application_name = 'aqm-coin-server' AND wait_event_type = 'Lock'`)[0]!.n === 10, "10 uploads blocked on the lock");
+  await waitFor(async () => (await lockWaiters(db)) === 10, "10 uploads blocked on the lock");
   await blocker.release();
   const results = await Promise.all(pending);
   expect(results.map((r) => r.status)).toEqual(Array(30).fill(200));
