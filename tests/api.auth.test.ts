@@ -4,7 +4,7 @@ import { createHmac, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadAuthKeys } from "../src/auth/keys.ts";
+import { loadAuthKeys, loadHashSecrets } from "../src/auth/keys.ts";
 import { ConfigError } from "../src/config.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { call, makeApp, newUser, testConfig, testSecret, token, type TestApp, type User } from "./helpers/app.ts";
@@ -183,6 +183,23 @@ describe("asymmetric keys from an identity service", () => {
 describe("key configuration", () => {
   test("production without a key refuses to start", async () => {
     await expect(loadAuthKeys(testConfig({ NODE_ENV: "production" }))).rejects.toBeInstanceOf(ConfigError);
+  });
+
+  test("the hash secret: required in production, created once for development, the previous one kept for a rotation", () => {
+    expect(() => loadHashSecrets(testConfig({ NODE_ENV: "production", AQM_JWT_SECRET: "x".repeat(32) }))).toThrow(ConfigError);
+    expect(() => testConfig({ AQM_HASH_SECRET: "short" })).toThrow(ConfigError);
+    const given = loadHashSecrets(testConfig({ NODE_ENV: "production", AQM_HASH_SECRET: "h".repeat(32), AQM_HASH_SECRET_PREVIOUS: "p".repeat(32) }));
+    expect(new TextDecoder().decode(given.current)).toBe("h".repeat(32));
+    expect(new TextDecoder().decode(given.previous)).toBe("p".repeat(32));
+    const dir = mkdtempSync(join(tmpdir(), "aqm-hash-"));
+    try {
+      const a = loadHashSecrets(testConfig({ AQM_DATA_DIR: dir }));
+      const b = loadHashSecrets(testConfig({ AQM_DATA_DIR: dir }));
+      expect(a.current.length).toBeGreaterThanOrEqual(32);
+      expect(Buffer.from(a.current).equals(Buffer.from(b.current))).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("a short secret or an unreadable public key is a configuration error", async () => {

@@ -268,6 +268,7 @@ describe("compose.yaml", () => {
     expect(env.get("NODE_ENV")).toBe("production");
     // A reference, never a literal secret in the file; `:?` makes compose refuse to start without it.
     expect(env.get("AQM_JWT_SECRET")).toMatch(/^\$\{AQM_JWT_SECRET:\?[^}]*\}$/);
+    expect(env.get("AQM_HASH_SECRET")).toMatch(/^\$\{AQM_HASH_SECRET:\?[^}]*\}$/);
     for (const name of ["AQM_METRICS_TOKEN", "AQM_JWT_PUBLIC_KEY"]) {
       if (env.has(name)) expect(env.get(name)).toMatch(new RegExp(`^\\$\\{${name}(:?[-?][^}]*)?\\}$`));
     }
