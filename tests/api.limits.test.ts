@@ -118,6 +118,24 @@ describe("pair quota (exhaustion defence)", () => {
     expect((await fetchAs(one, requester, owner.id, 1)).status).toBe(429);
   });
 
+  test("a rotated AQM_HASH_SECRET: quotas and replays under the previous secret still count", async () => {
+    const oldSecret = new TextEncoder().encode("old-hash-secret-old-hash-secret-0123456");
+    const newSecret = new TextEncoder().encode("new-hash-secret-new-hash-secret-0123456");
+    const env = { AQM_PAIR_QUOTA: "5" };
+    const before = makeApp(db.sql, env, undefined, undefined, { current: oldSecret });
+    const after = makeApp(db.sql, env, undefined, undefined, { current: newSecret, previous: oldSecret });
+    const [owner, requester] = await Promise.all([newUser(), newUser()]);
+    await stock(before, owner, 20);
+    const key = crypto.randomUUID();
+    const body = { target_user_id: owner.id, want: { bronze: 3 } };
+    const first = await call(before, "POST", "/v1/coins/claim", { token: requester.token, body, headers: { "idempotency-key": key } });
+    expect(first.json.coins).toHaveLength(3);
+    const replay = await call(after, "POST", "/v1/coins/claim", { token: requester.token, body, headers: { "idempotency-key": key } });
+    expect(replay.text).toBe(first.text);
+    expect((await fetchAs(after, requester, owner.id, 5)).json.coins).toHaveLength(2); // 3 of 5 spent under the old secret
+    expect((await fetchAs(after, requester, owner.id, 1)).status).toBe(429);
+  });
+
   test("concurrent fetches of one pair cannot overspend the quota", async () => {
     const env = { AQM_PAIR_QUOTA: "25" };
     const [owner, requester] = await Promise.all([newUser(), newUser()]);

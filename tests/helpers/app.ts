@@ -22,8 +22,9 @@ afterAll(async () => {
 });
 
 /** An app on the test database; its notification listener (if a test waits) is closed after the file. */
-export function makeApp(sql: Sql, env: Record<string, string> = {}, keys: AuthKeys = testKeys, now?: () => number): TestApp {
-  const app = createApp({ sql, config: testConfig(env), keys, hashSecrets: testHashSecrets, now });
+export function makeApp(sql: Sql, env: Record<string, string> = {}, keys: AuthKeys = testKeys, now?: () => number,
+  hashSecrets: HashSecrets = testHashSecrets): TestApp {
+  const app = createApp({ sql, config: testConfig(env), keys, hashSecrets, now });
   apps.push(app);
   return app;
 }
