@@ -3,7 +3,7 @@ import type { Tier } from "../src/coins/tiers.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
 import { makeCoins } from "./helpers/coins.ts";
-import { resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { resetClaims, useTestDatabase } from "./helpers/db.ts";
 
 // POST /v1/coins/claim: several tiers in one call, downward fallback, idempotent retry.
 const db = useTestDatabase();
@@ -11,10 +11,7 @@ let app: TestApp;
 beforeAll(() => {
   app = makeApp(db.sql);
 });
-beforeEach(async () => {
-  await resetCoins(db.sql);
-  await db.sql`TRUNCATE claim_quota, claim_replay, last_resort_coin`;
-});
+beforeEach(() => resetClaims(db.sql));
 
 type Want = Partial<Record<"gold" | "silver" | "bronze", number>>;
 const claim = (a: TestApp, user: User, target: string, want: Want, extra: Record<string, unknown> = {}, key?: string) =>

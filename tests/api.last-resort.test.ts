@@ -3,17 +3,14 @@ import { randomBytes } from "node:crypto";
 import { tierShapes } from "../src/coins/tiers.ts";
 import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
 import { inventory, makeCoin, makeCoins } from "./helpers/coins.ts";
-import { resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { resetClaims, useTestDatabase } from "./helpers/db.ts";
 
 const db = useTestDatabase();
 let app: TestApp;
 beforeAll(() => {
   app = makeApp(db.sql);
 });
-beforeEach(async () => {
-  await resetCoins(db.sql);
-  await db.sql`TRUNCATE claim_quota, claim_replay, last_resort_coin`;
-});
+beforeEach(() => resetClaims(db.sql));
 
 const put = (user: User, coins: unknown[]) => call(app, "PUT", "/v1/coins/last-resort", { token: user.token, body: { coins } });
 const claim = (a: TestApp, user: User, target: string, want: Record<string, number>, extra: Record<string, unknown> = {}) =>

@@ -3,13 +3,10 @@ import { RateLimitedError } from "../src/errors.ts";
 import { TokenBuckets } from "../src/limits/rate-limit.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
-import { resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { resetClaims, useTestDatabase } from "./helpers/db.ts";
 
 const db = useTestDatabase();
-beforeEach(async () => {
-  await resetCoins(db.sql);
-  await db.sql`TRUNCATE claim_quota`;
-});
+beforeEach(() => resetClaims(db.sql));
 
 const fetchAs = (app: TestApp, user: User, target: string, count: number) =>
   call(app, "GET", "/v1/coins/fetch", { token: user.token, query: { target_user_id: target, coin_category: "BRONZE", count } });

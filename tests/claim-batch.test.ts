@@ -5,14 +5,11 @@ import type { Tier, TierCounts } from "../src/coins/tiers.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { testClaims } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
-import { lockWaiters, resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { lockWaiters, resetClaims, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
-beforeEach(async () => {
-  await resetCoins(db.sql);
-  await db.sql`TRUNCATE claim_quota, claim_replay`;
-});
+beforeEach(() => resetClaims(db.sql));
 
 const keysOf = (coins: { key_id: string }[]) => coins.map((c) => c.key_id);
 const upload = (owner: string, coins: ReturnType<typeof makeCoins>) => testClaims(db.sql).db.run((sql) => sql`

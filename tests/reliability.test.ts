@@ -4,14 +4,11 @@ import { claimKeys } from "../src/coins/claim-keys.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { call, makeApp, newUser, testHashSecrets, type TestApp, type User } from "./helpers/app.ts";
 import { makeCoin, makeCoins } from "./helpers/coins.ts";
-import { createDatabase, databaseUrl, dropDatabase, lockWaiters, resetCoins, useTestDatabase } from "./helpers/db.ts";
+import { createDatabase, databaseUrl, dropDatabase, lockWaiters, resetClaims, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
-beforeEach(async () => {
-  await resetCoins(db.sql);
-  await db.sql`TRUNCATE claim_quota, claim_replay, claimed_key, last_resort_coin`;
-});
+beforeEach(() => resetClaims(db.sql));
 
 const upload = (app: TestApp, user: User, coins: unknown[]) => call(app, "POST", "/v1/coins/upload", { token: user.token, body: { coins } });
 

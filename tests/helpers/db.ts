@@ -67,6 +67,11 @@ export async function resetCoins(sql: Sql): Promise<void> {
   await sql`TRUNCATE coin_inventory RESTART IDENTITY`;
 }
 
+/** Empties every table a claim writes (coins, quotas, replays, claimed key ids, last-resort coins). */
+export async function resetClaims(sql: Sql): Promise<void> {
+  await sql`TRUNCATE coin_inventory, claim_quota, claim_replay, claimed_key, last_resort_coin RESTART IDENTITY`;
+}
+
 /**
  * Inserts `coin` for `owner` in a transaction left open: an upload of the same key_id blocks on
  * the unique index until `release()` rolls it back. Makes a request slow on purpose.
