@@ -14,6 +14,7 @@ import { wireLimits } from "./coins/tiers.ts";
 import type { Config } from "./config.ts";
 import { Db } from "./db/db.ts";
 import { ConnectionGate } from "./db/gate.ts";
+import { listMigrations } from "./db/migrate.ts";
 import { listen } from "./db/notifications.ts";
 import type { Sql } from "./db/pool.ts";
 import { healthController } from "./health/controller.ts";
@@ -92,7 +93,7 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
     }))
     .use(jsonBody(wireLimits.requestBodyBytes))
     .use(docs)
-    .use(healthController(sql))
+    .use(healthController(sql, listMigrations()))
     .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
     .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: limit, metrics, config, holdOpen }))
     .use(claimController({ claims, verify, throttle: limit, metrics, holdOpen }))

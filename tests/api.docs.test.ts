@@ -16,6 +16,8 @@ const routes = [
   ["post", "/v1/coins/claim", ["401", "422", "429", "503"]],
   ["get", "/v1/coins/count", ["401", "403", "422", "429", "503"]],
   ["get", "/v1/health", []],
+  ["get", "/v1/health/live", []],
+  ["get", "/v1/health/ready", []],
   ["post", "/v1/admin/purge-stale", ["401", "403", "422", "429", "503"]],
   ["post", "/v1/admin/hard-delete", ["401", "403", "422", "429", "503"]],
   ["get", "/metrics", ["401", "403"]],
