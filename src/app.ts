@@ -92,7 +92,7 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
       refused: () => metrics.bodyRejections.inc(),
     }))
     .use(jsonBody(wireLimits.requestBodyBytes))
-    .use(docs)
+    .use(docs())
     .use(healthController(sql, listMigrations()))
     .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
     .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: limit, metrics, config, holdOpen }))
