@@ -20,6 +20,7 @@ import type { Sql } from "./db/pool.ts";
 import { healthController } from "./health/controller.ts";
 import { jsonBody } from "./http/body.ts";
 import { bodyGate } from "./http/body-gate.ts";
+import { withCors } from "./http/cors.ts";
 import { docs } from "./http/openapi.ts";
 import { problemHandler } from "./http/problems.ts";
 import { withRoutableHost } from "./http/host.ts";
@@ -99,8 +100,8 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
     .use(claimController({ claims, verify, throttle: limit, metrics, holdOpen }))
     .use(adminController({ db, config, verify, throttle: limit, metrics }));
   const built = maintenance ? app.use(maintenanceSchedule({ sql, config, metrics })) : app;
-  // app.fetch (and app.handle, which calls it) route every request, whatever its Host header
-  Object.defineProperty(built, "fetch", { value: withRoutableHost(built.fetch), configurable: true, writable: true });
+  // app.fetch (and app.handle, which calls it) route every request, whatever its Host header, with CORS when configured
+  Object.defineProperty(built, "fetch", { value: withCors(withRoutableHost(built.fetch), config.AQM_CORS_ORIGINS), configurable: true, writable: true });
   return built;
 }
 

@@ -56,6 +56,10 @@ export const settings = {
   AQM_PURGE_MAX_AGE_DAYS: int(1, 3650, 30, "Unclaimed coins older than this many days are purged."),
   AQM_HARD_DELETE_GRACE_HOURS: int(0, 8760, 1, "Claimed coins older than this many hours are deleted, with who claimed them."),
   AQM_SHUTDOWN_DRAIN_MS: int(0, 600000, 10000, "On SIGTERM/SIGINT, how long in-flight requests may take before connections are closed."),
+  AQM_CORS_ORIGINS: t.String({
+    default: "", pattern: "^(\\*|https?://[^,/\\s]+(\\s*,\\s*https?://[^,/\\s]+)*)?$", allowed: "empty, * or comma-separated origins such as https://app.example.com",
+    description: "Browser origins allowed to call the API (CORS), comma-separated, or `*` for any; empty: no CORS headers (off).",
+  }),
   AQM_METRICS_TOKEN: secret("Bearer token that may read GET /metrics (admin-scoped JWTs may too).", "empty or at least 16 characters", 16),
 };
 

@@ -42,3 +42,11 @@ test("the README's configuration table names exactly the settings that exist, wi
     expect(`${name}=${def!.trim().replace(/^`|`$/g, "").replace(/^\(empty\)$/, "")}`).toBe(`${name}=${expected}`);
   }
 });
+
+test("AQM_CORS_ORIGINS is empty (off), * or a list of origins", () => {
+  expect(loadConfig({}).AQM_CORS_ORIGINS).toBe("");
+  for (const ok of ["*", "https://app.example.com", "https://app.example.com, http://localhost:5173"]) expect(loadConfig({ AQM_CORS_ORIGINS: ok }).AQM_CORS_ORIGINS).toBe(ok);
+  for (const bad of ["app.example.com", "https://app.example.com/", "https://a.example.com,", "ftp://x"]) {
+    expect(() => loadConfig({ AQM_CORS_ORIGINS: bad })).toThrow("AQM_CORS_ORIGINS");
+  }
+});
