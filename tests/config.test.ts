@@ -65,3 +65,14 @@ test("unknown AQM_* variables are named, with the setting a typo probably meant"
   ]);
   expect(unknownSettings({ AQM_LOG: "on", AQM_CORS_ORIGINS: "*" })).toEqual([]);
 });
+
+test(".env.example names only settings that exist, and .env files stay out of git", async () => {
+  const example = await Bun.file(new URL("../.env.example", import.meta.url)).text();
+  const names = [...example.matchAll(/^#? ?([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!);
+  expect(names.length).toBeGreaterThan(3);
+  for (const name of names) expect(Object.keys(settings)).toContain(name);
+  const gitignore = (await Bun.file(new URL("../.gitignore", import.meta.url)).text()).split("\n");
+  expect(gitignore).toContain(".env");
+  expect(gitignore).toContain(".env.*");
+  expect(gitignore).toContain("!.env.example");
+});
