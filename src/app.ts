@@ -14,11 +14,13 @@ import { wireLimits } from "./coins/tiers.ts";
 import type { Config } from "./config.ts";
 import { Db } from "./db/db.ts";
 import { ConnectionGate } from "./db/gate.ts";
+import { listMigrations } from "./db/migrate.ts";
 import { listen } from "./db/notifications.ts";
 import type { Sql } from "./db/pool.ts";
 import { healthController } from "./health/controller.ts";
 import { jsonBody } from "./http/body.ts";
 import { bodyGate } from "./http/body-gate.ts";
+import { withCors } from "./http/cors.ts";
 import { docs } from "./http/openapi.ts";
 import { problemHandler } from "./http/problems.ts";
 import { withRoutableHost } from "./http/host.ts";
@@ -91,15 +93,15 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
       refused: () => metrics.bodyRejections.inc(),
     }))
     .use(jsonBody(wireLimits.requestBodyBytes))
-    .use(docs)
-    .use(healthController(sql))
+    .use(docs())
+    .use(healthController(sql, listMigrations()))
     .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
     .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: limit, metrics, config, holdOpen }))
     .use(claimController({ claims, verify, throttle: limit, metrics, holdOpen }))
     .use(adminController({ db, config, verify, throttle: limit, metrics }));
   const built = maintenance ? app.use(maintenanceSchedule({ sql, config, metrics })) : app;
-  // app.fetch (and app.handle, which calls it) route every request, whatever its Host header
-  Object.defineProperty(built, "fetch", { value: withRoutableHost(built.fetch), configurable: true, writable: true });
+  // app.fetch (and app.handle, which calls it) route every request, whatever its Host header, with CORS when configured
+  Object.defineProperty(built, "fetch", { value: withCors(withRoutableHost(built.fetch), config.AQM_CORS_ORIGINS), configurable: true, writable: true });
   return built;
 }
 

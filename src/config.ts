@@ -20,7 +20,7 @@ const secret = (description: string, allowed: string, minLength = 1) =>
 export const settings = {
   PORT: int(0, 65535, 3000, "HTTP port the server listens on."),
   HOST: str("0.0.0.0", "Address the server binds to."),
-  NODE_ENV: str("development", "`production` makes a missing JWT key fatal at start."),
+  NODE_ENV: oneOf(["development", "production", "test"], "development", "`production` makes a missing JWT key or hash secret fatal at start (`bun test` sets `test`)."),
   DATABASE_URL: str("", "PostgreSQL (14+) connection URL. Empty: run the embedded PostgreSQL."),
   AQM_DATA_DIR: str(".data", "Directory for the embedded PostgreSQL cluster and the development JWT secret."),
   AQM_EMBEDDED_PG_PORT: int(1, 65535, 54329, "Port of the embedded PostgreSQL (loopback only)."),
@@ -56,6 +56,10 @@ export const settings = {
   AQM_PURGE_MAX_AGE_DAYS: int(1, 3650, 30, "Unclaimed coins older than this many days are purged."),
   AQM_HARD_DELETE_GRACE_HOURS: int(0, 8760, 1, "Claimed coins older than this many hours are deleted, with who claimed them."),
   AQM_SHUTDOWN_DRAIN_MS: int(0, 600000, 10000, "On SIGTERM/SIGINT, how long in-flight requests may take before connections are closed."),
+  AQM_CORS_ORIGINS: t.String({
+    default: "", pattern: "^(\\*|https?://[^,/\\s]+(\\s*,\\s*https?://[^,/\\s]+)*)?$", allowed: "empty, * or comma-separated origins such as https://app.example.com",
+    description: "Browser origins allowed to call the API (CORS), comma-separated, or `*` for any; empty: no CORS headers (off).",
+  }),
   AQM_METRICS_TOKEN: secret("Bearer token that may read GET /metrics (admin-scoped JWTs may too).", "empty or at least 16 characters", 16),
 };
 
@@ -86,6 +90,29 @@ function isCronPattern(pattern: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** Edits that turn `a` into `b` (Levenshtein distance). */
+function distance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+/**
+ * AQM_* variables in `env` that are no setting (a typo is otherwise silently ignored), each with
+ * the setting it probably meant, when one is close.
+ */
+export function unknownSettings(env: Record<string, string | undefined>): { name: string; meant?: SettingName }[] {
+  const names = Object.keys(settings) as SettingName[];
+  return Object.keys(env).filter((name) => name.startsWith("AQM_") && !(name in settings)).sort().map((name) => {
+    const [meant, edits] = names.map((s) => [s, distance(name, s)] as const).sort((a, b) => a[1] - b[1])[0]!;
+    return edits <= 2 && edits * 4 <= name.length ? { name, meant } : { name };
+  });
 }
 
 /** Reads and validates every setting; a bad value throws a ConfigError naming the variable. */

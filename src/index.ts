@@ -1,7 +1,7 @@
 // Entry point for Bun: opens the database (embedded by default), serves the app, shuts down cleanly.
 import { createApp } from "./app.ts";
 import { loadAuthKeys, loadHashSecrets, type AuthKeys, type HashSecrets } from "./auth/keys.ts";
-import { ConfigError, loadConfig, type Config } from "./config.ts";
+import { ConfigError, loadConfig, unknownSettings, type Config } from "./config.ts";
 import { openDatabase } from "./db/open.ts";
 import { stopMaintenance } from "./maintenance/schedule.ts";
 
@@ -22,6 +22,10 @@ try {
   throw error;
 }
 
+for (const { name, meant } of unknownSettings(process.env)) {
+  console.warn(`aqm: WARNING: ${name} is not a setting and is ignored${meant ? ` (did you mean ${meant}?)` : ""}; the README's Configuration table lists them all`);
+}
+
 let db: Awaited<ReturnType<typeof openDatabase>>;
 try {
   db = await openDatabase(config);
@@ -38,10 +42,21 @@ const app = createApp({
 // The app answers 413 for bodies over 1 MiB itself; this is Bun's backstop for anything larger.
 // Every request is answered within AQM_DB_POOL_WAIT_MS (plus a margin) or its claim queue limit;
 // the idle timeout sits above that, and requests that wait on purpose (wait_ms) extend their own.
-const listening = Bun.serve({
-  port: config.PORT, hostname: config.HOST, fetch: app.fetch, maxRequestBodySize: 2 * 1024 * 1024,
-  idleTimeout: Math.min(255, Math.ceil(Math.max(config.AQM_DB_POOL_WAIT_MS, config.AQM_CLAIM_QUEUE_MAX_MS) / 1000) + 5),
-});
+let listening: ReturnType<typeof Bun.serve>;
+try {
+  listening = Bun.serve({
+    port: config.PORT, hostname: config.HOST, fetch: app.fetch, maxRequestBodySize: 2 * 1024 * 1024,
+    idleTimeout: Math.min(255, Math.ceil(Math.max(config.AQM_DB_POOL_WAIT_MS, config.AQM_CLAIM_QUEUE_MAX_MS) / 1000) + 5),
+  });
+} catch (error) {
+  const { code, message } = error as { code?: string; message?: string };
+  console.error(code === "EADDRINUSE"
+    ? `aqm: port ${config.PORT} on ${config.HOST} is already in use (another server running?); stop it or set PORT to another port`
+    : `aqm: cannot listen on ${config.HOST}:${config.PORT}${code ? ` (${code})` : ""}: ${message ?? String(error)}`);
+  await app.decorator.aqm.close();
+  await db.close(1);
+  process.exit(1);
+}
 server = listening;
 if (config.AQM_RATE_LIMITS === "off") {
   console.warn("aqm: WARNING: AQM_RATE_LIMITS=off — no per-user rate limits and no pair quota. Anyone may drain anyone's coins. Benchmarks only.");

@@ -18,6 +18,18 @@ test("health answers 503 degraded, quickly", async () => {
   expect(performance.now() - started).toBeLessThan(5000);
 });
 
+test("live still answers 200 at once (it never asks the database); ready answers 503 not_ready, quickly", async () => {
+  let started = performance.now();
+  expect((await call(app, "GET", "/v1/health/live")).status).toBe(200);
+  expect(performance.now() - started).toBeLessThan(200);
+  started = performance.now();
+  const ready = await call(app, "GET", "/v1/health/ready");
+  expect(ready.status).toBe(503);
+  expect(ready.json).toEqual({ status: "not_ready", db_connected: false, schema_current: false });
+  expect(ready.headers.get("retry-after")).toBe("1");
+  expect(performance.now() - started).toBeLessThan(5000);
+});
+
 test("every data route answers 503 problem+json with Retry-After, not a hang or a 500", async () => {
   const user = await newUser({ admin: true });
   const started = performance.now();

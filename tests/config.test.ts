@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { ConfigError, loadConfig, settings } from "../src/config.ts";
+import { ConfigError, loadConfig, settings, unknownSettings } from "../src/config.ts";
 
 test("defaults apply when nothing is set", () => {
   const config = loadConfig({});
@@ -41,4 +41,38 @@ test("the README's configuration table names exactly the settings that exist, wi
     const expected = String((settings as Record<string, { default: unknown }>)[name!]!.default);
     expect(`${name}=${def!.trim().replace(/^`|`$/g, "").replace(/^\(empty\)$/, "")}`).toBe(`${name}=${expected}`);
   }
+});
+
+test("NODE_ENV must be development, production or test: a typo such as prod stops start-up", () => {
+  expect(loadConfig({ NODE_ENV: "production" }).NODE_ENV).toBe("production");
+  expect(loadConfig({ NODE_ENV: "test" }).NODE_ENV).toBe("test");
+  expect(() => loadConfig({ NODE_ENV: "prod" })).toThrow('NODE_ENV="prod" is invalid: expected one of development, production, test');
+});
+
+test("AQM_CORS_ORIGINS is empty (off), * or a list of origins", () => {
+  expect(loadConfig({}).AQM_CORS_ORIGINS).toBe("");
+  for (const ok of ["*", "https://app.example.com", "https://app.example.com, http://localhost:5173"]) expect(loadConfig({ AQM_CORS_ORIGINS: ok }).AQM_CORS_ORIGINS).toBe(ok);
+  for (const bad of ["app.example.com", "https://app.example.com/", "https://a.example.com,", "ftp://x"]) {
+    expect(() => loadConfig({ AQM_CORS_ORIGINS: bad })).toThrow("AQM_CORS_ORIGINS");
+  }
+});
+
+test("unknown AQM_* variables are named, with the setting a typo probably meant", () => {
+  expect(unknownSettings({ AQM_DB_POOL_MAXX: "8", AQM_JWT_SECERT: "x", AQM_SOMETHING_ELSE: "1", AQM_LOG: "off", PATH: "/bin", NODE_ENV: "test" })).toEqual([
+    { name: "AQM_DB_POOL_MAXX", meant: "AQM_DB_POOL_MAX" },
+    { name: "AQM_JWT_SECERT", meant: "AQM_JWT_SECRET" },
+    { name: "AQM_SOMETHING_ELSE" },
+  ]);
+  expect(unknownSettings({ AQM_LOG: "on", AQM_CORS_ORIGINS: "*" })).toEqual([]);
+});
+
+test(".env.example names only settings that exist, and .env files stay out of git", async () => {
+  const example = await Bun.file(new URL("../.env.example", import.meta.url)).text();
+  const names = [...example.matchAll(/^#? ?([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!);
+  expect(names.length).toBeGreaterThan(3);
+  for (const name of names) expect(Object.keys(settings)).toContain(name);
+  const gitignore = (await Bun.file(new URL("../.gitignore", import.meta.url)).text()).split("\n");
+  expect(gitignore).toContain(".env");
+  expect(gitignore).toContain(".env.*");
+  expect(gitignore).toContain("!.env.example");
 });

@@ -15,16 +15,16 @@ export const PurgeBody = t.Optional(t.Object({
     minimum: 1, maximum: 3650, description: "Unclaimed coins older than this are deleted (default AQM_PURGE_MAX_AGE_DAYS)",
     error: { message: "must be an integer from 1 to 3650" },
   })),
-}, { additionalProperties: false }));
+}, { additionalProperties: false, examples: [{ max_age_days: 30 }] }));
 
 export const HardDeleteBody = t.Optional(t.Object({
   grace_hours: t.Optional(t.Integer({
     minimum: 0, maximum: 8760, description: "Claimed coins older than this are deleted (default AQM_HARD_DELETE_GRACE_HOURS)",
     error: { message: "must be an integer from 0 to 8760" },
   })),
-}, { additionalProperties: false }));
+}, { additionalProperties: false, examples: [{ grace_hours: 1 }] }));
 
-const Deleted = t.Object({ deleted: t.Integer({ minimum: 0 }) });
+const Deleted = t.Object({ deleted: t.Integer({ minimum: 0 }) }, { description: "Rows this run deleted", examples: [{ deleted: 120 }] });
 
 export interface AdminDeps {
   db: Db;

@@ -1,20 +1,33 @@
 import { t, type Static } from "elysia";
-import { wireLimits } from "./tiers.ts";
+import { tierShapes, wireLimits } from "./tiers.ts";
 
 /** Standard base64 with padding; the decoded size is checked separately (413 or 422, not a pattern). */
 export const base64Pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 
-export const Uuid = t.String({ format: "uuid", error: { message: "must be a UUID" }, description: "A user id (UUID)", examples: ["6f1c0a9e-3b5d-4c1e-9a43-2f0f7d8b1c2a"] });
+// The documented examples (OpenAPI, Swagger UI): a user and a BRONZE coin of the exact wire sizes.
+export const exampleUserId = "6f1c0a9e-3b5d-4c1e-9a43-2f0f7d8b1c2a";
+/** Bytes 0, 1, 2, … in standard base64. */
+const exampleBlob = (bytes: number) => btoa(String.fromCharCode(...Array.from({ length: bytes }, (_, i) => i % 256)));
+export const exampleCoin = {
+  key_id: "0b6f7c52-7d1e-4d0e-8d7a-3f54f6f1f0a1",
+  coin_category: "BRONZE" as const,
+  public_key_b64: exampleBlob(tierShapes.BRONZE.publicKey[0]!),
+  signature_b64: exampleBlob(tierShapes.BRONZE.signature[0]!),
+};
+
+export const Uuid = t.String({ format: "uuid", error: { message: "must be a UUID" }, description: "A user id (UUID)", examples: [exampleUserId] });
 
 export const CoinCategory = t.Union([t.Literal("GOLD"), t.Literal("SILVER"), t.Literal("BRONZE")], {
   error: { field: "coin_category", message: "must be GOLD, SILVER or BRONZE" },
   description: "Coin tier: GOLD (ML-KEM-768 + ML-DSA), SILVER (ML-KEM-768 + Ed25519), BRONZE (X25519 + Ed25519)",
+  examples: ["BRONZE"],
 });
 
+export const keyIdMessage = "must be 1–36 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'";
 export const KeyId = t.String({
   minLength: 1, maxLength: 36, pattern: "^[A-Za-z0-9._:-]+$",
-  error: { message: "must be 1–36 characters of A–Z, a–z, 0–9, '.', '_', ':' or '-'" },
-  description: "Chosen by the owner's device; unique per owner", examples: ["0b6f7c52-7d1e-4d0e-8d7a-3f54f6f1f0a1"],
+  error: { message: keyIdMessage },
+  description: "Chosen by the owner's device; unique per owner", examples: [exampleCoin.key_id],
 });
 
 const Base64Blob = (what: string) => t.String({
@@ -33,21 +46,21 @@ export const Coin = t.Object({
 export const UploadBody = t.Object({
   user_id: t.Optional(Uuid),
   coins: t.Array(Coin, { minItems: 1, maxItems: wireLimits.coinsPerUpload }),
-}, { additionalProperties: false });
+}, { additionalProperties: false, examples: [{ coins: [exampleCoin] }] });
 
 export const UploadResult = t.Object({
   inserted: t.Integer({ description: "Coins stored by this request" }),
   duplicates: t.Integer({ description: "Coins already stored with identical content (or repeated in the batch); skipped" }),
-});
+}, { description: "How many coins of the batch were stored, and how many were stored already", examples: [{ inserted: 1, duplicates: 0 }] });
 
 export const LastResortBody = t.Object({
   coins: t.Array(Coin, { minItems: 1, maxItems: 3, description: "At most one coin per tier; each replaces your last-resort coin of its tier" }),
-}, { additionalProperties: false });
+}, { additionalProperties: false, examples: [{ coins: [{ ...exampleCoin, key_id: "last-resort-bronze-1" }] }] });
 
 export const FetchQuery = t.Object({
   target_user_id: Uuid,
   coin_category: CoinCategory,
-  count: t.Integer({ minimum: 1, maximum: wireLimits.coinsPerClaim, description: "How many coins to claim", error: { field: "count", message: `must be an integer from 1 to ${wireLimits.coinsPerClaim}` } }),
+  count: t.Integer({ minimum: 1, maximum: wireLimits.coinsPerClaim, description: "How many coins to claim", examples: [2], error: { field: "count", message: `must be an integer from 1 to ${wireLimits.coinsPerClaim}` } }),
   requester_id: t.Optional(Uuid),
 }, { additionalProperties: false });
 
@@ -73,7 +86,7 @@ export const ClaimBody = t.Object({
     default: false, error: { message: "must be true or false" },
     description: "A tier still short after fallback gets the owner's last-resort coin of that tier (reusable, flagged last_resort)",
   })),
-}, { additionalProperties: false });
+}, { additionalProperties: false, examples: [{ target_user_id: exampleUserId, want: { silver: 1, bronze: 2 }, fallback: "down" }] });
 
 /**
  * A claimed coin as served. The same fields as an uploaded one, without the base64 patterns:
@@ -90,7 +103,7 @@ export const ServedCoin = t.Object({
 
 export const FetchResult = t.Object({
   coins: t.Array(ServedCoin, { description: "Claimed coins, oldest first; fewer than asked (or none) when the stock is short" }),
-});
+}, { description: "The coins claimed: handed out to you, never to anyone else", examples: [{ coins: [exampleCoin] }] });
 
 const TierNumbers = (description: string) => t.Object({
   gold: t.Integer({ minimum: 0 }), silver: t.Integer({ minimum: 0 }), bronze: t.Integer({ minimum: 0 }),
@@ -99,7 +112,7 @@ const TierNumbers = (description: string) => t.Object({
 export const ClaimResult = t.Object({
   coins: t.Array(ServedCoin, { description: "GOLD first, then SILVER, then BRONZE, oldest first within a tier; last-resort coins last. Each says its real tier" }),
   short: TierNumbers("Per tier asked for: coins that could not be served, even after fallback (0 for tiers not asked for)"),
-});
+}, { description: "The coins claimed, and per tier how many could not be served", examples: [{ coins: [exampleCoin], short: { gold: 0, silver: 1, bronze: 1 } }] });
 
 export const CountQuery = t.Object({
   user_id: t.Optional(Uuid),
@@ -120,7 +133,7 @@ export const Inventory = t.Object({
   last_resort: t.Object({ gold: t.Boolean(), silver: t.Boolean(), bronze: t.Boolean() }, {
     description: "Whether a last-resort coin of each tier is stored (it is not counted above)",
   }),
-});
+}, { description: "Available (unclaimed) coins per tier", examples: [{ gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true } }] });
 
 export type Coin = Static<typeof Coin>;
 export type ServedCoin = Static<typeof ServedCoin>;

@@ -46,6 +46,24 @@ function assertReachableByOthers(dir: string): void {
   }
 }
 
+/** The postmaster that holds the cluster now, from its lock file (pid, then data dir, start time, port). */
+function runningPostmaster(clusterDir: string): { pid: number; port: string } | undefined {
+  let lines: string[];
+  try {
+    lines = readFileSync(join(clusterDir, "postmaster.pid"), "utf8").split("\n");
+  } catch {
+    return undefined;
+  }
+  const pid = Number(lines[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    if ((error as { code?: string }).code !== "EPERM") return undefined; // ESRCH: a stale lock file PostgreSQL clears itself
+  }
+  return { pid, port: lines[3]?.trim() ?? "?" };
+}
+
 function passwordFor(dataDir: string): string {
   const file = join(dataDir, "pg-password");
   if (existsSync(file)) return readFileSync(file, "utf8").trim();
@@ -87,6 +105,11 @@ export async function startEmbeddedPostgres({ dataDir, port, persistent = true }
     },
     onError: (error) => stderr.push(String(error)),
   });
+  const holder = runningPostmaster(clusterDir);
+  if (holder) {
+    throw new Error(`the embedded PostgreSQL in ${clusterDir} is already running (pid ${holder.pid}, port ${holder.port}), `
+      + "held by another process, most likely a running server: stop that server first (psql can reach it meanwhile; see the README)");
+  }
   if (!existsSync(join(clusterDir, "PG_VERSION"))) await pg.initialise();
   try {
     await pg.start();

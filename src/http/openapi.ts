@@ -1,8 +1,15 @@
-import { openapi } from "@elysiajs/openapi";
+import { toOpenAPISchema } from "@elysiajs/openapi";
 import { FormatRegistry } from "@sinclair/typebox";
 import { Elysia, t } from "elysia";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import { exampleCoin, keyIdMessage } from "../coins/model.ts";
+import { wireLimits } from "../coins/tiers.ts";
+import {
+  BadRequestError, ForbiddenError, KeyConflictError, NotFoundError, PayloadTooLargeError, RateLimitedError, UnauthorizedError,
+  UnavailableError, UnsupportedMediaTypeError, ValidationError, type AppError,
+} from "../errors.ts";
+import { exactDocument } from "./openapi-document.ts";
 
 // @elysiajs/openapi registers TypeBox's string formats through its bundled Zod, building a Zod schema
 // on every check: that was a tenth of the server's CPU under claim load. Every UUID in a request
@@ -23,49 +30,117 @@ export function problemResponses<const S extends number>(...statuses: S[]): Reco
   return Object.fromEntries(statuses.map((s) => [s, ProblemSchema])) as Record<S, typeof ProblemSchema>;
 }
 
-// Swagger UI's files come from the swagger-ui-dist package: /docs renders with no internet access.
+/** The example each documented error status shows: what the server answers in a typical case. */
+const problemExamples: Record<number, AppError> = {
+  400: new BadRequestError("The request body is not valid JSON"),
+  401: new UnauthorizedError("Send Authorization: Bearer <token>"),
+  403: new ForbiddenError("user_id must be the token's subject; a token acts for one user only"),
+  404: new NotFoundError("No such route"),
+  409: new KeyConflictError([exampleCoin.key_id]),
+  413: new PayloadTooLargeError(`The request body is larger than ${wireLimits.requestBodyBytes} bytes`),
+  415: new UnsupportedMediaTypeError("Send the body as application/json"),
+  422: new ValidationError("The request body is invalid: coins[0].key_id", [{ field: "coins[0].key_id", message: keyIdMessage }]),
+  429: new RateLimitedError("Too many requests for this route group; slow down", 2, { limit: 30, reset: 2 }),
+  503: new UnavailableError("The database did not answer in time; retry shortly"),
+};
+
+const description = `Stores the signed public halves of one-time key pairs (coins) and hands each out exactly once.
+Every error is \`application/problem+json\` (RFC 9457).
+
+**Getting a token.** Every route but the health routes needs a JWT whose \`sub\` is your user UUID.
+On a development server (no \`AQM_JWT_SECRET\` or \`AQM_JWT_PUBLIC_KEY\` set), run
+\`bun run token <your-user-uuid>\` in the server's directory (\`--admin\` adds the admin scope);
+in production your identity service issues them. Click **Authorize** and paste the token alone, without \`Bearer \`.
+
+**The examples work as shown** with any valid token: the upload example stores new coins each time
+(this page replaces the example's \`key_id\` with a fresh UUID when it sends it; your own clients
+choose their key ids), fetch and claim answer 200 (with no coins while the example target has
+none), count shows your own inventory. The admin routes and /metrics need the admin scope.`;
+
+const documentation = {
+  info: {
+    title: "AQM coin inventory", version: "1.0.0", description,
+    // package.json is private and the repository has no LICENSE: nothing is licensed to others.
+    license: { name: "Proprietary (private project, no license granted)", identifier: "LicenseRef-Proprietary" },
+  },
+  servers: [{ url: "/", description: "This server" }],
+  tags: [
+    { name: "coins", description: "Upload, claim and count coins" },
+    { name: "admin", description: "Maintenance; needs the admin scope" },
+    { name: "health", description: "Liveness, readiness and metrics" },
+  ],
+  components: {
+    securitySchemes: {
+      bearer: {
+        type: "http", scheme: "bearer", bearerFormat: "JWT",
+        description: "Paste the JWT alone, without `Bearer `. Development: `bun run token <your-user-uuid> [--admin]`.",
+      },
+    },
+  },
+  security: [{ bearer: [] }],
+};
+
+// Swagger UI's files come from the swagger-ui-dist package, the page's own script from this
+// directory: /docs renders with no internet access.
 const assets = {
-  "swagger-ui.css": "text/css; charset=utf-8",
-  "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+  "swagger-ui.css": ["swagger-ui-dist/swagger-ui.css", "text/css; charset=utf-8"],
+  "swagger-ui-bundle.js": ["swagger-ui-dist/swagger-ui-bundle.js", "text/javascript; charset=utf-8"],
+  "docs-page.js": ["./docs-page.js", "text/javascript; charset=utf-8"],
 } as const;
 type AssetName = keyof typeof assets;
 const cache = new Map<AssetName, string>();
 const asset = (name: AssetName) => {
-  if (!cache.has(name)) cache.set(name, readFileSync(fileURLToPath(import.meta.resolve(`swagger-ui-dist/${name}`)), "utf8"));
+  if (!cache.has(name)) cache.set(name, readFileSync(fileURLToPath(import.meta.resolve(assets[name][0])), "utf8"));
   return cache.get(name)!;
 };
 
+const page = `<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>${documentation.info.title} — API</title>
+  <link rel="stylesheet" href="/docs/assets/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/docs/assets/swagger-ui-bundle.js"></script>
+  <script src="/docs/assets/docs-page.js" data-spec="/docs/json" data-upload-path="/v1/coins/upload"
+    data-example-key-ids='${JSON.stringify([exampleCoin.key_id])}'></script>
+</body>
+</html>
+`;
+
 /**
- * GET /docs (Swagger UI) and GET /docs/json (OpenAPI 3). @elysiajs/openapi, not the deprecated
- * @elysiajs/swagger; its Swagger UI provider is pointed at local assets instead of a CDN.
+ * GET /docs (also /docs/: Swagger UI), GET /docs/json (OpenAPI 3.1) and the page's assets. The
+ * document is generated by @elysiajs/openapi from every route's schemas, then corrected
+ * (openapi-document.ts); one instance per app, so each document describes its own app.
  */
-export const docs = new Elysia({ name: "docs" })
-  .use(openapi({
-    path: "/docs",
-    specPath: "/docs/json",
-    provider: "swagger-ui",
-    swagger: { theme: "/docs/assets/swagger-ui.css", cdn: "/docs/assets/swagger-ui-bundle.js", persistAuthorization: true, autoDarkMode: false },
-    documentation: {
-      info: {
-        title: "AQM coin inventory",
-        version: "1.0.0",
-        description: "Stores the signed public halves of one-time key pairs (coins) and hands each out exactly once. "
-          + "Every error is application/problem+json (RFC 9457).",
-      },
-      tags: [
-        { name: "coins", description: "Upload, claim and count coins" },
-        { name: "admin", description: "Maintenance; needs the admin scope" },
-        { name: "health", description: "Liveness" },
-      ],
-      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT" } } },
-      security: [{ bearer: [] }],
-    },
-  }))
-  .get("/docs/assets/:file", ({ params: { file }, set }) => {
-    set.headers["content-type"] = assets[file];
-    set.headers["cache-control"] = "public, max-age=86400";
-    return asset(file);
-  }, {
-    params: t.Object({ file: t.Union(Object.keys(assets).map((k) => t.Literal(k as AssetName))) }),
-    detail: { hide: true },
-  });
+export function docs() {
+  let cached: { routes: number; document: object } | undefined;
+  const plugin = new Elysia();
+  // Every route of the app this plugin is used in (Elysia keeps the method protected; the generator calls it too).
+  const routesOf = (app: Elysia) => (app as unknown as { getGlobalRoutes(): Parameters<typeof exactDocument>[1] }).getGlobalRoutes();
+  return plugin
+    .get("/docs", ({ set }) => {
+      set.headers["content-type"] = "text/html; charset=utf-8";
+      return page;
+    }, { detail: { hide: true } })
+    .get("/docs/json", () => {
+      const routes = routesOf(plugin);
+      if (cached?.routes !== routes.length) {
+        const { paths, components } = toOpenAPISchema(plugin);
+        const generated = { openapi: "3.1.2", ...documentation, paths, components: { ...components, ...documentation.components } };
+        cached = { routes: routes.length, document: exactDocument(generated, routes, { problemSchema: ProblemSchema, problemExamples }) };
+      }
+      return cached.document;
+    }, { detail: { hide: true } })
+    .get("/docs/assets/:file", ({ params: { file }, set }) => {
+      set.headers["content-type"] = assets[file][1];
+      set.headers["cache-control"] = "public, max-age=86400";
+      return asset(file);
+    }, {
+      params: t.Object({ file: t.Union(Object.keys(assets).map((k) => t.Literal(k as AssetName))) }),
+      detail: { hide: true },
+    });
+}

@@ -58,7 +58,13 @@ export const metricsController = ({ metrics, verify, token, available }: Metrics
     return metrics.registry.metrics();
   }, {
     headers: t.Object({ authorization: t.Optional(t.String()) }),
-    response: { 200: t.String({ description: "Prometheus text exposition format" }), ...problemResponses(401, 403) },
+    response: {
+      200: t.String({
+        description: "Prometheus text exposition format",
+        examples: ["# HELP aqm_coins_uploaded_total Coins stored by uploads\n# TYPE aqm_coins_uploaded_total counter\naqm_coins_uploaded_total{tier=\"BRONZE\"} 16\n"],
+      }),
+      ...problemResponses(401, 403),
+    },
     detail: { tags: ["health"], summary: "Prometheus metrics (AQM_METRICS_TOKEN or admin scope)" },
   });
 };

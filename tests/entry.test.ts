@@ -1,0 +1,65 @@
+// The commands a developer runs, as processes: what they print when something is in the way.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from "../src/db/embedded.ts";
+import { useTestDatabase } from "./helpers/db.ts";
+
+const db = useTestDatabase();
+const root = join(import.meta.dir, "..");
+
+async function run(args: string[], env: Record<string, string>) {
+  const proc = Bun.spawn(["bun", ...args], {
+    cwd: root, env: { ...process.env, AQM_LOG: "off", AQM_CRON: "off", AQM_JWT_SECRET: "entry-secret-entry-secret-entry-secret-01", ...env },
+    stdout: "pipe", stderr: "pipe",
+  });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 30_000);
+  const [code, stdout, stderr] = await Promise.all([proc.exited, new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+  clearTimeout(timer);
+  return { code, stdout, stderr: stderr.trim() };
+}
+
+test("a port already in use ends the server with one line naming the port, and a warning names unknown AQM_* variables", async () => {
+  const taken = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response("someone else") });
+  try {
+    const { code, stderr } = await run(["src/index.ts"], { DATABASE_URL: db.url, HOST: "127.0.0.1", PORT: String(taken.port), AQM_DB_POOL_MAXX: "8" });
+    expect(code).toBe(1);
+    const lines = stderr.split("\n");
+    expect(lines).toEqual([
+      "aqm: WARNING: AQM_DB_POOL_MAXX is not a setting and is ignored (did you mean AQM_DB_POOL_MAX?); the README's Configuration table lists them all",
+      `aqm: port ${taken.port} on 127.0.0.1 is already in use (another server running?); stop it or set PORT to another port`,
+    ]);
+  } finally {
+    taken.stop(true);
+  }
+});
+
+test("NODE_ENV=prod stops the server with one line", async () => {
+  const { code, stderr } = await run(["src/index.ts"], { DATABASE_URL: db.url, NODE_ENV: "prod" });
+  expect(code).toBe(2);
+  expect(stderr).toBe('aqm: configuration error: NODE_ENV="prod" is invalid: expected one of development, production, test');
+});
+
+describe("bun run migrate while a server holds the embedded PostgreSQL", () => {
+  let dataDir: string;
+  let port: number;
+  let held: EmbeddedDatabase;
+  beforeAll(async () => {
+    dataDir = mkdtempSync(join(tmpdir(), "aqm-held-"));
+    port = await freePort();
+    held = await startEmbeddedPostgres({ dataDir, port });
+  });
+  afterAll(async () => {
+    await held?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  test("ends with one line that says who holds it, not a stack trace", async () => {
+    const { code, stderr } = await run(["run", "migrate"], { DATABASE_URL: "", AQM_DATA_DIR: dataDir, AQM_EMBEDDED_PG_PORT: String(port) });
+    expect(code).toBe(1);
+    const ours = stderr.split("\n").filter((l) => !l.startsWith("$ ") && !l.startsWith("error: script")); // bun run echoes the command and its exit
+    expect(ours, stderr).toHaveLength(1);
+    expect(ours[0]).toStartWith(`aqm migrate: the embedded PostgreSQL in ${join(dataDir, "pg")} is already running (pid ${held.pid()}, port ${port})`);
+  });
+});
