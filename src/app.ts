@@ -8,6 +8,7 @@ import { ClaimQueue } from "./coins/claim-queue.ts";
 import { claimService } from "./coins/claims.ts";
 import { coinsController } from "./coins/controller.ts";
 import { countWatch } from "./coins/count-watch.ts";
+import { coinProblemExamples, exampleCoin } from "./coins/model.ts";
 import { coinService } from "./coins/service.ts";
 import { StockEvents } from "./coins/stock-events.ts";
 import { wireLimits } from "./coins/tiers.ts";
@@ -25,7 +26,7 @@ import { docs } from "./http/openapi.ts";
 import { problemHandler } from "./http/problems.ts";
 import { withRoutableHost } from "./http/host.ts";
 import { requestLog } from "./http/request-log.ts";
-import { throttle } from "./limits/rate-limit.ts";
+import { throttle } from "./rate-limit/throttle.ts";
 import { maintenanceSchedule } from "./maintenance/schedule.ts";
 import { httpMetrics, metricsController } from "./metrics/controller.ts";
 import { createMetrics } from "./metrics/registry.ts";
@@ -81,7 +82,7 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
   });
   const coins = coinService(db);
   const verify = tokenVerifier(keys, { requireExp: config.AQM_JWT_REQUIRE_EXP === "on", maxTtlS: config.AQM_JWT_MAX_TTL_S, now });
-  const limit = throttle(config, (group) => metrics.rateLimited.inc({ group }));
+  const rateLimit = throttle(config, (group) => metrics.rateLimited.inc({ group }));
   const claimBoundMs = config.AQM_DB_POOL_WAIT_MS + 250;
 
   const app = new Elysia({ normalize: false }) // unknown properties are a 422, not silently dropped
@@ -93,12 +94,12 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
       refused: () => metrics.bodyRejections.inc(),
     }))
     .use(jsonBody(wireLimits.requestBodyBytes))
-    .use(docs())
+    .use(docs({ problemExamples: coinProblemExamples, upload: { path: "/v1/coins/upload", exampleKeyIds: [exampleCoin.key_id] } }))
     .use(healthController(sql, listMigrations()))
     .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
-    .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: limit, metrics, config, holdOpen }))
-    .use(claimController({ claims, verify, throttle: limit, metrics, holdOpen }))
-    .use(adminController({ db, config, verify, throttle: limit, metrics }));
+    .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: rateLimit, metrics, config, holdOpen }))
+    .use(claimController({ claims, verify, throttle: rateLimit, metrics, holdOpen }))
+    .use(adminController({ db, config, verify, throttle: rateLimit, metrics }));
   const built = maintenance ? app.use(maintenanceSchedule({ sql, config, metrics })) : app;
   // app.fetch (and app.handle, which calls it) route every request, whatever its Host header, with CORS when configured
   Object.defineProperty(built, "fetch", { value: withCors(withRoutableHost(built.fetch), config.AQM_CORS_ORIGINS), configurable: true, writable: true });

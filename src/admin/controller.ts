@@ -5,7 +5,7 @@ import type { Config } from "../config.ts";
 import type { Db } from "../db/db.ts";
 import { UnavailableError } from "../errors.ts";
 import { problemResponses } from "../http/openapi.ts";
-import type { Throttle } from "../limits/rate-limit.ts";
+import type { Throttle } from "../rate-limit/throttle.ts";
 import type { JobName, JobParams } from "../maintenance/jobs.ts";
 import { runJob } from "../maintenance/run.ts";
 import type { Metrics } from "../metrics/registry.ts";

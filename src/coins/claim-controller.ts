@@ -3,7 +3,7 @@ import { authenticated } from "../auth/plugin.ts";
 import { requireSelf, type TokenVerifier } from "../auth/jwt.ts";
 import { ValidationError } from "../errors.ts";
 import { problemResponses } from "../http/openapi.ts";
-import type { Throttle } from "../limits/rate-limit.ts";
+import type { Throttle } from "../rate-limit/throttle.ts";
 import { countClaim, type Metrics } from "../metrics/registry.ts";
 import type { ClaimResult, ClaimService } from "./claims.ts";
 import { ClaimBody, ClaimResult as ClaimResultSchema, FetchQuery, FetchResult } from "./model.ts";

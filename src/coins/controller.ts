@@ -4,7 +4,7 @@ import { requireSelf, type TokenVerifier } from "../auth/jwt.ts";
 import type { Config } from "../config.ts";
 import { ForbiddenError, ValidationError } from "../errors.ts";
 import { problemResponses } from "../http/openapi.ts";
-import type { Throttle } from "../limits/rate-limit.ts";
+import type { Throttle } from "../rate-limit/throttle.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { CountWatch } from "./count-watch.ts";
 import { CountQuery, Inventory, LastResortBody, UploadBody, UploadResult } from "./model.ts";

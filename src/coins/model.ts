@@ -1,4 +1,5 @@
 import { t, type Static } from "elysia";
+import { KeyConflictError, PayloadTooLargeError, ValidationError, type AppError } from "../errors.ts";
 import { tierShapes, wireLimits } from "./tiers.ts";
 
 /** Standard base64 with padding; the decoded size is checked separately (413 or 422, not a pattern). */
@@ -29,6 +30,13 @@ export const KeyId = t.String({
   error: { message: keyIdMessage },
   description: "Chosen by the owner's device; unique per owner", examples: [exampleCoin.key_id],
 });
+
+/** The documented examples of the errors the coin routes answer with (the generic ones are in http/openapi.ts). */
+export const coinProblemExamples: Record<number, AppError> = {
+  409: new KeyConflictError([exampleCoin.key_id]),
+  413: new PayloadTooLargeError(`The request body is larger than ${wireLimits.requestBodyBytes} bytes`),
+  422: new ValidationError("The request body is invalid: coins[0].key_id", [{ field: "coins[0].key_id", message: keyIdMessage }]),
+};
 
 const Base64Blob = (what: string) => t.String({
   minLength: 4, pattern: base64Pattern,

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, test } from "bun:test";
 import { RateLimitedError } from "../src/errors.ts";
-import { TokenBuckets } from "../src/limits/rate-limit.ts";
+import { TokenBuckets } from "../src/rate-limit/throttle.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
 import { resetClaims, useTestDatabase } from "./helpers/db.ts";
