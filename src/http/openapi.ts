@@ -1,8 +1,6 @@
 import { openapi } from "@elysiajs/openapi";
 import { FormatRegistry } from "@sinclair/typebox";
 import { Elysia, t } from "elysia";
-import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 
 // @elysiajs/openapi registers TypeBox's string formats through its bundled Zod, building a Zod schema
 // on every check: that was a tenth of the server's CPU under claim load. Every UUID in a request
@@ -24,16 +22,19 @@ export function problemResponses<const S extends number>(...statuses: S[]): Reco
 }
 
 // Swagger UI's files come from the swagger-ui-dist package: /docs renders with no internet access.
+// Text imports, loaded on the first request for them: `bun build --compile` embeds them in the
+// executable, and Bun and Deno read them alike (no path resolved at run time).
 const assets = {
-  "swagger-ui.css": "text/css; charset=utf-8",
-  "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+  "swagger-ui.css": {
+    type: "text/css; charset=utf-8",
+    load: () => import("swagger-ui-dist/swagger-ui.css", { with: { type: "text" } }),
+  },
+  "swagger-ui-bundle.js": {
+    type: "text/javascript; charset=utf-8",
+    load: () => import("swagger-ui-dist/swagger-ui-bundle.js", { with: { type: "text" } }),
+  },
 } as const;
 type AssetName = keyof typeof assets;
-const cache = new Map<AssetName, string>();
-const asset = (name: AssetName) => {
-  if (!cache.has(name)) cache.set(name, readFileSync(fileURLToPath(import.meta.resolve(`swagger-ui-dist/${name}`)), "utf8"));
-  return cache.get(name)!;
-};
 
 /**
  * GET /docs (Swagger UI) and GET /docs/json (OpenAPI 3). @elysiajs/openapi, not the deprecated
@@ -61,10 +62,12 @@ export const docs = new Elysia({ name: "docs" })
       security: [{ bearer: [] }],
     },
   }))
-  .get("/docs/assets/:file", ({ params: { file }, set }) => {
-    set.headers["content-type"] = assets[file];
+  .get("/docs/assets/:file", async ({ params, set }) => {
+    const asset = assets[params.file as AssetName];
+    const { default: text } = await asset.load();
+    set.headers["content-type"] = asset.type;
     set.headers["cache-control"] = "public, max-age=86400";
-    return asset(file);
+    return text;
   }, {
     params: t.Object({ file: t.Union(Object.keys(assets).map((k) => t.Literal(k as AssetName))) }),
     detail: { hide: true },
