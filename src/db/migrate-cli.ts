@@ -7,10 +7,10 @@ const config = loadConfig();
 const db = await openDatabase(config, { migrate: false });
 try {
   if (process.argv.includes("--rollback")) {
-    const reverted = await rollbackLatest(db.sql);
+    const reverted = await rollbackLatest(db.session);
     console.log(reverted ? `rolled back ${reverted.version} ${reverted.description}` : "nothing to roll back");
   } else {
-    const applied = await migrate(db.sql);
+    const applied = await migrate(db.session);
     console.log(applied.length ? applied.map((m) => `applied ${m.version} ${m.description}`).join("\n") : "schema is up to date");
   }
 } finally {
