@@ -1,14 +1,14 @@
 // Starts a server with the command given, runs the black-box smoke (smoke-checks.ts) against it,
 // stops it with SIGTERM and checks it stops cleanly. Runs under Bun or Deno:
 //
-//   bun scripts/smoke.ts [--bare] [--no-warnings] [--label NAME] -- <command that starts the server…>
+//   bun scripts/smoke.ts [--bare] [--label NAME] -- <command that starts the server…>
 //   deno task smoke                         (the Deno entry, see deno.json)
 //
 // The server gets PORT=0 and HOST=127.0.0.1, and reports its address in its JSON "listening" line.
 // By default it also gets fresh AQM_JWT_SECRET and AQM_HASH_SECRET. --bare gives it nothing but
 // DATABASE_URL (and PATH, PORT, HOST), in an empty working directory: the development secret it
-// creates there signs the smoke's tokens. --no-warnings fails when the server prints a WARNING
-// (behind a pooler: a timeout the role does not carry).
+// creates there signs the smoke's tokens. A server that prints a WARNING fails the smoke (behind a
+// pooler: a timeout the role does not carry). The server's own settings come from the environment.
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -21,10 +21,9 @@ const dashes = args.indexOf("--");
 const flags = dashes < 0 ? args : args.slice(0, dashes);
 const command = dashes < 0 ? [] : args.slice(dashes + 1);
 const bare = flags.includes("--bare");
-const strict = flags.includes("--no-warnings");
 const label = flags.includes("--label") ? flags[flags.indexOf("--label") + 1]! : command.join(" ");
 if (command.length === 0) {
-  console.error("usage: smoke.ts [--bare] [--no-warnings] [--label NAME] -- <command that starts the server…>");
+  console.error("usage: smoke.ts [--bare] [--label NAME] -- <command that starts the server…>");
   process.exit(2);
 }
 const databaseUrl = process.env.DATABASE_URL;
@@ -84,7 +83,7 @@ try {
       fail(`${name}: ${(error as Error).message}`);
     }
   }
-  if (strict && /WARNING/.test(stderr)) fail(`the server warned:\n${stderr}`);
+  if (/WARNING/.test(stderr)) fail(`the server warned:\n${stderr}`);
 } catch (error) {
   fail((error as Error).message);
 } finally {
