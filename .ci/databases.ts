@@ -9,8 +9,8 @@
 // The pooler forwards every database name to the same server, so a database created directly
 // (as each test file does) is reachable through it at once. As root, PgBouncer (which refuses to
 // run as root) runs as the postgres user, like the embedded PostgreSQL.
-import { spawn, type ChildProcess } from "node:child_process";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -33,12 +33,14 @@ if (process.argv.includes("--pooler")) {
   const direct = new URL(pg.url);
   const port = await freePort();
   const dir = join(dataDir, "pgbouncer");
+  // As root, PgBouncer runs as the postgres user: its files (and log) belong to that user.
+  const owner = process.getuid?.() === 0 ? Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" })) : undefined;
   const file = (name: string, text: string) => {
     writeFileSync(join(dir, name), text, { mode: 0o600 });
-    if (process.getuid?.() === 0) chmodSync(join(dir, name), 0o644); // readable by the postgres user
+    if (owner !== undefined) chownSync(join(dir, name), owner, -1);
   };
-  mkdirSync(dir);
-  chmodSync(dir, 0o777); // the postgres user writes its log here
+  mkdirSync(dir, { mode: 0o700 });
+  if (owner !== undefined) chownSync(dir, owner, -1);
   file("userlist.txt", `"${direct.username}" "${decodeURIComponent(direct.password)}"\n`);
   file("pgbouncer.ini", [
     "[databases]",

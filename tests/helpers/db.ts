@@ -76,14 +76,14 @@ export function useTestDatabase(pool: Partial<PoolConfig> = {}): TestDatabase {
     db.name = await createDatabase();
     db.directUrl = databaseUrl(db.name);
     db.url = poolerUrl ? withDatabase(poolerUrl, db.name) : db.directUrl;
-    db.session = poolerUrl ? createPool(db.directUrl, { AQM_DB_POOL_MAX: 4 }, "aqm-tests session") : undefined!;
+    const direct = poolerUrl ? createPool(db.directUrl, { AQM_DB_POOL_MAX: 4 }, "aqm-tests session") : undefined;
     db.pool = (config = {}, applicationName = "aqm-coin-server") => {
       const pool = createPool(db.url, { ...pooling, ...config }, applicationName);
-      if (poolerUrl) sessions.set(pool, db.session);
+      if (direct) sessions.set(pool, direct);
       return pool;
     };
     db.sql = db.pool({ AQM_DB_POOL_MAX: 10, ...pool }, "aqm-tests");
-    db.session ??= db.sql;
+    db.session = direct ?? db.sql;
     db.serverEnv = poolerUrl
       ? { DATABASE_URL: db.url, AQM_DB_POOLER: "transaction", AQM_DATABASE_DIRECT_URL: db.directUrl }
       : { DATABASE_URL: db.url };
