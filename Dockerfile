@@ -5,10 +5,10 @@
 # --- deps: production dependencies only, exactly as locked -----------------------------------
 FROM oven/bun:1.4.5-slim AS deps
 WORKDIR /app
-COPY package.json bun.lock ./
-# --frozen-lockfile: fail instead of resolving anything new. package.json's trustedDependencies
-# let the embedded-postgres platform package run its postinstall; the production image uses
-# DATABASE_URL, so that package is only dead weight at runtime (it is a regular dependency).
+COPY package.json bun.lock bunfig.toml ./
+# --frozen-lockfile: fail instead of resolving anything new. --production leaves out the dev
+# dependencies, among them the embedded PostgreSQL (60 MB of binaries and a second driver), and
+# bunfig.toml installs no peer dependency on its own (TypeScript): node_modules is ~27 MB.
 RUN bun install --frozen-lockfile --production
 
 # --- runtime ---------------------------------------------------------------------------------

@@ -26,18 +26,21 @@ import { docs } from "./http/openapi.ts";
 import { problemHandler } from "./http/problems.ts";
 import { withRoutableHost } from "./http/host.ts";
 import { requestLog } from "./http/request-log.ts";
-import { throttle } from "./rate-limit/throttle.ts";
 import { maintenanceSchedule } from "./maintenance/schedule.ts";
 import { httpMetrics, metricsController } from "./metrics/controller.ts";
 import { createMetrics } from "./metrics/registry.ts";
+import { throttle } from "./rate-limit/throttle.ts";
 
 export interface AppDeps {
   sql: Sql;
   config: Config;
   keys: AuthKeys;
   hashSecrets: HashSecrets;
-  /** Where LISTEN connects (a session; default: the pool's own server). */
-  listenUrl?: string;
+  /**
+   * Session connections to the same database, for the maintenance lock and LISTEN (default: `sql`).
+   * Behind a transaction-mode pooler, a direct connection (AQM_DATABASE_DIRECT_URL).
+   */
+  session?: Sql;
   /** Start the maintenance cron jobs with the app (the entry point does; tests mostly don't). */
   maintenance?: boolean;
   /** The clock tokens are checked against, ms (tests move it). */
@@ -51,7 +54,7 @@ export interface AppDeps {
  * `Deno.serve(app.fetch)`; Bun-only concerns (embedded PostgreSQL, signals) live in index.ts.
  * `app.decorator.aqm.close()` answers waiting requests and closes the notification listener.
  */
-export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenance = false, now, holdOpen }: AppDeps) {
+export function createApp({ sql, session = sql, config, keys, hashSecrets, maintenance = false, now, holdOpen }: AppDeps) {
   const metrics = createMetrics();
   const gate = new ConnectionGate(config.AQM_DB_POOL_MAX, config.AQM_DB_POOL_QUEUE_MAX, {
     changed: ({ inUse, waiting }) => {
@@ -61,14 +64,14 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
     refused: () => metrics.poolRejections.inc(),
   });
   const db = new Db(sql, gate, {
-    waitMs: config.AQM_DB_POOL_WAIT_MS, prepare: true,
+    waitMs: config.AQM_DB_POOL_WAIT_MS, prepare: config.AQM_DB_POOLER === "none",
     late: (statement) => {
       metrics.lateFinishes.inc({ statement });
       console.error(JSON.stringify({ time: new Date().toISOString(), level: "warn", msg: "statement finished after its answer was given up", statement }));
     },
   });
   const quota = config.AQM_RATE_LIMITS === "on" ? config.AQM_PAIR_QUOTA : null;
-  const events = new StockEvents((message, ready) => listen(listenUrl ?? sql, "aqm_stock", message, ready), (n) => metrics.claimWaiting.set(n));
+  const events = new StockEvents((message, ready) => listen(session, "aqm_stock", message, ready), (n) => metrics.claimWaiting.set(n));
   const queue = new ClaimQueue(db, {
     quota, maxInFlight: Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)), maxWaitMs: config.AQM_CLAIM_QUEUE_MAX_MS, // the rest of the pool stays free for uploads and counts
     queued: (n) => metrics.claimQueue.set(n),
@@ -99,8 +102,8 @@ export function createApp({ sql, config, keys, hashSecrets, listenUrl, maintenan
     .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
     .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: rateLimit, metrics, config, holdOpen }))
     .use(claimController({ claims, verify, throttle: rateLimit, metrics, holdOpen }))
-    .use(adminController({ db, config, verify, throttle: rateLimit, metrics }));
-  const built = maintenance ? app.use(maintenanceSchedule({ sql, config, metrics })) : app;
+    .use(adminController({ session, config, verify, throttle: rateLimit, metrics }));
+  const built = maintenance ? app.use(maintenanceSchedule({ sql: session, config, metrics })) : app;
   // app.fetch (and app.handle, which calls it) route every request, whatever its Host header, with CORS when configured
   Object.defineProperty(built, "fetch", { value: withCors(withRoutableHost(built.fetch), config.AQM_CORS_ORIGINS), configurable: true, writable: true });
   return built;

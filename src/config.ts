@@ -20,8 +20,11 @@ const secret = (description: string, allowed: string, minLength = 1) =>
 export const settings = {
   PORT: int(0, 65535, 3000, "HTTP port the server listens on."),
   HOST: str("0.0.0.0", "Address the server binds to."),
-  NODE_ENV: oneOf(["development", "production", "test"], "development", "`production` makes a missing JWT key or hash secret fatal at start (`bun test` sets `test`)."),
-  DATABASE_URL: str("", "PostgreSQL (14+) connection URL. Empty: run the embedded PostgreSQL."),
+  NODE_ENV: oneOf(["development", "production", "test"], "development", "`production` makes a missing JWT key, hash secret or DATABASE_URL fatal at start (`bun test` sets `test`)."),
+  DATABASE_URL: str("", "PostgreSQL (14+) connection URL. Empty: run the embedded PostgreSQL (see AQM_EMBEDDED)."),
+  AQM_DATABASE_DIRECT_URL: str("", "A session connection to the same database, not through a transaction-mode pooler: migrations, the maintenance lock and LISTEN use it. Empty: DATABASE_URL."),
+  AQM_DB_POOLER: oneOf(["none", "transaction"], "none", "`transaction`: DATABASE_URL is a transaction-mode pooler (PgBouncer, a hosted pooler): no prepared statements, no startup parameters (give the role the timeouts), and AQM_DATABASE_DIRECT_URL is required."),
+  AQM_EMBEDDED: oneOf(["auto", "on", "off"], "auto", "The embedded PostgreSQL, used when DATABASE_URL is empty. `auto`: outside production only (NODE_ENV=production without DATABASE_URL refuses to start); `on`: in production too; `off`: never (DATABASE_URL is required)."),
   AQM_DATA_DIR: str(".data", "Directory for the embedded PostgreSQL cluster and the development JWT secret."),
   AQM_EMBEDDED_PG_PORT: int(1, 65535, 54329, "Port of the embedded PostgreSQL (loopback only)."),
   AQM_DB_POOL_MAX: int(1, 500, 4, "Maximum PostgreSQL connections of this server process (4 measured best on 2 cores with PostgreSQL on the same box; see bench/README.md)."),

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import type { Tier } from "../src/coins/tiers.ts";
-import { createPool, type Sql } from "../src/db/pool.ts";
+import type { Sql } from "../src/db/pool.ts";
 import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { resetClaims, useTestDatabase } from "./helpers/db.ts";
@@ -99,7 +99,7 @@ describe("serving and fallback", () => {
 describe("Idempotency-Key", () => {
   let pools: Sql[];
   beforeAll(() => {
-    pools = [createPool(db.url, { AQM_DB_POOL_MAX: 4 }), createPool(db.url, { AQM_DB_POOL_MAX: 4 })];
+    pools = [db.pool({ AQM_DB_POOL_MAX: 4 }), db.pool({ AQM_DB_POOL_MAX: 4 })];
   });
   afterAll(() => Promise.all(pools.map((p) => p.end({ timeout: 5 }))));
 

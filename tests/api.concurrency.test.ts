@@ -54,7 +54,7 @@ test("the same with rate limits off (benchmark mode)", async () => {
 });
 
 test("3 server processes, 200 concurrent fetches of one pair: exactly the pair quota is handed out, no key twice", async () => {
-  const servers: ServerProcess[] = await Promise.all([0, 1, 2].map(() => startServer({ DATABASE_URL: db.url, AQM_CRON: "off", AQM_RATE_FETCH_PER_MIN: "100000" })));
+  const servers: ServerProcess[] = await Promise.all([0, 1, 2].map(() => startServer({ ...db.serverEnv, AQM_CRON: "off", AQM_RATE_FETCH_PER_MIN: "100000" })));
   try {
     const [owner, thief] = await Promise.all([newUser(), newUser()]);
     for (let i = 0; i < 500; i += 100) {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createPool, type Sql } from "../src/db/pool.ts";
+import type { Sql } from "../src/db/pool.ts";
 import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { useTestDatabase } from "./helpers/db.ts";
@@ -12,7 +12,7 @@ let pools: Sql[];
 let one: TestApp;
 let two: TestApp;
 beforeAll(() => {
-  pools = [createPool(db.url, { AQM_DB_POOL_MAX: 4 }, "aqm-coin-server"), createPool(db.url, { AQM_DB_POOL_MAX: 4 }, "aqm-coin-server")];
+  pools = [db.pool({ AQM_DB_POOL_MAX: 4 }), db.pool({ AQM_DB_POOL_MAX: 4 })];
   [one, two] = pools.map((p) => makeApp(p)) as [TestApp, TestApp];
 });
 afterAll(() => Promise.all(pools.map((p) => p.end({ timeout: 5 }))));
@@ -66,7 +66,7 @@ test("1,000 waiting claims hold no database connection; uploads release every on
 }, 60_000);
 
 test("a shutdown answers waiting claims at once", async () => {
-  const pool = createPool(db.url, { AQM_DB_POOL_MAX: 2 });
+  const pool = db.pool({ AQM_DB_POOL_MAX: 2 });
   try {
     const app = makeApp(pool);
     const [owner, bob] = await Promise.all([newUser(), newUser()]);

@@ -2,7 +2,7 @@ import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "../src/coins/claim-batch.ts";
 import type { Tier, TierCounts } from "../src/coins/tiers.ts";
-import { createPool, type Sql } from "../src/db/pool.ts";
+import type { Sql } from "../src/db/pool.ts";
 import { testClaims } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { lockWaiters, resetClaims, useTestDatabase } from "./helpers/db.ts";
@@ -81,7 +81,7 @@ test("200 concurrent claims through the queues of three instances: no key twice,
   const owner = randomUUID();
   const supply = makeCoins(500, "SILVER");
   for (let i = 0; i < 500; i += 100) await upload(owner, supply.slice(i, i + 100));
-  const pools: Sql[] = Array.from({ length: 3 }, () => createPool(db.url, { AQM_DB_POOL_MAX: 4 }));
+  const pools: Sql[] = Array.from({ length: 3 }, () => db.pool({ AQM_DB_POOL_MAX: 4 }));
   try {
     const instances = pools.map((p) => testClaims(p, { size: 4, maxInFlight: 2 }));
     const asks = Array.from({ length: 200 }, (_, i) => (i % 5) + 1); // demand 600 > supply 500
@@ -104,7 +104,7 @@ test("10,000 concurrent single-coin claims over several users and tiers, quota o
         SELECT ${owner}::uuid, ${tier} || '-' || i, ${tier}, '\\x01', '\\x02' FROM generate_series(1, 900) AS i`;
     }
   }
-  const pools: Sql[] = Array.from({ length: 2 }, () => createPool(db.url, { AQM_DB_POOL_MAX: 5 }));
+  const pools: Sql[] = Array.from({ length: 2 }, () => db.pool({ AQM_DB_POOL_MAX: 5 }));
   try {
     const instances = pools.map((p) => testClaims(p, { size: 5, maxInFlight: 3, quota: 100, waitMs: 30_000 }));
     const jobs = Array.from({ length: 10_000 }, (_, i) => ({ owner: owners[i % 5]!, tier: i % 3 === 0 ? "GOLD" as const : "BRONZE" as const }));

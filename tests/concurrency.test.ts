@@ -2,7 +2,6 @@ import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { coinService } from "../src/coins/service.ts";
 import type { Tier } from "../src/coins/tiers.ts";
-import { createPool } from "../src/db/pool.ts";
 import { testClaims, testDb } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { resetCoins, useTestDatabase } from "./helpers/db.ts";
@@ -14,7 +13,7 @@ type Instance = ReturnType<typeof testClaims> & { coins: ReturnType<typeof coinS
 
 /** Several independent pools with the claim path on each, as several server instances would have. */
 async function withPools<T>(n: number, size: number, work: (pools: Instance[]) => Promise<T>): Promise<T> {
-  const pools = Array.from({ length: n }, () => createPool(db.url, { AQM_DB_POOL_MAX: size }));
+  const pools = Array.from({ length: n }, () => db.pool({ AQM_DB_POOL_MAX: size }));
   try {
     return await work(pools.map((p) => ({ ...testClaims(p, { size }), coins: coinService(testDb(p, { size })) })));
   } finally {

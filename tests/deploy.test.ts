@@ -107,6 +107,12 @@ describe("Dockerfile", () => {
     expect(install).toContain("--production");
   });
 
+  test("the deps stage installs with bunfig.toml, which installs no peer dependency (TypeScript) on its own", () => {
+    const deps = instructions.filter((i) => i.stage === 0 && i.keyword === "COPY").flatMap((i) => copyParts(i.args).sources);
+    expect(deps).toContain("bunfig.toml");
+    expect(read("bunfig.toml")).toMatch(/^\[install\][^[]*^peer = false$/m);
+  });
+
   test("every COPY from the build context names a file or directory that exists and is not .dockerignored", () => {
     const ignored = dockerignore(read(".dockerignore"));
     const copies = instructions.filter((i) => i.keyword === "COPY" || i.keyword === "ADD");

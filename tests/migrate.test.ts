@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { listMigrations, migrate, rollbackLatest } from "../src/db/migrate.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { createDatabase, databaseUrl, dropDatabase } from "./helpers/db.ts";
@@ -16,14 +18,17 @@ afterAll(async () => {
 
 const versions = async () => (await sql<{ version: number }[]>`SELECT version FROM schema_version ORDER BY version`).map((r) => r.version);
 
-test("migration files are numbered without gaps and each has a rollback", async () => {
+test("the program carries exactly db/migrations/: numbered without gaps, each with its rollback, the files' text", async () => {
+  const dir = join(import.meta.dir, "../db/migrations");
+  const files = readdirSync(dir).filter((f) => f.endsWith(".sql")).sort();
   const all = listMigrations();
-  expect(all.length).toBeGreaterThan(0);
+  expect(all.map((m) => `${String(m.version).padStart(3, "0")}_${m.description}.sql`)).toEqual(files);
   all.forEach((m, i) => expect(m.version).toBe(i + 1));
-  for (const m of all) {
-    const rollback = Bun.file(m.file.replace(/([^/]+)$/, "rollback/$1"));
-    expect(await rollback.exists()).toBe(true);
+  for (const [i, m] of all.entries()) {
+    expect(m.up).toBe(readFileSync(join(dir, files[i]!), "utf8"));
+    expect(m.down).toBe(readFileSync(join(dir, "rollback", files[i]!), "utf8"));
   }
+  expect(readdirSync(join(dir, "rollback")).sort()).toEqual(files);
 });
 
 test("two runners started at the same moment apply each migration exactly once", async () => {

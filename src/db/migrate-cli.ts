@@ -18,10 +18,10 @@ try {
 }
 try {
   if (process.argv.includes("--rollback")) {
-    const reverted = await rollbackLatest(db!.sql);
+    const reverted = await rollbackLatest(db!.session);
     console.log(reverted ? `rolled back ${reverted.version} ${reverted.description}` : "nothing to roll back");
   } else {
-    const applied = await migrate(db!.sql);
+    const applied = await migrate(db!.session);
     console.log(applied.length ? applied.map((m) => `applied ${m.version} ${m.description}`).join("\n") : "schema is up to date");
   }
 } catch (error) {

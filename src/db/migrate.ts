@@ -1,23 +1,14 @@
-import { readdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { migrations as embedded, type Migration } from "./migrations.ts";
 import type { Sql } from "./pool.ts";
 
-export const migrationsDir = join(import.meta.dir, "../../db/migrations");
+export type { Migration };
 
 /** Any constant works; it only has to be the same in every process that migrates this database. */
 const MIGRATION_LOCK = 0x41514d_01;
 
-export interface Migration {
-  version: number;
-  description: string;
-  file: string;
-}
-
-export function listMigrations(dir = migrationsDir): Migration[] {
-  return readdirSync(dir)
-    .filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f))
-    .sort()
-    .map((file) => ({ version: Number(file.slice(0, 3)), description: file.slice(4, -4), file: join(dir, file) }));
+/** Every migration this program carries, in version order. */
+export function listMigrations(): readonly Migration[] {
+  return embedded;
 }
 
 async function lockAndReadVersions(tx: Sql): Promise<Set<number>> {
@@ -38,13 +29,13 @@ async function lockAndReadVersions(tx: Sql): Promise<Set<number>> {
  * schema_version row. Every transaction first takes an advisory lock and re-reads the applied
  * versions, so concurrent runners (several instances starting at once) apply each file once.
  */
-export async function migrate(sql: Sql, dir = migrationsDir): Promise<Migration[]> {
+export async function migrate(sql: Sql, all: readonly Migration[] = embedded): Promise<Migration[]> {
   const applied: Migration[] = [];
-  for (const migration of listMigrations(dir)) {
+  for (const migration of all) {
     const ran = await sql.begin(async (tx) => {
       const done = await lockAndReadVersions(tx as unknown as Sql);
       if (done.has(migration.version)) return false;
-      await tx.unsafe(readFileSync(migration.file, "utf8"));
+      await tx.unsafe(migration.up);
       await tx`INSERT INTO schema_version (version, description) VALUES (${migration.version}, ${migration.description})`;
       return true;
     });
@@ -53,14 +44,13 @@ export async function migrate(sql: Sql, dir = migrationsDir): Promise<Migration[
   return applied;
 }
 
-/** Reverts the newest applied migration with its file in rollback/; returns it, or null when none is applied. */
-export async function rollbackLatest(sql: Sql, dir = migrationsDir): Promise<Migration | null> {
+/** Reverts the newest applied migration; returns it, or null when none is applied. */
+export async function rollbackLatest(sql: Sql, all: readonly Migration[] = embedded): Promise<Migration | null> {
   return sql.begin(async (tx) => {
     const done = await lockAndReadVersions(tx as unknown as Sql);
-    const latest = listMigrations(dir).filter((m) => done.has(m.version)).at(-1);
+    const latest = all.filter((m) => done.has(m.version)).at(-1);
     if (!latest) return null;
-    const file = join(dir, "rollback", `${String(latest.version).padStart(3, "0")}_${latest.description}.sql`);
-    await tx.unsafe(readFileSync(file, "utf8"));
+    await tx.unsafe(latest.down);
     await tx`DELETE FROM schema_version WHERE version = ${latest.version}`;
     return latest;
   });

@@ -1,39 +1,71 @@
-import type { Config } from "../config.ts";
+import { ConfigError, type Config } from "../config.ts";
 import type { EmbeddedDatabase } from "./embedded.ts";
 import { migrate } from "./migrate.ts";
 import { closePool, createPool, type Sql } from "./pool.ts";
 
 export interface Database {
+  /** The request pool: through the pooler when there is one. */
   sql: Sql;
+  /**
+   * Session connections to the same database, for what needs one: migrations, the maintenance
+   * lock, LISTEN. AQM_DATABASE_DIRECT_URL when set; otherwise the request pool itself.
+   */
+  session: Sql;
   /** true when this process started the embedded PostgreSQL. */
   embedded: boolean;
-  /** Closes the pool (queries still running after `timeoutSeconds` are cancelled) and stops the embedded PostgreSQL. */
+  /** Closes the pools (queries still running after `timeoutSeconds` are cancelled) and stops the embedded PostgreSQL. */
   close(timeoutSeconds?: number): Promise<void>;
 }
 
-/** Connects to DATABASE_URL, or starts the embedded PostgreSQL when it is empty; migrates by default. */
-export async function openDatabase(config: Config, { migrate: runMigrations = true } = {}): Promise<Database> {
-  let embedded: EmbeddedDatabase | undefined;
-  let url = config.DATABASE_URL;
+/**
+ * Which PostgreSQL to use: "embedded", or DATABASE_URL (with the direct URL for sessions).
+ * Combinations that cannot work stop the start with a ConfigError naming the settings.
+ */
+export function chooseDatabase(config: Config): "embedded" | { url: string; direct: string | undefined } {
+  const { DATABASE_URL: url, AQM_DATABASE_DIRECT_URL: direct, AQM_DB_POOLER: pooler, AQM_EMBEDDED: embedded } = config;
   if (!url) {
+    if (direct || pooler !== "none") throw new ConfigError("AQM_DATABASE_DIRECT_URL and AQM_DB_POOLER need DATABASE_URL");
+    if (embedded === "off") throw new ConfigError("AQM_EMBEDDED=off needs DATABASE_URL");
+    if (config.NODE_ENV === "production" && embedded !== "on") {
+      throw new ConfigError("NODE_ENV=production needs DATABASE_URL (the embedded PostgreSQL is for development; AQM_EMBEDDED=on runs it anyway)");
+    }
+    return "embedded";
+  }
+  if (pooler === "transaction" && !direct) {
+    throw new ConfigError("AQM_DB_POOLER=transaction needs AQM_DATABASE_DIRECT_URL: migrations, the maintenance lock and LISTEN "
+      + "need a session, which a transaction-mode pooler does not keep");
+  }
+  return { url, direct: direct || undefined };
+}
+
+/**
+ * Connects to DATABASE_URL, or starts the embedded PostgreSQL when it is empty (and allowed);
+ * migrates over a session connection by default.
+ */
+export async function openDatabase(config: Config, { migrate: runMigrations = true } = {}): Promise<Database> {
+  const choice = chooseDatabase(config);
+  let embedded: EmbeddedDatabase | undefined;
+  let url: string;
+  let direct: string | undefined;
+  if (choice === "embedded") {
     const { startEmbeddedPostgres } = await import("./embedded.ts"); // only loaded when used
     embedded = await startEmbeddedPostgres({ dataDir: config.AQM_DATA_DIR, port: config.AQM_EMBEDDED_PG_PORT });
     url = embedded.url;
+  } else {
+    ({ url, direct } = choice);
   }
   const sql = createPool(url, config);
-  try {
-    if (runMigrations) await migrate(sql);
-  } catch (error) {
-    await closePool(sql);
+  // A small pool: a maintenance run holds one connection, LISTEN opens its own from these options.
+  const session = direct ? createPool(direct, { ...config, AQM_DB_POOLER: "none", AQM_DB_POOL_MAX: 2 }, "aqm-coin-server session") : sql;
+  const close = async (timeoutSeconds = 5) => {
+    await Promise.all([closePool(sql, timeoutSeconds), session !== sql && closePool(session, timeoutSeconds)]);
     await embedded?.stop();
+  };
+  try {
+    if (runMigrations) await migrate(session);
+  } catch (error) {
+    await close();
     throw error;
   }
-  return {
-    sql,
-    embedded: embedded !== undefined,
-    async close(timeoutSeconds = 5) {
-      await closePool(sql, timeoutSeconds);
-      await embedded?.stop();
-    },
-  };
+  return { sql, session, embedded: embedded !== undefined, close };
 }

@@ -5,10 +5,10 @@ export type Sql = postgres.Sql;
 
 export type PoolConfig = Pick<Config,
   "AQM_DB_POOL_MAX" | "AQM_DB_CONNECT_TIMEOUT_S" | "AQM_DB_IDLE_TIMEOUT_S" | "AQM_DB_MAX_LIFETIME_S"
-  | "AQM_DB_STATEMENT_TIMEOUT_MS" | "AQM_DB_IDLE_TX_TIMEOUT_MS">;
+  | "AQM_DB_STATEMENT_TIMEOUT_MS" | "AQM_DB_IDLE_TX_TIMEOUT_MS" | "AQM_DB_POOLER">;
 
 const poolSettings = ["AQM_DB_POOL_MAX", "AQM_DB_CONNECT_TIMEOUT_S", "AQM_DB_IDLE_TIMEOUT_S", "AQM_DB_MAX_LIFETIME_S",
-  "AQM_DB_STATEMENT_TIMEOUT_MS", "AQM_DB_IDLE_TX_TIMEOUT_MS"] as const;
+  "AQM_DB_STATEMENT_TIMEOUT_MS", "AQM_DB_IDLE_TX_TIMEOUT_MS", "AQM_DB_POOLER"] as const;
 
 export const poolDefaults = Object.fromEntries(poolSettings.map((name) => [name, settings[name].default])) as PoolConfig;
 
@@ -19,9 +19,16 @@ export const poolDefaults = Object.fromEntries(poolSettings.map((name) => [name,
  */
 const reconnectDelay = (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5);
 
-/** The one shared postgres.js pool of a server process. */
+/**
+ * The one shared postgres.js pool of a server process. Behind a transaction-mode pooler
+ * (AQM_DB_POOLER=transaction) consecutive statements may run on different server connections,
+ * and PgBouncer refuses unknown startup parameters: statements are not prepared (each is parsed,
+ * bound and run before the pooler may hand the server connection on), and the timeouts come
+ * from the role instead (src/db/pooler.ts checks them).
+ */
 export function createPool(url: string, config: Partial<PoolConfig> = {}, applicationName = "aqm-coin-server"): Sql {
   const c = { ...poolDefaults, ...config };
+  const pooled = c.AQM_DB_POOLER === "transaction";
   return postgres(url, {
     max: c.AQM_DB_POOL_MAX,
     connect_timeout: c.AQM_DB_CONNECT_TIMEOUT_S,
@@ -29,7 +36,8 @@ export function createPool(url: string, config: Partial<PoolConfig> = {}, applic
     max_lifetime: c.AQM_DB_MAX_LIFETIME_S || null,
     backoff: reconnectDelay,
     onnotice: () => {},
-    connection: {
+    prepare: !pooled,
+    connection: pooled ? { application_name: applicationName } : {
       application_name: applicationName,
       statement_timeout: c.AQM_DB_STATEMENT_TIMEOUT_MS,
       idle_in_transaction_session_timeout: c.AQM_DB_IDLE_TX_TIMEOUT_MS,

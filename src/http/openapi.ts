@@ -1,8 +1,6 @@
 import { toOpenAPISchema } from "@elysiajs/openapi";
 import { FormatRegistry } from "@sinclair/typebox";
 import { Elysia, t } from "elysia";
-import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import {
   BadRequestError, ForbiddenError, NotFoundError, RateLimitedError, UnauthorizedError, UnavailableError, UnsupportedMediaTypeError,
   type AppError,
@@ -83,18 +81,24 @@ const documentation = {
 };
 
 // Swagger UI's files come from the swagger-ui-dist package, the page's own script from this
-// directory: /docs renders with no internet access.
+// directory: /docs renders with no internet access. Text imports, loaded on the first request for
+// them: `bun build --compile` embeds them in the executable, and Bun and Deno read them alike (no
+// path resolved at run time).
 const assets = {
-  "swagger-ui.css": ["swagger-ui-dist/swagger-ui.css", "text/css; charset=utf-8"],
-  "swagger-ui-bundle.js": ["swagger-ui-dist/swagger-ui-bundle.js", "text/javascript; charset=utf-8"],
-  "docs-page.js": ["./docs-page.js", "text/javascript; charset=utf-8"],
+  "swagger-ui.css": {
+    type: "text/css; charset=utf-8",
+    load: () => import("swagger-ui-dist/swagger-ui.css", { with: { type: "text" } }),
+  },
+  "swagger-ui-bundle.js": {
+    type: "text/javascript; charset=utf-8",
+    load: () => import("swagger-ui-dist/swagger-ui-bundle.js", { with: { type: "text" } }),
+  },
+  "docs-page.js": {
+    type: "text/javascript; charset=utf-8",
+    load: () => import("./docs-page.js", { with: { type: "text" } }),
+  },
 } as const;
 type AssetName = keyof typeof assets;
-const cache = new Map<AssetName, string>();
-const asset = (name: AssetName) => {
-  if (!cache.has(name)) cache.set(name, readFileSync(fileURLToPath(import.meta.resolve(assets[name][0])), "utf8"));
-  return cache.get(name)!;
-};
 
 const page = ({ upload }: DocsOptions) => `<!doctype html>
 <html lang="en">
@@ -139,10 +143,12 @@ export function docs(options: DocsOptions) {
       }
       return cached.document;
     }, { detail: { hide: true } })
-    .get("/docs/assets/:file", ({ params: { file }, set }) => {
-      set.headers["content-type"] = assets[file][1];
+    .get("/docs/assets/:file", async ({ params, set }) => {
+      const asset = assets[params.file as AssetName];
+      const { default: text } = await asset.load();
+      set.headers["content-type"] = asset.type;
       set.headers["cache-control"] = "public, max-age=86400";
-      return asset(file);
+      return text;
     }, {
       params: t.Object({ file: t.Union(Object.keys(assets).map((k) => t.Literal(k as AssetName))) }),
       detail: { hide: true },

@@ -5,6 +5,7 @@ import { signToken } from "../../src/auth/jwt.ts";
 import type { AuthKeys, HashSecrets } from "../../src/auth/keys.ts";
 import { loadConfig, type Config } from "../../src/config.ts";
 import type { Sql } from "../../src/db/pool.ts";
+import { sessionFor } from "./db.ts";
 
 export const testSecret = new TextEncoder().encode("test-secret-test-secret-test-secret-0123");
 export const testKeys: AuthKeys = { secret: testSecret, source: "AQM_JWT_SECRET" };
@@ -24,7 +25,7 @@ afterAll(async () => {
 /** An app on the test database; its notification listener (if a test waits) is closed after the file. */
 export function makeApp(sql: Sql, env: Record<string, string> = {}, keys: AuthKeys = testKeys, now?: () => number,
   hashSecrets: HashSecrets = testHashSecrets): TestApp {
-  const app = createApp({ sql, config: testConfig(env), keys, hashSecrets, now });
+  const app = createApp({ sql, session: sessionFor(sql), config: testConfig(env), keys, hashSecrets, now });
   apps.push(app);
   return app;
 }

@@ -8,6 +8,7 @@ import { ConnectionGate } from "../../src/db/gate.ts";
 import { listen } from "../../src/db/notifications.ts";
 import type { Sql } from "../../src/db/pool.ts";
 import { testHashSecrets } from "./app.ts";
+import { sessionFor } from "./db.ts";
 
 /** The database layer the services run on: a gate as wide as the pool, generous deadlines. */
 export function testDb(sql: Sql, { size = 10, waitMs = 10_000 } = {}): Db {
@@ -28,7 +29,7 @@ export interface TestClaimsOptions {
 export function testClaims(sql: Sql, { quota = null, maxInFlight = 2, size = 10, waitMs, listens = false }: TestClaimsOptions = {}) {
   const db = testDb(sql, { size, waitMs });
   const queue = new ClaimQueue(db, { quota, maxInFlight, maxWaitMs: 30_000 });
-  const events = new StockEvents(listens ? (message, ready) => listen(sql, "aqm_stock", message, ready) : undefined);
+  const events = new StockEvents(listens ? (message, ready) => listen(sessionFor(sql), "aqm_stock", message, ready) : undefined);
   const claims = claimService({ queue, events, quota, keys: claimKeys(testHashSecrets.current) });
   return {
     db, queue, events, claims,

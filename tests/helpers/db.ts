@@ -4,17 +4,31 @@ import { randomBytes } from "node:crypto";
 import { migrate } from "../../src/db/migrate.ts";
 import { createPool, type PoolConfig, type Sql } from "../../src/db/pool.ts";
 
+/**
+ * TEST_POOLER_URL (.ci/pooler.sh sets it): a PgBouncer in transaction mode in front of the test
+ * server. The pools under test then go through it, set up as AQM_DB_POOLER=transaction runs in
+ * production, while what needs a session (migrations, LISTEN, fixtures holding a lock) stays direct.
+ */
+const poolerUrl = process.env.TEST_POOLER_URL;
+const pooling: Partial<PoolConfig> = poolerUrl ? { AQM_DB_POOLER: "transaction" } : {};
+
+const sessions = new WeakMap<Sql, Sql>();
+/** The session connections that go with a pool under test (what createApp calls `session`). */
+export const sessionFor = (sql: Sql): Sql => sessions.get(sql) ?? sql;
+
 export function serverUrl(): string {
   const url = process.env.TEST_DATABASE_URL;
   if (!url) throw new Error("TEST_DATABASE_URL is not set (tests/setup.ts sets it)");
   return url;
 }
 
-export function databaseUrl(name: string): string {
-  const url = new URL(serverUrl());
+function withDatabase(server: string, name: string): string {
+  const url = new URL(server);
   url.pathname = `/${name}`;
   return url.toString();
 }
+
+export const databaseUrl = (name: string): string => withDatabase(serverUrl(), name);
 
 /** Creates an empty database on the test server; returns its name. */
 export async function createDatabase(): Promise<string> {
@@ -38,9 +52,18 @@ export async function dropDatabase(name: string): Promise<void> {
 }
 
 export interface TestDatabase {
+  /** A pool as the server's (through the pooler when there is one). */
   sql: Sql;
+  /** The URL the server uses (the pooler's when there is one), and the database's own. */
   url: string;
+  directUrl: string;
   name: string;
+  /** Session connections to the database: direct, never through the pooler. */
+  session: Sql;
+  /** A new pool set up as the server's; the caller ends it. */
+  pool(config?: Partial<PoolConfig>, applicationName?: string): Sql;
+  /** The settings a server process needs to reach this database as the pools here do. */
+  serverEnv: Record<string, string>;
 }
 
 /**
@@ -51,12 +74,24 @@ export function useTestDatabase(pool: Partial<PoolConfig> = {}): TestDatabase {
   const db = {} as TestDatabase;
   beforeAll(async () => {
     db.name = await createDatabase();
-    db.url = databaseUrl(db.name);
-    db.sql = createPool(db.url, { AQM_DB_POOL_MAX: 10, ...pool }, "aqm-tests");
-    await migrate(db.sql);
+    db.directUrl = databaseUrl(db.name);
+    db.url = poolerUrl ? withDatabase(poolerUrl, db.name) : db.directUrl;
+    const direct = poolerUrl ? createPool(db.directUrl, { AQM_DB_POOL_MAX: 4 }, "aqm-tests session") : undefined;
+    db.pool = (config = {}, applicationName = "aqm-coin-server") => {
+      const pool = createPool(db.url, { ...pooling, ...config }, applicationName);
+      if (direct) sessions.set(pool, direct);
+      return pool;
+    };
+    db.sql = db.pool({ AQM_DB_POOL_MAX: 10, ...pool }, "aqm-tests");
+    db.session = direct ?? db.sql;
+    db.serverEnv = poolerUrl
+      ? { DATABASE_URL: db.url, AQM_DB_POOLER: "transaction", AQM_DATABASE_DIRECT_URL: db.directUrl }
+      : { DATABASE_URL: db.url };
+    await migrate(db.session);
   });
   afterAll(async () => {
     await db.sql?.end({ timeout: 5 });
+    if (db.session !== db.sql) await db.session?.end({ timeout: 5 });
     if (db.name) await dropDatabase(db.name);
   });
   return db;
