@@ -73,7 +73,7 @@ proof "executable, PostgreSQL, nothing but DATABASE_URL" "${direct[@]}" bun scri
 proof "executable, PgBouncer" "${pooled[@]}" bun scripts/smoke.ts --label "executable, PgBouncer" -- "$PWD/dist/aqm-coin-server"
 proof "Bun, PgBouncer" "${pooled[@]}" bun scripts/smoke.ts --label "bun, PgBouncer" -- bun src/index.ts
 proof "claim tests through PgBouncer" env TEST_DATABASE_URL="$DIRECT_URL" TEST_POOLER_URL="$POOLER_URL" bun test \
-  tests/api.concurrency.test.ts tests/concurrency.test.ts tests/claim-batch.test.ts tests/api.claim.test.ts tests/api.limits.test.ts tests/api.wait.test.ts
+  tests/api.concurrency.test.ts tests/concurrency.test.ts tests/claim-batch.test.ts tests/api.claim.test.ts tests/api.rate-limits.test.ts tests/api.wait.test.ts
 proof "production install (no embedded PostgreSQL, no TypeScript)" production
 
 echo "deploy proofs: ${passed} passed, ${#failed[@]} failed${failed[*]:+ (${failed[*]})}"
