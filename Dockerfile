@@ -35,9 +35,9 @@ RUN mkdir -p /app/.data && chown bun:bun /app/.data
 USER bun
 EXPOSE 3000
 
-# The slim image has no curl. /v1/health answers 503 while PostgreSQL is unreachable.
+# The slim image has no curl. /v1/health/ready answers 503 while PostgreSQL is unreachable or a migration is missing.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["bun", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/v1/health').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"]
+  CMD ["bun", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/v1/health/ready').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"]
 
 # SIGTERM starts the graceful shutdown (src/index.ts); the server migrates the database at start.
 STOPSIGNAL SIGTERM

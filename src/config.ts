@@ -20,7 +20,7 @@ const secret = (description: string, allowed: string, minLength = 1) =>
 export const settings = {
   PORT: int(0, 65535, 3000, "HTTP port the server listens on."),
   HOST: str("0.0.0.0", "Address the server binds to."),
-  NODE_ENV: oneOf(["development", "production", "test"], "development", "`production` makes a missing JWT key, hash secret or DATABASE_URL fatal at start (`bun test` sets `test`)."),
+  NODE_ENV: oneOf(["development", "production", "test"], "development", "`development`, `production` or `test`: `production` makes a missing JWT key, hash secret or DATABASE_URL fatal at start (`bun test` sets `test`)."),
   DATABASE_URL: str("", "PostgreSQL (14+) connection URL. Empty: run the embedded PostgreSQL (see AQM_EMBEDDED)."),
   AQM_DATABASE_DIRECT_URL: str("", "A session connection to the same database, not through a transaction-mode pooler: migrations, the maintenance lock and LISTEN use it. Empty: DATABASE_URL."),
   AQM_DB_POOLER: oneOf(["none", "transaction"], "none", "`transaction`: DATABASE_URL is a transaction-mode pooler (PgBouncer, a hosted pooler): no prepared statements, no startup parameters (give the role the timeouts), and AQM_DATABASE_DIRECT_URL is required."),
