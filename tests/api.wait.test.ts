@@ -70,15 +70,15 @@ test("a shutdown answers waiting claims at once", async () => {
   try {
     const app = makeApp(pool);
     const [owner, bob] = await Promise.all([newUser(), newUser()]);
-    const started = performance.now();
     const waiting = claim(app, bob, owner.id, { bronze: 1 }, { wait_ms: 20_000 });
     const admin = await newUser({ admin: true });
     await waitFor(async () => (await call(app, "GET", "/metrics", { token: admin.token })).text.includes("aqm_claim_waiting 1"), "the claim to wait");
+    const closed = performance.now();
     await app.decorator.aqm.close();
     const res = await waiting;
     expect(res.status).toBe(200);
     expect(res.json.coins).toEqual([]);
-    expect(performance.now() - started).toBeLessThan(2000);
+    expect(performance.now() - closed).toBeLessThan(5000); // answered by the shutdown, not at its 20 s deadline
   } finally {
     await pool.end({ timeout: 1 });
   }
