@@ -79,6 +79,14 @@ export function createApp({ sql, session = sql, config, keys, hashSecrets, maint
       metrics.claimBatch.observe(claims);
       metrics.claimStatement.observe(seconds);
     },
+    returned: ({ coins, why, failed }) => {
+      metrics.coinsReturned.inc({ why }, coins);
+      if (failed) {
+        console.error(JSON.stringify({
+          time: new Date().toISOString(), level: "error", msg: "coins of an unanswered claim could not be put back in stock", why, coins: failed.coins, error: String(failed.error),
+        }));
+      }
+    },
   });
   const claims = claimService({
     queue, events, quota, keys: claimKeys(hashSecrets.current, hashSecrets.previous), quotaRejected: () => metrics.quotaRejections.inc(),

@@ -112,3 +112,37 @@ test("uploads waiting for a slot get it when the lock goes before their deadline
   expect(results.map((r) => r.status)).toEqual(Array(30).fill(200));
   expect(results.reduce((n, r) => n + r.json.inserted, 0)).toBe(1);
 });
+
+test("a statement that fails while sending rows leaves the next one on its connection intact (postgres.js would leave leading holes)", async () => {
+  const one = createPool(db.url, { AQM_DB_POOL_MAX: 1 });
+  try {
+    const run = new Db(one, new ConnectionGate(1, 10), { waitMs: 5000, prepare: true });
+    // rows 1–3 reach the client, then row 4 divides by zero
+    await expect(run.run((sql) => sql`SELECT i, 1 / (4 - i) AS boom FROM generate_series(1, 10) i`)).rejects.toThrow();
+    const next = await run.run((sql) => sql<{ x: number }[]>`SELECT x FROM generate_series(1, 5) x`);
+    expect(next.length).toBe(5);
+    expect([...next].map((r) => r.x)).toEqual([1, 2, 3, 4, 5]);
+    expect((next as unknown as { count: number }).count).toBe(5);
+  } finally {
+    await one.end({ timeout: 5 });
+  }
+});
+
+test("a statement cancelled at its deadline while it waits behind another on its connection takes no other statement's answer", async () => {
+  const one = createPool(db.url, { AQM_DB_POOL_MAX: 1 });
+  try {
+    // a gate wider than the pool: postgres.js pipelines the statements on its one connection
+    const run = new Db(one, new ConnectionGate(3, 10), { waitMs: 5000, prepare: true });
+    await run.run((sql) => sql`SELECT 1`);
+    const first = run.run((sql) => sql<{ v: string }[]>`SELECT 'first' AS v, pg_sleep(0.3)::text AS slept`);
+    const second = run.run((sql) => sql<{ v: string }[]>`SELECT 'second' AS v`, { deadline: inMs(100) }).then(
+      (rows) => rows[0]!.v, (e) => (e instanceof UnavailableError ? "503" : `error: ${e}`));
+    const third = run.run((sql) => sql<{ v: string; n: number }[]>`SELECT 'third' AS v, 1 AS n`);
+    expect((await first)[0]!.v).toBe("first");
+    expect(["second", "503"]).toContain(await second); // answered by its own statement or refused, never another's
+    expect((await third)[0]).toEqual({ v: "third", n: 1 });
+    expect((await run.run((sql) => sql<{ v: string }[]>`SELECT 'after' AS v`))[0]!.v).toBe("after");
+  } finally {
+    await one.end({ timeout: 5 });
+  }
+});

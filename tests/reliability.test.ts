@@ -157,3 +157,55 @@ test("a queued claim whose client has gone leaves its batch: no coin is claimed 
   const claimers = await db.sql`SELECT fetched_by FROM coin_inventory WHERE fetched_at IS NOT NULL`;
   expect(claimers.map((r) => r.fetched_by).sort()).toEqual([r1.id, r2.id].sort());
 });
+
+test("a client that leaves while its claim runs at the database gets nothing claimed: its coins go back in stock, its quota is refunded; a keyed claim keeps its answer for the retry", async () => {
+  const app = makeApp(db.sql, { AQM_DB_POOL_MAX: "4" }); // two claim statements in flight at most
+  const [owner, r1, r2] = await Promise.all([newUser(), newUser(), newUser()]);
+  await upload(app, owner, makeCoins(10));
+  const keys = claimKeys(testHashSecrets.current);
+  const pairOf = (r: User) => keys.pair(r.id, owner.id)[0];
+  const holder = await db.sql.reserve();
+  const left = [new AbortController(), new AbortController()];
+  const idempotencyKey = crypto.randomUUID();
+  try {
+    // a keyed claim needs its pair's row to exist (else it creates it first, then runs again)
+    await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pairOf(r2)}::uuid, '{}', '{}')`;
+    await holder`BEGIN`;
+    await holder`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pairOf(r1)}::uuid, '{}', '{}')`;
+    await holder`SELECT 1 FROM claim_quota WHERE pair = ${pairOf(r2)}::uuid FOR UPDATE`;
+    const unkeyed = app.handle(new Request(`http://localhost/v1/coins/fetch?target_user_id=${owner.id}&coin_category=BRONZE&count=2`, {
+      headers: { authorization: `Bearer ${r1.token}` }, signal: left[0]!.signal,
+    })).catch(() => undefined);
+    await waitFor(async () => (await lockWaiters(db)) === 1, "the unkeyed claim waiting at the database");
+    const keyed = app.handle(new Request("http://localhost/v1/coins/claim", {
+      method: "POST", signal: left[1]!.signal,
+      headers: { authorization: `Bearer ${r2.token}`, "content-type": "application/json", "idempotency-key": idempotencyKey },
+      body: JSON.stringify({ target_user_id: owner.id, want: { bronze: 2 } }),
+    })).catch(() => undefined);
+    await waitFor(async () => (await lockWaiters(db)) === 2, "the keyed claim waiting at the database");
+    for (const c of left) c.abort();
+    await holder`ROLLBACK`;
+    await Promise.all([unkeyed, keyed]);
+  } finally {
+    holder.release();
+  }
+  // r1's two coins are back; r2's stay claimed, under its key
+  await waitFor(async () => (await db.sql`SELECT 1 FROM coin_inventory WHERE fetched_by = ${r1.id}`).length === 0, "r1's coins back in stock");
+  const claimed = await db.sql<{ fetched_by: string; key_id: string }[]>`SELECT fetched_by, key_id FROM coin_inventory WHERE fetched_at IS NOT NULL ORDER BY key_id`;
+  expect(claimed.map((c) => c.fetched_by)).toEqual([r2.id, r2.id]);
+  const spent = await db.sql<{ pair: string; n: number }[]>`
+    SELECT pair::text, (SELECT coalesce(sum(c), 0)::int FROM unnest(counts) c) AS n FROM claim_quota WHERE pair IN (${pairOf(r1)}, ${pairOf(r2)})`;
+  expect(Object.fromEntries(spent.map((s) => [s.pair, s.n]))).toEqual({ [pairOf(r1)]: 0, [pairOf(r2)]: 2 });
+  const admin = await newUser({ admin: true });
+  expect((await call(app, "GET", "/metrics", { token: admin.token })).text).toContain('aqm_claim_coins_returned_total{why="gone"} 2');
+
+  // the retry with the same key gets the two coins the claim took; r1 asking again gets two of the stock
+  const retry = await call(app, "POST", "/v1/coins/claim", {
+    token: r2.token, headers: { "idempotency-key": idempotencyKey }, body: { target_user_id: owner.id, want: { bronze: 2 } },
+  });
+  expect(retry.status).toBe(200);
+  expect(retry.json.coins.map((c: { key_id: string }) => c.key_id).sort()).toEqual(claimed.map((c) => c.key_id));
+  const again = await call(app, "GET", `/v1/coins/fetch?target_user_id=${owner.id}&coin_category=BRONZE&count=2`, { token: r1.token });
+  expect(again.json.coins).toHaveLength(2);
+  expect(again.json.coins.map((c: { key_id: string }) => c.key_id).some((k: string) => claimed.some((c) => c.key_id === k))).toBe(false);
+});

@@ -46,6 +46,8 @@ export interface ClaimRow {
   short: TierCounts;
   remaining: number;
   retry_after: number | null;
+  /** 'm': the statement's now(), the fetched_at of the coins it took (as text: microseconds intact). */
+  at: string | null;
 }
 
 const texts = { quota: claimStatementText(true), open: claimStatementText(false) };

@@ -2,7 +2,8 @@ import type { Db } from "../db/db.ts";
 import { isConflict } from "../db/errors.ts";
 import { gone } from "../db/gate.ts";
 import { UnavailableError } from "../errors.ts";
-import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "./claim-batch.ts";
+import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome, type ClaimRow } from "./claim-batch.ts";
+import { returnable, returnCoins } from "./claim-return.ts";
 
 interface Job {
   item: ClaimItem;
@@ -28,6 +29,8 @@ export interface ClaimQueueOptions {
   queued?: (n: number) => void;
   /** Reports each statement: claims in it and seconds it took (metrics). */
   sent?: (claims: number, seconds: number) => void;
+  /** Reports coins put back in stock because their claim was never answered with them. */
+  returned?: (report: { coins: number; why: "late" | "gone"; failed?: { coins: number; error: unknown } }) => void;
 }
 
 /** A claim that lost a race this many times in a row gets a 503 instead of another attempt. */
@@ -45,7 +48,9 @@ const MAX_ATTEMPTS = 5;
  * `maxWaitMs` in all. So during an outage every claim is answered (503) within the wait, while a
  * burst on a healthy database is served instead of refused. Before a batch leaves, claims past
  * their deadline or whose client has gone are answered and dropped; the statement carries the
- * earliest deadline of its claims and is cancelled (rolled back) when it passes.
+ * earliest deadline of its claims and is cancelled (rolled back) when it passes. When the cancel
+ * cannot reach PostgreSQL (frozen, or too late) and the statement commits after its claims were
+ * answered 503, or a client leaves while its claim runs, the coins go back in stock (claim-return.ts).
  */
 export class ClaimQueue {
   private queue: Job[] = [];
@@ -122,9 +127,13 @@ export class ClaimQueue {
     let outcomes: ClaimOutcome[];
     const started = performance.now();
     try {
-      const rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare), { deadline, what: "claim" });
+      const rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare), {
+        deadline, what: "claim", late: (late) => this.giveBack(items, late, new Set(items.keys()), "late"),
+      });
       this.options.sent?.(items.length, (performance.now() - started) / 1000);
       outcomes = outcomesOf(rows, items.length);
+      const left = new Set(batch.flatMap((job, i) => (job.signal?.aborted ? [i] : [])));
+      if (left.size) this.giveBack(items, rows, left, "gone");
     } catch (error) {
       // a deadlock or serialization failure rolled the whole statement back: each claim runs again
       if (isConflict(error)) this.again(batch);
@@ -133,9 +142,17 @@ export class ClaimQueue {
     }
     this.again(batch.filter((job, i) => {
       const outcome = outcomes[i]!;
-      if (outcome.status !== "retry") job.resolve(outcome);
+      if (outcome.status === "ok" && job.signal?.aborted && job.item.ref === null) job.reject(gone());
+      else if (outcome.status !== "retry") job.resolve(outcome);
       return outcome.status === "retry";
     }));
+  }
+
+  private giveBack(items: ClaimItem[], rows: readonly ClaimRow[], unanswered: Set<number>, why: "late" | "gone"): void {
+    const coins = returnable(items, rows, unanswered);
+    if (coins.length) {
+      void returnCoins(this.db, coins).then((n) => this.options.returned?.({ coins: n, why }), (error) => this.options.returned?.({ coins: 0, why, failed: { coins: coins.length, error } }));
+    }
   }
 
   /** Claims that lost a race go back to the head of the queue, a few times at most. */

@@ -140,7 +140,7 @@ const coinOut = (c: string) =>
   `${c}.key_id, ${c}.coin_category, translate(encode(${c}.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64, `
   + `translate(encode(${c}.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
 
-/** The claim itself, then one result set: coin rows ('c'), one status row per request ('m'), and 'n'. */
+/** The claim itself, then one result set: coin rows ('c'), one status row per request ('m', with the claim's time), and 'n'. */
 const output = `
 upd AS (
   UPDATE coin_inventory c SET fetched_by = r.requester, fetched_at = now(), claim_ref = w.ref
@@ -154,16 +154,16 @@ notified AS (
   WHERE w.until > now() AND w.user_id IN (SELECT r.target FROM won JOIN req r ON r.idx = won.idx)
 )
 SELECT 'c' AS k, u.idx, u.record_id, u.key_id, u.coin_category, u.public_key_b64, u.signature_b64, false AS lr,
-       NULL AS status, NULL::int[] AS short, NULL::int AS remaining, NULL::int AS retry_after
+       NULL AS status, NULL::int[] AS short, NULL::int AS remaining, NULL::int AS retry_after, NULL AS at
 FROM upd u
 UNION ALL
-SELECT 'c', l.idx, l.rank, ${coinOut("l")}, true, NULL, NULL, NULL, NULL FROM lrc l JOIN won w ON w.idx = l.idx
+SELECT 'c', l.idx, l.rank, ${coinOut("l")}, true, NULL, NULL, NULL, NULL, NULL FROM lrc l JOIN won w ON w.idx = l.idx
 UNION ALL
-SELECT 'c', s.idx, c.record_id, ${coinOut("c")}, false, NULL, NULL, NULL, NULL
+SELECT 'c', s.idx, c.record_id, ${coinOut("c")}, false, NULL, NULL, NULL, NULL, NULL
 FROM seen s JOIN coin_inventory c ON c.claim_ref = s.ref WHERE s.same
 UNION ALL
 SELECT 'c', s.idx, e.ord, e.j->>'key_id', e.j->>'coin_category', e.j->>'public_key_b64', e.j->>'signature_b64', true,
-       NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL
 FROM seen s CROSS JOIN LATERAL jsonb_array_elements(s.last_resort) WITH ORDINALITY AS e(j, ord) WHERE s.same
 UNION ALL
 SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -175,11 +175,12 @@ SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
             ELSE 'ok' END,
        coalesce(s.short, t.short),
        g.allowance - t.served,
-       CASE WHEN g.oldest IS NOT NULL THEN greatest(1, ceil((g.oldest + ${WINDOW_HOURS}) * 3600 - extract(epoch FROM now())))::int END
+       CASE WHEN g.oldest IS NOT NULL THEN greatest(1, ceil((g.oldest + ${WINDOW_HOURS}) * 3600 - extract(epoch FROM now())))::int END,
+       now()::text
 FROM req r LEFT JOIN seen s ON s.idx = r.idx LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
 LEFT JOIN won w ON w.idx = r.idx
 UNION ALL
-SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
+SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
 
 /**
  * The statement text. Parameters: the claimColumns arrays, then the idempotency refs to look up

@@ -1,5 +1,6 @@
 import type { PendingQuery, Row } from "postgres";
 import { UnavailableError } from "../errors.ts";
+import { cancelAtDatabase } from "./cancel.ts";
 import { translate } from "./errors.ts";
 import type { ConnectionGate } from "./gate.ts";
 import type { Sql } from "./pool.ts";
@@ -15,13 +16,15 @@ export interface DbOptions {
   late?: (what: string) => void;
 }
 
-export interface RunOptions {
+export interface RunOptions<T = unknown> {
   /** performance.now() ms; default: now + waitMs. */
   deadline?: number;
   /** The client's request signal: a request whose client has gone never reaches the database. */
   signal?: AbortSignal;
   /** Names the statement in the log line of a late finish. */
   what?: string;
+  /** Receives the result of a statement that finished after its answer was given up. */
+  late?: (value: T) => void;
 }
 
 /**
@@ -46,7 +49,7 @@ export class Db {
     return from + this.options.waitMs;
   }
 
-  run<T extends readonly (object | undefined)[] = Row[]>(make: (sql: Sql) => PendingQuery<T>, opts: RunOptions = {}): Promise<T> {
+  run<T extends readonly (object | undefined)[] = Row[]>(make: (sql: Sql) => PendingQuery<T>, opts: RunOptions<T> = {}): Promise<T> {
     const deadline = opts.deadline ?? this.deadline();
     const grace = this.options.graceMs ?? 250;
     return new Promise<T>((resolve, reject) => {
@@ -60,7 +63,7 @@ export class Db {
         const left = deadline - performance.now();
         if (left <= 0) throw new UnavailableError("The database did not answer in time; retry shortly");
         const query = make(this.sql);
-        const cancel = setTimeout(() => void Promise.resolve(query.cancel() as unknown).catch(() => {}), left);
+        const cancel = setTimeout(() => cancelAtDatabase(query), left);
         const giveUp = setTimeout(() => answer(() => reject(new UnavailableError("The database did not answer in time; retry shortly"))), left + grace);
         try {
           return await query;
@@ -69,10 +72,26 @@ export class Db {
           clearTimeout(giveUp);
         }
       }, deadline, opts.signal).then((value) => {
+        dropLeadingHoles(value);
         this.lastSuccess = performance.now();
-        if (answered) this.options.late?.(opts.what ?? "statement");
+        if (answered) {
+          this.options.late?.(opts.what ?? "statement");
+          opts.late?.(value);
+        }
         answer(() => resolve(value));
       }, (error) => answer(() => reject(translate(error))));
     });
   }
+}
+
+/**
+ * postgres.js 3.4 does not reset its row counter when a statement fails after sending rows (a
+ * cancel or statement_timeout mid-stream), so the next statement on that connection resolves with
+ * as many empty slots before its rows (porsager/postgres#1119, #1181). The rows themselves are
+ * right; the slots go, in place (the result keeps `count` and `columns`).
+ */
+function dropLeadingHoles(rows: readonly unknown[]): void {
+  let holes = 0;
+  while (holes < rows.length && !(holes in rows)) holes++;
+  if (holes > 0) (rows as unknown[]).splice(0, holes);
 }

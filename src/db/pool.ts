@@ -1,3 +1,4 @@
+import { cancelAtDatabase } from "./cancel.ts";
 import postgres from "postgres";
 import { settings, type Config } from "../config.ts";
 
@@ -55,7 +56,7 @@ export async function healthCheck(sql: Sql, timeoutMs = 1000): Promise<boolean> 
   const query = sql`SELECT 1 AS ok`;
   const timeout = new Promise<false>((resolve) => {
     timer = setTimeout(() => {
-      query.cancel();
+      cancelAtDatabase(query);
       resolve(false);
     }, timeoutMs);
   });

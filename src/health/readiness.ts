@@ -1,3 +1,4 @@
+import { cancelAtDatabase } from "../db/cancel.ts";
 import type { Migration } from "../db/migrate.ts";
 import type { Sql } from "../db/pool.ts";
 
@@ -16,7 +17,7 @@ export async function readiness(sql: Sql, migrations: readonly Migration[], time
   const query = sql<{ version: number }[]>`SELECT version FROM schema_version`;
   const timeout = new Promise<Readiness>((resolve) => {
     timer = setTimeout(() => {
-      query.cancel();
+      cancelAtDatabase(query);
       resolve({ db_connected: false, schema_current: false });
     }, timeoutMs);
   });

@@ -42,7 +42,11 @@ export function createMetrics() {
     claimWaiting: new Gauge({ name: "aqm_claim_waiting", help: "Claims and count long-polls waiting for a stock change (wait_ms)", registers }),
     lateFinishes: new Counter({
       name: "aqm_db_late_finishes_total", labelNames: ["statement"], registers,
-      help: "Statements that finished after their answer was given up (a claim among them lost its coins)",
+      help: "Statements that finished after their answer was given up (a claim's coins then go back in stock: aqm_claim_coins_returned_total)",
+    }),
+    coinsReturned: new Counter({
+      name: "aqm_claim_coins_returned_total", labelNames: ["why"], registers,
+      help: "Coins put back in stock because their claim was never answered with them (late: finished after its 503; gone: the client left)",
     }),
     available: new Gauge({ name: "aqm_coins_available", help: "Unclaimed coins per tier (refreshed at most once a minute)", labelNames: tier, registers }),
   };

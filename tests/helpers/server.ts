@@ -5,6 +5,8 @@ export interface ServerProcess {
   proc: ReturnType<typeof Bun.spawn>;
   /** Every JSON line the process printed so far. */
   lines: Record<string, unknown>[];
+  /** What it wrote to stderr so far (drained, so a full pipe never blocks it). */
+  stderr: () => string;
   exited: Promise<number>;
 }
 
@@ -37,10 +39,14 @@ export async function startServer(env: Record<string, string>): Promise<ServerPr
       }
     }
   })();
+  let stderr = "";
+  void (async () => {
+    for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) stderr += new TextDecoder().decode(chunk);
+  })();
   const url = await Promise.race([listening, proc.exited.then((code) => {
     throw new Error(`server exited with ${code} before listening`);
   }), Bun.sleep(20_000).then(() => {
     throw new Error("server did not listen within 20 s");
   })]);
-  return { url, proc, lines, exited: proc.exited };
+  return { url, proc, lines, stderr: () => stderr, exited: proc.exited };
 }
