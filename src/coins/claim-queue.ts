@@ -84,7 +84,8 @@ export class ClaimQueue {
       this.options.queued?.(this.queue.length);
       if (batch.length === 0) continue;
       this.inFlight++;
-      void this.send(batch).finally(() => {
+      // a bug past the statement must answer its claims (500), not end the process (unhandled rejection)
+      void this.send(batch).catch((error) => batch.forEach((job) => job.reject(error))).finally(() => {
         this.inFlight--;
         this.pump();
       });

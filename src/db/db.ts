@@ -76,7 +76,11 @@ export class Db {
         this.lastSuccess = performance.now();
         if (answered) {
           this.options.late?.(opts.what ?? "statement");
-          opts.late?.(value);
+          try {
+            opts.late?.(value);
+          } catch (error) {
+            console.error(JSON.stringify({ time: new Date().toISOString(), level: "error", msg: "handling a late finish failed", statement: opts.what, error: String(error) }));
+          }
         }
         answer(() => resolve(value));
       }, (error) => answer(() => reject(translate(error))));
