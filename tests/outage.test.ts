@@ -168,7 +168,11 @@ test("a PostgreSQL that stops answering (frozen, connections open) gets every re
   await Bun.sleep(6000);
   for (const pid of cluster) process.kill(pid, "SIGCONT");
   const thawedAt = performance.now();
-  await waitFor(() => [0, 1].every((s) => answers.some((a) => a.server === s && a.status === 200 && a.start > thawedAt)), "a 200 from each instance", 10_000);
+  await waitFor(() => [0, 1].every((s) => answers.some((a) => a.server === s && a.status === 200 && a.start > thawedAt)), "a 200 from each instance", 10_000).catch((e) => {
+    const after = answers.filter((a) => a.start > thawedAt);
+    console.error("answers after the thaw by status, per instance:", JSON.stringify([0, 1].map((s) => after.filter((a) => a.server === s).reduce((m, a) => ({ ...m, [a.status]: (m[a.status] ?? 0) + 1 }), {} as Record<number, number>))), servers.map((s) => s.stderr()));
+    throw e;
+  });
   await stop();
 
   if (answers.some((a) => a.error)) console.error(`frozen ${frozenAt}–${thawedAt}; the servers' stderr:`, servers.map((s) => s.stderr()));
