@@ -5,6 +5,7 @@ import { loadAuthKeys, loadHashSecrets, type AuthKeys, type HashSecrets } from "
 import { ConfigError, loadConfig, unknownSettings, type Config } from "./config.ts";
 import { chooseDatabase, openDatabase, type Database } from "./db/open.ts";
 import { timeoutsBehindPooler } from "./db/pooler.ts";
+import { onUnhandledRejection } from "./db/stray-errors.ts";
 import { stopMaintenance } from "./maintenance/schedule.ts";
 
 const log = (line: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...line }));
@@ -55,6 +56,7 @@ function exit(code: number, message: string): never {
 
 /** Opens everything, serves with `serve`, and shuts down cleanly on SIGTERM/SIGINT. */
 export async function start(runtime: "bun" | "deno", serve: Serve): Promise<void> {
+  process.on("unhandledRejection", onUnhandledRejection);
   const { config, keys, hashSecrets } = await settings();
   const db = await database(config);
   if (config.AQM_DB_POOLER === "transaction") {

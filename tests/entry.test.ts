@@ -63,3 +63,25 @@ describe("bun run migrate while a server holds the embedded PostgreSQL", () => {
     expect(ours[0]).toStartWith(`aqm migrate: the embedded PostgreSQL in ${join(dataDir, "pg")} is already running (pid ${held.pid()}, port ${port})`);
   });
 });
+
+test("a PostgreSQL error postgres.js leaves unhandled (a new connection's type read timing out) is logged, and the process goes on; any other unhandled rejection still ends it", async () => {
+  const holder = await db.sql.reserve();
+  try {
+    await holder`BEGIN`;
+    await holder`LOCK TABLE pg_catalog.pg_type IN ACCESS EXCLUSIVE MODE`;
+    const script = "tests/helpers/stray-rejection.ts";
+    const stray = await run([script], { DATABASE_URL: db.directUrl });
+    expect(stray.code).toBe(0);
+    expect(stray.stdout).toContain("first statement: failed 57014");
+    expect(stray.stdout).toContain("still running");
+    const logged = stray.stderr.split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(logged.some((l) => l.code === "57014" && l.msg === "PostgreSQL error outside any request (a postgres.js connection set-up)")).toBe(true);
+
+    const bug = await run([script], { DATABASE_URL: db.directUrl, THEN_A_BUG: "1" });
+    expect(bug.code).toBe(1);
+    expect(bug.stderr).toContain("TypeError: a bug");
+  } finally {
+    await holder`ROLLBACK`;
+    holder.release();
+  }
+});
