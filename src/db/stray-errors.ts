@@ -1,17 +1,27 @@
 import postgres from "postgres";
 
+/** postgres.js's own codes for a connection that failed (its Errors.connection). */
+const connectionCodes = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT"]);
+
+/** A PostgreSQL error, a postgres.js connection error, or a socket's system error (it has a syscall). */
+function fromTheDatabase(reason: unknown): reason is { code: string; message: string } {
+  if (reason instanceof postgres.PostgresError) return true;
+  const { code, syscall } = (reason ?? {}) as { code?: unknown; syscall?: unknown };
+  return typeof code === "string" && (connectionCodes.has(code) || typeof syscall === "string");
+}
+
 /**
- * postgres.js (3.4) reads the array types on every new connection in a promise nobody handles:
- * when PostgreSQL stalls just then, statement_timeout (or a cancel) rejects it, and an unhandled
- * rejection ends a Bun or Deno process — one database stall took a server down that way in the
- * outage tests. The connection goes on serving its first statement either way. So a PostgreSQL
- * error nobody handled is logged (SQLSTATE and message) and the process goes on; any other
- * unhandled rejection is a bug and still ends it.
+ * postgres.js (3.4) leaves two promises of its own unhandled: the array-type read of every new
+ * connection (rejected when PostgreSQL stalls just then: statement_timeout) and the cancel
+ * request behind `query.cancel()` (rejected when PostgreSQL is down: ECONNREFUSED). An unhandled
+ * rejection ends a Bun or Deno process — each took a server down in the outage tests. Such an
+ * error is logged (its code and message) and the process goes on: the statements concerned get
+ * their own answers. Any other unhandled rejection is a bug and still ends the process.
  */
 export function onUnhandledRejection(reason: unknown): void {
-  if (reason instanceof postgres.PostgresError) {
+  if (fromTheDatabase(reason)) {
     console.error(JSON.stringify({
-      time: new Date().toISOString(), level: "warn", msg: "PostgreSQL error outside any request (a postgres.js connection set-up)",
+      time: new Date().toISOString(), level: "warn", msg: "database error outside any request (postgres.js)",
       code: reason.code, error: reason.message,
     }));
     return;
