@@ -126,6 +126,7 @@ export class ClaimQueue {
     const items = batch.map((j) => j.item);
     const deadline = Math.min(performance.now() + this.db.waitMs, ...batch.map((j) => this.deadlineOf(j)));
     let outcomes: ClaimOutcome[];
+    let left: Set<number>;
     const started = performance.now();
     try {
       const rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare), {
@@ -133,7 +134,8 @@ export class ClaimQueue {
       });
       this.options.sent?.(items.length, (performance.now() - started) / 1000);
       outcomes = outcomesOf(rows, items.length);
-      const left = new Set(batch.flatMap((job, i) => (job.signal?.aborted ? [i] : [])));
+      // a client that left while its claim ran gets nothing: its coins go back (a keyed claim keeps its answer for the retry)
+      left = new Set(batch.flatMap((job, i) => (job.signal?.aborted && job.item.ref === null ? [i] : [])));
       if (left.size) this.giveBack(items, rows, left, "gone");
     } catch (error) {
       // a deadlock or serialization failure rolled the whole statement back: each claim runs again
@@ -143,7 +145,7 @@ export class ClaimQueue {
     }
     this.again(batch.filter((job, i) => {
       const outcome = outcomes[i]!;
-      if (outcome.status === "ok" && job.signal?.aborted && job.item.ref === null) job.reject(gone());
+      if (outcome.status === "ok" && left.has(i)) job.reject(gone());
       else if (outcome.status !== "retry") job.resolve(outcome);
       return outcome.status === "retry";
     }));

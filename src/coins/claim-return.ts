@@ -30,11 +30,10 @@ refunded AS (
     SELECT array_agg(CASE WHEN b.h = r.h THEN greatest(0, b.c - r.n) ELSE b.c END ORDER BY b.o)
     FROM unnest(q.hours, q.counts) WITH ORDINALITY AS b(h, c, o))
   FROM refund r WHERE q.pair = r.pair
-  RETURNING q.pair
 ),
 notified AS (SELECT pg_notify('aqm_stock', u.user_id::text) FROM (SELECT DISTINCT user_id FROM back) u)
-SELECT (SELECT count(*) FROM freed)::int AS returned, (SELECT count(*) FROM refunded)::int AS pairs,
-       (SELECT count(*) FROM notified)::int AS notified`;
+-- (the UPDATEs run unread; notified, a plain SELECT, runs only when read)
+SELECT (SELECT count(*) FROM freed)::int AS returned, (SELECT count(*) FROM notified)::int AS notified`;
 
 /** The coins of `rows` taken for the requests at `unanswered` (indexes into `items`) that a return may give back. */
 export function returnable(items: readonly ClaimItem[], rows: readonly ClaimRow[], unanswered: ReadonlySet<number>) {
