@@ -1,6 +1,6 @@
 import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "../src/coins/claim-batch.ts";
+import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "../src/claims/batch.ts";
 import type { Tier, TierCounts } from "../src/coins/tiers.ts";
 import type { Sql } from "../src/db/pool.ts";
 import { testClaims } from "./helpers/claims.ts";

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, spyOn, test } from "bun:test";
 import { connect } from "node:net";
-import { claimKeys } from "../src/coins/claim-keys.ts";
+import { claimKeys } from "../src/claims/keys.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { call, makeApp, newUser, testHashSecrets, type TestApp, type User } from "./helpers/app.ts";
 import { makeCoin, makeCoins } from "./helpers/coins.ts";

@@ -71,7 +71,7 @@ export interface HashSecrets {
 }
 
 /**
- * The key of the keyed hashes kept in the database (claim-keys.ts). Production needs
+ * The key of the keyed hashes kept in the database (claims/keys.ts). Production needs
  * AQM_HASH_SECRET, shared by every instance; development creates one in the data directory.
  */
 export function loadHashSecrets(config: Config): HashSecrets {

@@ -21,7 +21,7 @@ export interface CoinsDeps {
   holdOpen?: (request: Request, seconds: number) => void;
 }
 
-/** Upload, count and last-resort coins: the owner's side (claims are in claim-controller.ts). */
+/** Upload, count and last-resort coins: the owner's side (claims are in ../claims/controller.ts). */
 export const coinsController = ({ coins, countWatch, verify, throttle, metrics, config, holdOpen }: CoinsDeps) =>
   new Elysia({ prefix: "/v1/coins" })
     .use(authenticated(verify))

@@ -1,5 +1,5 @@
 import type { Sql } from "../db/pool.ts";
-import { quotaUsed } from "./claim-sql.ts";
+import { quotaUsed } from "../claims/statement.ts";
 
 /** Rows per maintenance DELETE, so no statement holds its locks for long. */
 export const maintenanceBatch = 5000;

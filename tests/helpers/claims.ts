@@ -1,6 +1,6 @@
-import { claimKeys } from "../../src/coins/claim-keys.ts";
-import { ClaimQueue } from "../../src/coins/claim-queue.ts";
-import { claimService, type ClaimRequest } from "../../src/coins/claims.ts";
+import { claimKeys } from "../../src/claims/keys.ts";
+import { ClaimQueue } from "../../src/claims/queue.ts";
+import { claimService, type ClaimRequest } from "../../src/claims/service.ts";
 import { StockEvents } from "../../src/coins/stock-events.ts";
 import { tiers, type Tier, type TierCounts } from "../../src/coins/tiers.ts";
 import { Db } from "../../src/db/db.ts";

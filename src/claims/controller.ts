@@ -5,9 +5,9 @@ import { ValidationError } from "../errors.ts";
 import { problemResponses } from "../http/openapi.ts";
 import type { Throttle } from "../rate-limit/throttle.ts";
 import { countClaim, type Metrics } from "../metrics/registry.ts";
-import type { ClaimResult, ClaimService } from "./claims.ts";
-import { ClaimBody, ClaimResult as ClaimResultSchema, FetchQuery, FetchResult } from "./model.ts";
-import { tiers, wireLimits, type TierCounts } from "./tiers.ts";
+import type { ClaimResult, ClaimService } from "./service.ts";
+import { ClaimBody, ClaimResult as ClaimResultSchema, FetchQuery, FetchResult } from "../coins/model.ts";
+import { tiers, wireLimits, type TierCounts } from "../coins/tiers.ts";
 
 export interface ClaimRoutesDeps {
   claims: ClaimService;

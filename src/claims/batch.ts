@@ -1,7 +1,7 @@
 import type { Sql } from "../db/pool.ts";
-import { claimColumns, claimStatementText } from "./claim-sql.ts";
-import type { ServedCoin } from "./model.ts";
-import { tiers, type TierCounts } from "./tiers.ts";
+import { claimColumns, claimStatementText } from "./statement.ts";
+import type { ServedCoin } from "../coins/model.ts";
+import { tiers, type TierCounts } from "../coins/tiers.ts";
 
 /** One claim as the statement sees it. */
 export interface ClaimItem {
@@ -64,7 +64,7 @@ const served = ({ key_id, coin_category, public_key_b64, signature_b64, lr }: Cl
   lr ? { key_id, coin_category, public_key_b64, signature_b64, last_resort: true } : { key_id, coin_category, public_key_b64, signature_b64 };
 
 /**
- * The claim statement for `items` (see claim-sql.ts); `outcomesOf` reads its rows. `quota` is the
+ * The claim statement for `items` (see statement.ts); `outcomesOf` reads its rows. `quota` is the
  * pair quota, or null when it is off; `prepare: false` behind a transaction-mode pooler.
  */
 export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, prepare = true) {

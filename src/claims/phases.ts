@@ -1,5 +1,5 @@
 /**
- * The picking part of the claim statement (claim-sql.ts): demand per tier, then three phases —
+ * The picking part of the claim statement (statement.ts): demand per tier, then three phases —
  * each tier from its own stock, GOLD's shortfall from SILVER, then from BRONZE before SILVER's —
  * then the last-resort coins and each request's tally. Reads the CTEs `grant_` and `req`.
  */

@@ -1,10 +1,10 @@
 import { IdempotencyMismatchError, RateLimitedError, UnavailableError } from "../errors.ts";
-import type { ClaimOutcome } from "./claim-batch.ts";
-import type { ClaimKeys } from "./claim-keys.ts";
-import type { ClaimQueue } from "./claim-queue.ts";
-import type { ServedCoin } from "./model.ts";
-import type { StockEvents } from "./stock-events.ts";
-import type { TierCounts } from "./tiers.ts";
+import type { ClaimOutcome } from "./batch.ts";
+import type { ClaimKeys } from "./keys.ts";
+import type { ClaimQueue } from "./queue.ts";
+import type { ServedCoin } from "../coins/model.ts";
+import type { StockEvents } from "../coins/stock-events.ts";
+import type { TierCounts } from "../coins/tiers.ts";
 
 export interface ClaimRequest {
   requester: string;

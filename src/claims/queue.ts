@@ -2,8 +2,8 @@ import type { Db } from "../db/db.ts";
 import { isConflict } from "../db/errors.ts";
 import { gone } from "../db/gate.ts";
 import { UnavailableError } from "../errors.ts";
-import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome, type ClaimRow } from "./claim-batch.ts";
-import { returnable, returnCoins } from "./claim-return.ts";
+import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome, type ClaimRow } from "./batch.ts";
+import { returnable, returnCoins } from "./return.ts";
 
 interface Job {
   item: ClaimItem;
@@ -37,7 +37,7 @@ export interface ClaimQueueOptions {
 const MAX_ATTEMPTS = 5;
 
 /**
- * Merges concurrent claims into one statement (claim-sql.ts). At low load a claim goes out at
+ * Merges concurrent claims into one statement (statement.ts). At low load a claim goes out at
  * once (alone); under load, claims queue behind the statements already running and leave
  * together with the next one — no timer, no added delay. With the pair quota on, a batch holds at
  * most one claim per pair and per idempotency key: the others wait for the next statement, which
@@ -50,7 +50,7 @@ const MAX_ATTEMPTS = 5;
  * their deadline or whose client has gone are answered and dropped; the statement carries the
  * earliest deadline of its claims and is cancelled (rolled back) when it passes. When the cancel
  * cannot reach PostgreSQL (frozen, or too late) and the statement commits after its claims were
- * answered 503, or a client leaves while its claim runs, the coins go back in stock (claim-return.ts).
+ * answered 503, or a client leaves while its claim runs, the coins go back in stock (return.ts).
  */
 export class ClaimQueue {
   private queue: Job[] = [];

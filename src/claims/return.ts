@@ -1,5 +1,5 @@
 import type { Db } from "../db/db.ts";
-import type { ClaimItem, ClaimRow } from "./claim-batch.ts";
+import type { ClaimItem, ClaimRow } from "./batch.ts";
 
 /**
  * Coins a claim statement took for requests that were never answered with them: the statement

@@ -1,4 +1,4 @@
-import { phases } from "./claim-phases.ts";
+import { phases } from "./phases.ts";
 
 /**
  * The claim statement: one statement and one commit serve a whole batch of claims — any mix of
