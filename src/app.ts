@@ -17,7 +17,7 @@ import { Db } from "./db/db.ts";
 import { ConnectionGate } from "./db/gate.ts";
 import { listMigrations } from "./db/migrate.ts";
 import { listen } from "./db/notifications.ts";
-import type { Sql } from "./db/pool.ts";
+import { SESSION_POOL_MAX, type Sql } from "./db/pool.ts";
 import { healthController } from "./health/controller.ts";
 import { jsonBody } from "./http/body.ts";
 import { bodyGate } from "./http/body-gate.ts";
@@ -37,10 +37,10 @@ export interface AppDeps {
   keys: AuthKeys;
   hashSecrets: HashSecrets;
   /**
-   * Session connections to the same database, for the maintenance lock and LISTEN (default: `sql`).
-   * Behind a transaction-mode pooler, a direct connection (AQM_DATABASE_DIRECT_URL).
+   * The session pool (SESSION_POOL_MAX connections of its own), for the maintenance lock and
+   * LISTEN; behind a transaction-mode pooler, on a direct connection (AQM_DATABASE_DIRECT_URL).
    */
-  session?: Sql;
+  session: Sql;
   /** Start the maintenance cron jobs with the app (the entry point does; tests mostly don't). */
   maintenance?: boolean;
   /** The clock tokens are checked against, ms (tests move it). */
@@ -54,7 +54,7 @@ export interface AppDeps {
  * `Deno.serve(app.fetch)`; Bun-only concerns (embedded PostgreSQL, signals) live in index.ts.
  * `app.decorator.aqm.close()` answers waiting requests and closes the notification listener.
  */
-export function createApp({ sql, session = sql, config, keys, hashSecrets, maintenance = false, now, holdOpen }: AppDeps) {
+export function createApp({ sql, session, config, keys, hashSecrets, maintenance = false, now, holdOpen }: AppDeps) {
   const metrics = createMetrics();
   const gate = new ConnectionGate(config.AQM_DB_POOL_MAX, config.AQM_DB_POOL_QUEUE_MAX, {
     changed: ({ inUse, waiting }) => {
@@ -70,6 +70,8 @@ export function createApp({ sql, session = sql, config, keys, hashSecrets, maint
       console.error(JSON.stringify({ time: new Date().toISOString(), level: "warn", msg: "statement finished after its answer was given up", statement }));
     },
   });
+  // the session pool's own gate: a maintenance run holds a connection, the tick and the other job share the rest
+  const sessionDb = new Db(session, new ConnectionGate(SESSION_POOL_MAX, 16), { waitMs: config.AQM_DB_POOL_WAIT_MS, prepare: true });
   const quota = config.AQM_RATE_LIMITS === "on" ? config.AQM_PAIR_QUOTA : null;
   const events = new StockEvents((message, ready) => listen(session, "aqm_stock", message, ready), (n) => metrics.claimWaiting.set(n));
   const queue = new ClaimQueue(db, {
@@ -79,8 +81,9 @@ export function createApp({ sql, session = sql, config, keys, hashSecrets, maint
       metrics.claimBatch.observe(claims);
       metrics.claimStatement.observe(seconds);
     },
-    returned: ({ coins, why, failed }) => {
+    returned: ({ coins, refunded, why, failed }) => {
       metrics.coinsReturned.inc({ why }, coins);
+      metrics.quotaRefunded.inc({ why }, refunded);
       if (failed) {
         console.error(JSON.stringify({
           time: new Date().toISOString(), level: "error", msg: "coins of an unanswered claim could not be put back in stock", why, coins: failed.coins, error: String(failed.error),
@@ -97,7 +100,8 @@ export function createApp({ sql, session = sql, config, keys, hashSecrets, maint
   const claimBoundMs = config.AQM_DB_POOL_WAIT_MS + 250;
 
   const app = new Elysia({ normalize: false }) // unknown properties are a 422, not silently dropped
-    .decorate("aqm", { close: () => events.close() })
+    // close: answer waiting requests; settle: wait (bounded) for claim statements and coin returns in progress
+    .decorate("aqm", { close: () => events.close(), settle: (ms: number) => queue.settle(ms) })
     .use(requestLog(config.AQM_LOG === "on"))
     .use(httpMetrics(metrics))
     .use(problemHandler)
@@ -106,12 +110,12 @@ export function createApp({ sql, session = sql, config, keys, hashSecrets, maint
     }))
     .use(jsonBody(wireLimits.requestBodyBytes))
     .use(docs({ problemExamples: coinProblemExamples, upload: { path: "/v1/coins/upload", exampleKeyIds: [exampleCoin.key_id] } }))
-    .use(healthController(sql, listMigrations()))
+    .use(healthController(db, listMigrations()))
     .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
     .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: rateLimit, metrics, config, holdOpen }))
     .use(claimController({ claims, verify, throttle: rateLimit, metrics, holdOpen }))
-    .use(adminController({ session, config, verify, throttle: rateLimit, metrics }));
-  const built = maintenance ? app.use(maintenanceSchedule({ sql: session, config, metrics })) : app;
+    .use(adminController({ session: sessionDb, config, verify, throttle: rateLimit, metrics }));
+  const built = maintenance ? app.use(maintenanceSchedule({ db: sessionDb, config, metrics })) : app;
   // app.fetch (and app.handle, which calls it) route every request, whatever its Host header, with CORS when configured
   Object.defineProperty(built, "fetch", { value: withCors(withRoutableHost(built.fetch), config.AQM_CORS_ORIGINS), configurable: true, writable: true });
   return built;

@@ -4,7 +4,7 @@ import { createApp, type App } from "./app.ts";
 import { loadAuthKeys, loadHashSecrets, type AuthKeys, type HashSecrets } from "./auth/keys.ts";
 import { ConfigError, loadConfig, unknownSettings, type Config } from "./config.ts";
 import { chooseDatabase, openDatabase, type Database } from "./db/open.ts";
-import { timeoutsBehindPooler } from "./db/pooler.ts";
+import { poolerBehind, startupParameterRefused, timeoutsBehindPooler } from "./db/pooler.ts";
 import { onUnhandledRejection } from "./db/stray-errors.ts";
 import { stopMaintenance } from "./maintenance/schedule.ts";
 
@@ -41,12 +41,23 @@ async function settings(): Promise<{ config: Config; keys: AuthKeys; hashSecrets
 
 /** The database, migrated; one that cannot be opened ends the process with a one-line message (exit 1). */
 async function database(config: Config): Promise<Database> {
+  let db: Database;
   try {
-    return await openDatabase(config);
+    db = await openDatabase(config);
   } catch (error) {
-    const { message, code } = error as { message?: string; code?: string };
-    exit(1, `aqm: cannot open the database${code ? ` (${code})` : ""}: ${message ?? String(error)}`);
+    const { message, code, name } = error as { message?: string; code?: string; name?: string };
+    if (name === "NotCapable" && !config.DATABASE_URL) {
+      exit(1, "aqm: cannot open the database: the embedded PostgreSQL (no DATABASE_URL) needs file and process access, "
+        + "which deno task start does not allow: set DATABASE_URL, or use deno task dev");
+    }
+    exit(1, startupParameterRefused(error) ?? `aqm: cannot open the database${code ? ` (${code})` : ""}: ${message ?? String(error)}`);
   }
+  const pooler = config.DATABASE_URL && config.AQM_DB_POOLER === "none" ? await poolerBehind(config.DATABASE_URL, config) : undefined;
+  if (pooler) {
+    await db.close(1);
+    exit(1, pooler);
+  }
+  return db;
 }
 
 function exit(code: number, message: string): never {

@@ -18,8 +18,9 @@ beforeEach(async () => {
   await db.sql`TRUNCATE coin_inventory, maintenance_tick, claimed_key`;
 });
 
-function deps(lines: Record<string, unknown>[] = [], sql = db.sql, table?: JobDeps["table"]): JobDeps {
-  return { sql, config: loadConfig({}), metrics: createMetrics(), log: (l) => lines.push(l), table };
+/** A session gate as wide as its pool, as the app gives the maintenance runs. */
+function deps(lines: Record<string, unknown>[] = [], sql = db.session, table?: JobDeps["table"], size = 2): JobDeps {
+  return { db: testDb(sql, { size }), config: loadConfig({}), metrics: createMetrics(), log: (l) => lines.push(l), table };
 }
 const upload = (owner: string, coins: ReturnType<typeof makeCoins>) => coinService(testDb(db.sql)).uploadCoins(owner, coins);
 const runJob = (d: JobDeps, job: keyof typeof jobs, tick: Date, minGapMs = 500) => runTick(d, job, tick, minGapMs);
@@ -79,9 +80,9 @@ test("a job runs with a pool of one connection (its deletes use the connection h
   try {
     await upload(randomUUID(), makeCoins(3));
     await db.sql`UPDATE coin_inventory SET uploaded_at = now() - interval '31 days'`;
-    const result = await Promise.race([runJob(deps([], single), "purge-stale", new Date(9_000_000)), new Promise((r) => setTimeout(r, 5_000, "hung"))]);
+    const result = await Promise.race([runJob(deps([], single, undefined, 1), "purge-stale", new Date(9_000_000)), new Promise((r) => setTimeout(r, 5_000, "hung"))]);
     expect(result).toBe("ok");
-    expect(await runJob(deps([], single), "hard-delete", new Date(9_000_000))).toBe("ok");
+    expect(await runJob(deps([], single, undefined, 1), "hard-delete", new Date(9_000_000))).toBe("ok");
   } finally {
     await single.end({ timeout: 1 });
   }

@@ -2,7 +2,7 @@ import { Elysia, t } from "elysia";
 import { authenticated } from "../auth/plugin.ts";
 import { requireAdmin, type TokenVerifier } from "../auth/jwt.ts";
 import type { Config } from "../config.ts";
-import type { Sql } from "../db/pool.ts";
+import type { Db } from "../db/db.ts";
 import { UnavailableError } from "../errors.ts";
 import { problemResponses } from "../http/openapi.ts";
 import type { Throttle } from "../rate-limit/throttle.ts";
@@ -27,8 +27,8 @@ export const HardDeleteBody = t.Optional(t.Object({
 const Deleted = t.Object({ deleted: t.Integer({ minimum: 0 }) }, { description: "Rows this run deleted", examples: [{ deleted: 120 }] });
 
 export interface AdminDeps {
-  /** Session connections: a run holds its job's advisory lock on one of them. */
-  session: Sql;
+  /** The session pool's: a run holds its job's advisory lock on one of its connections. */
+  session: Db;
   config: Config;
   verify: TokenVerifier;
   throttle: Throttle;
@@ -38,7 +38,7 @@ export interface AdminDeps {
 /** The maintenance jobs on demand: the same runs as the cron schedule, with the same defaults and lock. */
 export const adminController = ({ session, config, verify, throttle, metrics }: AdminDeps) => {
   const run = async (job: JobName, params: JobParams) => {
-    const { result, deleted } = await runJob({ sql: session, config, metrics }, job, params, { by: "admin" }, true);
+    const { result, deleted } = await runJob({ db: session, config, metrics }, job, params, { by: "admin" }, true);
     if (result === "skipped") throw new UnavailableError(`A run of ${job} is in progress; retry shortly`, 5);
     return { deleted };
   };
@@ -60,6 +60,6 @@ export const adminController = ({ session, config, verify, throttle, metrics }: 
       body: HardDeleteBody,
       parse: "json",
       response: { 200: Deleted, ...problemResponses(400, 401, 403, 415, 422, 429, 503) },
-      detail: { tags: ["admin"], summary: "Run the hard-delete job now: claimed coins (and who claimed them) older than grace_hours, replay records, spent quota rows" },
+      detail: { tags: ["admin"], summary: "Run the hard-delete job now: claimed coins (and who claimed them) older than grace_hours, replay records, spent quota rows and quota refunds" },
     });
 };

@@ -29,14 +29,31 @@ function algorithmOf(pem: string): AsymmetricAlg {
   throw new ConfigError(`AQM_JWT_PUBLIC_KEY has key type ${type}; expected Ed25519, P-256 or RSA`);
 }
 
-/** A development secret: created once in the data directory, reused across restarts. */
-export function developmentSecret(dataDir: string, name = "jwt-secret"): Uint8Array {
+/**
+ * A development secret: created once in the data directory, reused across restarts. `stands in`
+ * names the settings it replaces: when the file cannot be made (Deno without file access, as
+ * `deno task start` runs; an unwritable AQM_DATA_DIR) the ConfigError says what to set instead.
+ */
+export function developmentSecret(dataDir: string, name = "jwt-secret", standsIn = "AQM_JWT_SECRET"): Uint8Array {
   const file = join(dataDir, name);
-  if (!existsSync(file)) {
-    mkdirSync(dataDir, { recursive: true });
-    writeFileSync(file, randomBytes(32).toString("base64url") + "\n", { mode: 0o600 });
+  try {
+    if (!existsSync(file)) {
+      mkdirSync(dataDir, { recursive: true });
+      writeFileSync(file, randomBytes(32).toString("base64url") + "\n", { mode: 0o600 });
+    }
+    return new TextEncoder().encode(readFileSync(file, "utf8").trim());
+  } catch (error) {
+    const { name: kind, message } = error as Error;
+    const unset = standsIn === "AQM_JWT_SECRET" ? "neither AQM_JWT_SECRET nor AQM_JWT_PUBLIC_KEY is set" : `${standsIn} is not set`;
+    const set = standsIn === "AQM_JWT_SECRET" ? "set AQM_JWT_SECRET (at least 32 characters) or AQM_JWT_PUBLIC_KEY" : `set ${standsIn} (at least 32 characters)`;
+    // Deno 2 names a missing --allow-read/--allow-write NotCapable (PermissionDenied before)
+    if (kind === "NotCapable" || kind === "PermissionDenied") {
+      throw new ConfigError(`${unset}, and the development stand-in ${file} needs file access, which deno task start does not allow: `
+        + `${set}, or use deno task dev, which allows the file`);
+    }
+    throw new ConfigError(`${unset}, and the development stand-in ${file} cannot be created (${message}): `
+      + `${set}, or point AQM_DATA_DIR at a writable directory`);
   }
-  return new TextEncoder().encode(readFileSync(file, "utf8").trim());
 }
 
 /**
@@ -81,5 +98,5 @@ export function loadHashSecrets(config: Config): HashSecrets {
   if (config.NODE_ENV === "production") {
     throw new ConfigError("NODE_ENV=production needs AQM_HASH_SECRET (at least 32 bytes, the same on every instance)");
   }
-  return { current: developmentSecret(config.AQM_DATA_DIR, "hash-secret"), previous };
+  return { current: developmentSecret(config.AQM_DATA_DIR, "hash-secret", "AQM_HASH_SECRET"), previous };
 }

@@ -32,8 +32,11 @@ export type ClaimOutcome =
   /** Lost a race this statement cannot settle (a pair or key taken concurrently): run it again. */
   | { status: "retry" };
 
+/** What a claim is finally answered with: the queue runs a "retry" again itself. */
+export type SettledOutcome = Exclude<ClaimOutcome, { status: "retry" }>;
+
 export interface ClaimRow {
-  /** c: a coin; m: a request's status; n: owners notified (ignored) */
+  /** c: a coin; m: a request's status; n: the statement's (owners notified, its time) */
   k: "c" | "m" | "n";
   idx: number;
   record_id: string | null;
@@ -46,7 +49,7 @@ export interface ClaimRow {
   short: TierCounts;
   remaining: number;
   retry_after: number | null;
-  /** 'm': the statement's now(), the fetched_at of the coins it took (as text: microseconds intact). */
+  /** 'n': the statement's now(), the fetched_at of the coins it took (as text: microseconds intact). */
   at: string | null;
 }
 
@@ -81,14 +84,20 @@ export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, p
   return sql.unsafe<ClaimRow[]>(quota === null ? texts.open : texts.quota, params as never[], { prepare });
 }
 
-export function outcomesOf(rows: readonly ClaimRow[], n: number): ClaimOutcome[] {
+/**
+ * Each request's outcome, in request order; undefined where the statement returned no status row
+ * for it (a defect: the queue answers it with an error and gives its coins back).
+ */
+export function outcomesOf(rows: readonly ClaimRow[], n: number): (ClaimOutcome | undefined)[] {
   const coins: ClaimRow[][] = Array.from({ length: n }, () => []);
-  const meta: ClaimRow[] = new Array(n);
+  const meta: (ClaimRow | undefined)[] = new Array(n).fill(undefined);
   for (const row of rows) {
+    if (row.idx < 0 || row.idx >= n) continue;
     if (row.k === "c") coins[row.idx]!.push(row);
     else if (row.k === "m") meta[row.idx] = row;
   }
-  return meta.map((m, idx): ClaimOutcome => {
+  return meta.map((m, idx): ClaimOutcome | undefined => {
+    if (m === undefined) return undefined;
     switch (m.status) {
       case "ok":
         return { status: "ok", coins: coins[idx]!.sort(order).map(served), short: m.short, remaining: m.remaining };

@@ -1,16 +1,16 @@
 import type { Db } from "../db/db.ts";
 import { isConflict } from "../db/errors.ts";
 import { gone } from "../db/gate.ts";
-import { UnavailableError } from "../errors.ts";
-import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome, type ClaimRow } from "./batch.ts";
-import { returnable, returnCoins } from "./return.ts";
+import { InternalError, UnavailableError } from "../errors.ts";
+import { claimQuery, outcomesOf, type ClaimItem, type ClaimRow, type SettledOutcome } from "./batch.ts";
+import { returnable, returnCoins, returnSize } from "./return.ts";
 
 interface Job {
   item: ClaimItem;
   queuedAt: number;
   signal?: AbortSignal;
   attempts: number;
-  resolve: (outcome: ClaimOutcome) => void;
+  resolve: (outcome: SettledOutcome) => void;
   reject: (error: unknown) => void;
 }
 
@@ -29,9 +29,12 @@ export interface ClaimQueueOptions {
   queued?: (n: number) => void;
   /** Reports each statement: claims in it and seconds it took (metrics). */
   sent?: (claims: number, seconds: number) => void;
-  /** Reports coins put back in stock because their claim was never answered with them. */
-  returned?: (report: { coins: number; why: "late" | "gone"; failed?: { coins: number; error: unknown } }) => void;
+  /** Reports coins put back in stock (and quota refunded) because their claim was never answered with them. */
+  returned?: (report: { coins: number; refunded: number; why: ReturnReason; failed?: { coins: number; error: unknown } }) => void;
 }
+
+/** Why a claim's coins went back: its statement finished after its 503, its client left, or its result could not be read. */
+export type ReturnReason = "late" | "gone" | "failed";
 
 /** A claim that lost a race this many times in a row gets a 503 instead of another attempt. */
 const MAX_ATTEMPTS = 5;
@@ -54,6 +57,7 @@ const MAX_ATTEMPTS = 5;
  */
 export class ClaimQueue {
   private queue: Job[] = [];
+  private readonly returning = new Set<Promise<void>>();
   private inFlight = 0;
   private readonly maxBatch: number;
   private readonly maxQueued: number;
@@ -65,11 +69,7 @@ export class ClaimQueue {
     this.minBudgetMs = options.minBudgetMs ?? 50;
   }
 
-  get length(): number {
-    return this.queue.length;
-  }
-
-  claim(item: ClaimItem, signal?: AbortSignal): Promise<ClaimOutcome> {
+  claim(item: ClaimItem, signal?: AbortSignal): Promise<SettledOutcome> {
     if (this.queue.length >= this.maxQueued) return Promise.reject(new UnavailableError("The server is at capacity; retry shortly"));
     return new Promise((resolve, reject) => {
       this.queue.push({ item, queuedAt: performance.now(), signal, attempts: 0, resolve, reject });
@@ -125,37 +125,73 @@ export class ClaimQueue {
   private async send(batch: Job[]): Promise<void> {
     const items = batch.map((j) => j.item);
     const deadline = Math.min(performance.now() + this.db.waitMs, ...batch.map((j) => this.deadlineOf(j)));
-    let outcomes: ClaimOutcome[];
-    let left: Set<number>;
     const started = performance.now();
+    let rows: ClaimRow[];
     try {
-      const rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare), {
+      rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare), {
         deadline, what: "claim", late: (late) => this.giveBack(items, late, new Set(items.keys()), "late"),
       });
-      this.options.sent?.(items.length, (performance.now() - started) / 1000);
-      outcomes = outcomesOf(rows, items.length);
-      // a client that left while its claim ran gets nothing: its coins go back (a keyed claim keeps its answer for the retry)
-      left = new Set(batch.flatMap((job, i) => (job.signal?.aborted && job.item.ref === null ? [i] : [])));
-      if (left.size) this.giveBack(items, rows, left, "gone");
     } catch (error) {
       // a deadlock or serialization failure rolled the whole statement back: each claim runs again
       if (isConflict(error)) this.again(batch);
       else for (const job of batch) job.reject(error);
       return;
     }
-    this.again(batch.filter((job, i) => {
-      const outcome = outcomes[i]!;
-      if (outcome.status === "ok" && left.has(i)) job.reject(gone());
-      else if (outcome.status !== "retry") job.resolve(outcome);
-      return outcome.status === "retry";
-    }));
+    // Committed. From here on a claim not answered with its coins gives them back: its client
+    // left (a keyed claim keeps its answer for the retry), its status row is missing, or reading
+    // the result failed.
+    const answered = new Set<number>();
+    try {
+      this.options.sent?.(items.length, (performance.now() - started) / 1000);
+      const outcomes = outcomesOf(rows, items.length);
+      const left = new Set<number>();
+      const missing = new Set<number>();
+      const retry: Job[] = [];
+      batch.forEach((job, i) => {
+        const outcome = outcomes[i];
+        if (outcome === undefined) missing.add(i);
+        else if (outcome.status === "retry") retry.push(job);
+        else if (outcome.status === "ok" && job.signal?.aborted && job.item.ref === null) left.add(i);
+        else {
+          answered.add(i);
+          job.resolve(outcome);
+        }
+      });
+      for (const i of left) batch[i]!.reject(gone());
+      for (const i of missing) batch[i]!.reject(new InternalError("ClaimStatusMissing", "the claim statement returned no status row for a claim"));
+      this.giveBack(items, rows, left, "gone");
+      this.giveBack(items, rows, missing, "failed");
+      this.again(retry);
+    } catch (error) {
+      const unanswered = new Set([...items.keys()].filter((i) => !answered.has(i)));
+      for (const i of unanswered) batch[i]!.reject(error);
+      this.giveBack(items, rows, unanswered, "failed");
+    }
   }
 
-  private giveBack(items: ClaimItem[], rows: readonly ClaimRow[], unanswered: Set<number>, why: "late" | "gone"): void {
-    const coins = returnable(items, rows, unanswered);
-    if (coins.length) {
-      void returnCoins(this.db, coins).then((n) => this.options.returned?.({ coins: n, why }), (error) => this.options.returned?.({ coins: 0, why, failed: { coins: coins.length, error } }));
+  private giveBack(items: ClaimItem[], rows: readonly ClaimRow[], unanswered: ReadonlySet<number>, why: ReturnReason): void {
+    if (unanswered.size === 0) return;
+    const back = returnable(items, rows, unanswered);
+    const coins = returnSize(back);
+    if (coins === 0) return;
+    const done = returnCoins(this.db, back).then(
+      ({ returned, refunded }) => this.options.returned?.({ coins: returned, refunded, why }),
+      (error) => this.options.returned?.({ coins: 0, refunded: 0, why, failed: { coins, error } }),
+    ).finally(() => this.returning.delete(done));
+    this.returning.add(done);
+  }
+
+  /**
+   * Resolves once no claim statement runs at the database and no return is in progress (then
+   * true), or after `ms` (false): what shutdown waits for before it closes the pool.
+   */
+  async settle(ms: number): Promise<boolean> {
+    const until = performance.now() + ms;
+    while (this.db.gate.stats.inUse > 0 || this.returning.size > 0) {
+      if (performance.now() >= until) return false;
+      await Promise.race([Promise.all(this.returning), new Promise((resolve) => setTimeout(resolve, 10))]);
     }
+    return true;
   }
 
   /** Claims that lost a race go back to the head of the queue, a few times at most. */

@@ -1,5 +1,5 @@
 import { IdempotencyMismatchError, RateLimitedError, UnavailableError } from "../errors.ts";
-import type { ClaimOutcome } from "./batch.ts";
+import type { SettledOutcome } from "./batch.ts";
 import type { ClaimKeys } from "./keys.ts";
 import type { ClaimQueue } from "./queue.ts";
 import type { ServedCoin } from "../coins/model.ts";
@@ -73,7 +73,7 @@ export function claimService({ queue, keys, events, quota, quotaRejected }: Clai
   };
 }
 
-function settle(outcome: ClaimOutcome, quota: number | null, quotaRejected?: () => void): ClaimResult {
+function settle(outcome: SettledOutcome, quota: number | null, quotaRejected?: () => void): ClaimResult {
   switch (outcome.status) {
     case "ok":
       return { coins: outcome.coins, short: outcome.short, remaining: quota === null ? undefined : outcome.remaining, replayed: false };
@@ -84,8 +84,6 @@ function settle(outcome: ClaimOutcome, quota: number | null, quotaRejected?: () 
     case "quota":
       quotaRejected?.();
       throw new RateLimitedError(`At most ${quota} coins of one user may be claimed per 24 hours`, outcome.retryAfterS);
-    default:
-      throw new UnavailableError("The claim could not be settled; retry shortly");
   }
 }
 

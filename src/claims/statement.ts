@@ -140,7 +140,7 @@ const coinOut = (c: string) =>
   `${c}.key_id, ${c}.coin_category, translate(encode(${c}.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64, `
   + `translate(encode(${c}.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
 
-/** The claim itself, then one result set: coin rows ('c'), one status row per request ('m', with the claim's time), and 'n'. */
+/** The claim itself, then one result set: coin rows ('c'), one status row per request ('m'), and 'n' (with the statement's time). */
 const output = `
 upd AS (
   UPDATE coin_inventory c SET fetched_by = r.requester, fetched_at = now(), claim_ref = w.ref
@@ -176,11 +176,11 @@ SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
        coalesce(s.short, t.short),
        g.allowance - t.served,
        CASE WHEN g.oldest IS NOT NULL THEN greatest(1, ceil((g.oldest + ${WINDOW_HOURS}) * 3600 - extract(epoch FROM now())))::int END,
-       now()::text
+       NULL
 FROM req r LEFT JOIN seen s ON s.idx = r.idx LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
 LEFT JOIN won w ON w.idx = r.idx
 UNION ALL
-SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL`;
+SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, now()::text`;
 
 /**
  * The statement text. Parameters: the claimColumns arrays, then the idempotency refs to look up

@@ -1,5 +1,6 @@
+import { dropLeadingHoles as intact } from "../db/db.ts";
 import type { Sql } from "../db/pool.ts";
-import { quotaUsed } from "../claims/statement.ts";
+import { quotaUsed, WINDOW_HOURS } from "../claims/statement.ts";
 
 /** Rows per maintenance DELETE, so no statement holds its locks for long. */
 export const maintenanceBatch = 5000;
@@ -33,7 +34,7 @@ export function retention(sql: Sql) {
      * Claimed coins older than the grace, and with them who claimed them. The owner's key id stays
      * in claimed_key, with the day only, so a retried upload cannot republish the coin.
      */
-    hardDeleteClaimed: (graceHours: number) => inBatches(async () => (await sql<{ n: number }[]>`
+    hardDeleteClaimed: (graceHours: number) => inBatches(async () => intact(await sql<{ n: number }[]>`
       WITH doomed AS (
         SELECT record_id FROM coin_inventory
         WHERE fetched_at IS NOT NULL AND fetched_at < now() - make_interval(hours => ${graceHours})
@@ -63,18 +64,23 @@ export function retention(sql: Sql) {
     async purgeQuota(): Promise<number> {
       let total = 0;
       for (let after = "00000000-0000-0000-0000-000000000000"; ;) {
-        const [row] = await sql.unsafe<{ last: string | null; n: number }[]>(`
+        const [row] = intact(await sql.unsafe<{ last: string | null; n: number }[]>(`
           WITH chunk AS (SELECT pair FROM claim_quota WHERE pair > $1::uuid ORDER BY pair LIMIT $2),
           gone AS (
             DELETE FROM claim_quota q USING chunk
             WHERE q.pair = chunk.pair AND ${quotaUsed("q.hours", "q.counts")} = 0
             RETURNING 1)
-          SELECT (SELECT max(pair::text) FROM chunk) AS last, (SELECT count(*) FROM gone)::int AS n`, [after, maintenanceBatch]);
+          SELECT (SELECT max(pair::text) FROM chunk) AS last, (SELECT count(*) FROM gone)::int AS n`, [after, maintenanceBatch]));
         total += row!.n;
         if (!row!.last) return total;
         after = row!.last;
       }
     },
+
+    /** Last-resort quota refunds (claim_refund) past the quota window. */
+    purgeRefunds: () => inBatches(async () => (await sql`
+      DELETE FROM claim_refund WHERE ctid IN (
+        SELECT ctid FROM claim_refund WHERE at < now() - make_interval(hours => ${WINDOW_HOURS}) LIMIT ${maintenanceBatch})`).count),
 
     /** Count long-polls that are over. */
     purgeWatches: async () => (await sql`DELETE FROM stock_watch WHERE until < now()`).count,

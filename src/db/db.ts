@@ -1,3 +1,4 @@
+import type postgres from "postgres";
 import type { PendingQuery, Row } from "postgres";
 import { UnavailableError } from "../errors.ts";
 import { cancelAtDatabase } from "./cancel.ts";
@@ -28,8 +29,9 @@ export interface RunOptions<T = unknown> {
 }
 
 /**
- * How services reach PostgreSQL: every statement passes the connection gate and carries a
- * deadline. At the deadline it is cancelled, so PostgreSQL rolls it back instead of committing it
+ * How the server reaches PostgreSQL: every statement passes the connection gate and carries a
+ * deadline, and so does every connection held for several statements (`hold`). A gate as wide as
+ * its pool means postgres.js never pipelines one statement behind another (see cancel.ts). At the deadline it is cancelled, so PostgreSQL rolls it back instead of committing it
  * after its answer was given up; the caller gets a 503 once the cancel is confirmed, or at the
  * latest `graceMs` later (then the outcome is unknown, and a late finish is reported). A query
  * postgres.js still holds while it reconnects is dropped from its queue by the same cancel.
@@ -86,6 +88,37 @@ export class Db {
       }, (error) => answer(() => reject(translate(error))));
     });
   }
+
+  /**
+   * A connection of its own for `work` (several statements on one session, such as a maintenance
+   * run under its advisory lock): it passes the gate like a statement, and the connection must be
+   * had before the deadline; then `work` runs without one (its statements carry their own
+   * statement_timeout) and the connection goes back to the pool.
+   */
+  async hold<T>(work: (conn: Sql) => Promise<T>, opts: Pick<RunOptions, "deadline" | "signal"> = {}): Promise<T> {
+    const deadline = opts.deadline ?? this.deadline();
+    return this.gate.run(async () => {
+      const reserving = this.sql.reserve();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new UnavailableError("The database did not answer in time; retry shortly")), Math.max(0, deadline - performance.now()));
+      });
+      let conn: postgres.ReservedSql;
+      try {
+        conn = await Promise.race([reserving, late]);
+      } catch (error) {
+        void reserving.then((c) => c.release(), () => {}); // had after the deadline: straight back
+        throw translate(error);
+      } finally {
+        clearTimeout(timer);
+      }
+      try {
+        return await work(conn as unknown as Sql);
+      } finally {
+        conn.release();
+      }
+    }, deadline, opts.signal);
+  }
 }
 
 /**
@@ -94,8 +127,9 @@ export class Db {
  * as many empty slots before its rows (porsager/postgres#1119, #1181). The rows themselves are
  * right; the slots go, in place (the result keeps `count` and `columns`).
  */
-function dropLeadingHoles(rows: readonly unknown[]): void {
+export function dropLeadingHoles<T extends readonly unknown[]>(rows: T): T {
   let holes = 0;
   while (holes < rows.length && !(holes in rows)) holes++;
-  if (holes > 0) (rows as unknown[]).splice(0, holes);
+  if (holes > 0) (rows as unknown as unknown[]).splice(0, holes);
+  return rows;
 }

@@ -12,6 +12,7 @@ export const SQLSTATE = {
   deadlock: "40P01",
   serialization: "40001",
   lockNotAvailable: "55P03",
+  undefinedTable: "42P01",
   /** Raised by aqm_key_conflict() (migration 011). */
   keyConflict: "AQ409",
 } as const;

@@ -26,6 +26,8 @@ import up011 from "../../db/migrations/011_upload_key_conflict.sql" with { type:
 import down011 from "../../db/migrations/rollback/011_upload_key_conflict.sql" with { type: "text" };
 import up012 from "../../db/migrations/012_create_stock_watch.sql" with { type: "text" };
 import down012 from "../../db/migrations/rollback/012_create_stock_watch.sql" with { type: "text" };
+import up013 from "../../db/migrations/013_create_claim_refund.sql" with { type: "text" };
+import down013 from "../../db/migrations/rollback/013_create_claim_refund.sql" with { type: "text" };
 
 export interface Migration {
   version: number;
@@ -53,4 +55,5 @@ export const migrations: readonly Migration[] = [
   migration("010_claimed_key_by_day", up010, down010),
   migration("011_upload_key_conflict", up011, down011),
   migration("012_create_stock_watch", up012, down012),
+  migration("013_create_claim_refund", up013, down013),
 ];

@@ -1,14 +1,14 @@
 import { ConfigError, type Config } from "../config.ts";
 import type { EmbeddedDatabase } from "./embedded.ts";
 import { migrate } from "./migrate.ts";
-import { closePool, createPool, type Sql } from "./pool.ts";
+import { closePool, createPool, createSessionPool, type Sql } from "./pool.ts";
 
 export interface Database {
   /** The request pool: through the pooler when there is one. */
   sql: Sql;
   /**
    * Session connections to the same database, for what needs one: migrations, the maintenance
-   * lock, LISTEN. AQM_DATABASE_DIRECT_URL when set; otherwise the request pool itself.
+   * lock, LISTEN. A pool of its own, on AQM_DATABASE_DIRECT_URL when set, else on DATABASE_URL.
    */
   session: Sql;
   /** true when this process started the embedded PostgreSQL. */
@@ -56,9 +56,9 @@ export async function openDatabase(config: Config, { migrate: runMigrations = tr
   }
   const sql = createPool(url, config);
   // A small pool: a maintenance run holds one connection, LISTEN opens its own from these options.
-  const session = direct ? createPool(direct, { ...config, AQM_DB_POOLER: "none", AQM_DB_POOL_MAX: 2 }, "aqm-coin-server session") : sql;
+  const session = createSessionPool(direct ?? url, config);
   const close = async (timeoutSeconds = 5) => {
-    await Promise.all([closePool(sql, timeoutSeconds), session !== sql && closePool(session, timeoutSeconds)]);
+    await Promise.all([closePool(sql, timeoutSeconds), closePool(session, timeoutSeconds)]);
     await embedded?.stop();
   };
   try {

@@ -1,4 +1,3 @@
-import { cancelAtDatabase } from "./cancel.ts";
 import postgres from "postgres";
 import { settings, type Config } from "../config.ts";
 
@@ -50,21 +49,14 @@ export async function closePool(sql: Sql, timeoutSeconds = 5): Promise<void> {
   await sql.end({ timeout: timeoutSeconds });
 }
 
-/** True when PostgreSQL answers a trivial query within `timeoutMs`. Never throws. */
-export async function healthCheck(sql: Sql, timeoutMs = 1000): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const query = sql`SELECT 1 AS ok`;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => {
-      cancelAtDatabase(query);
-      resolve(false);
-    }, timeoutMs);
-  });
-  try {
-    return await Promise.race([query.then((rows) => rows[0]?.ok === 1), timeout]);
-  } catch {
-    return false;
-  } finally {
-    clearTimeout(timer);
-  }
+/** Connections of the session pool: a maintenance run holds one; the other serves a second job or a tick. */
+export const SESSION_POOL_MAX = 2;
+
+/**
+ * The session pool beside the request pool: migrations and maintenance runs, which hold a
+ * connection for several statements, never take one from the request pool (whose gate would then
+ * admit more statements than it has connections). `url`: AQM_DATABASE_DIRECT_URL, or DATABASE_URL.
+ */
+export function createSessionPool(url: string, config: Partial<PoolConfig> = {}): Sql {
+  return createPool(url, { ...config, AQM_DB_POOLER: "none", AQM_DB_POOL_MAX: SESSION_POOL_MAX }, "aqm-coin-server session");
 }

@@ -1,6 +1,7 @@
-import { cancelAtDatabase } from "../db/cancel.ts";
+import type { Db } from "../db/db.ts";
+import { SQLSTATE } from "../db/errors.ts";
 import type { Migration } from "../db/migrate.ts";
-import type { Sql } from "../db/pool.ts";
+import { InternalError } from "../errors.ts";
 
 export interface Readiness {
   db_connected: boolean;
@@ -8,29 +9,27 @@ export interface Readiness {
 }
 
 /**
- * Whether PostgreSQL answers within `timeoutMs` and has every given migration applied. A database
- * a later build migrated further is still current for this one (migrations stay backward
- * compatible during a rolling deploy). Never throws.
+ * Whether PostgreSQL answers before `deadline` (through the gate, like every statement) and has
+ * every given migration applied. A database a later build migrated further is still current for
+ * this one (migrations stay backward compatible during a rolling deploy). Never throws.
  */
-export async function readiness(sql: Sql, migrations: readonly Migration[], timeoutMs: number): Promise<Readiness> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const query = sql<{ version: number }[]>`SELECT version FROM schema_version`;
-  const timeout = new Promise<Readiness>((resolve) => {
-    timer = setTimeout(() => {
-      cancelAtDatabase(query);
-      resolve({ db_connected: false, schema_current: false });
-    }, timeoutMs);
-  });
-  const read = query.then(
-    (rows) => {
-      const applied = new Set(rows.map((r) => r.version));
-      return { db_connected: true, schema_current: migrations.every((m) => applied.has(m.version)) };
-    },
-    (error: { code?: string }) => ({ db_connected: error?.code === "42P01", schema_current: false }), // 42P01: no schema_version table yet
-  );
+export async function readiness(db: Db, migrations: readonly Migration[], deadline: number): Promise<Readiness> {
   try {
-    return await Promise.race([read, timeout]);
-  } finally {
-    clearTimeout(timer);
+    const rows = await db.run((sql) => sql<{ version: number }[]>`SELECT version FROM schema_version`, { deadline, what: "readiness" });
+    const applied = new Set(rows.map((r) => r.version));
+    return { db_connected: true, schema_current: migrations.every((m) => applied.has(m.version)) };
+  } catch (error) {
+    // no schema_version table yet: connected, nothing migrated
+    return { db_connected: error instanceof InternalError && error.code === SQLSTATE.undefinedTable, schema_current: false };
+  }
+}
+
+/** Whether PostgreSQL answers a trivial statement before `deadline`. Never throws. */
+export async function reachable(db: Db, deadline: number): Promise<boolean> {
+  try {
+    const [row] = await db.run((sql) => sql<{ ok: number }[]>`SELECT 1 AS ok`, { deadline, what: "health" });
+    return row?.ok === 1;
+  } catch {
+    return false;
   }
 }

@@ -42,6 +42,7 @@ export const jobs = {
       const deleted = await r.hardDeleteClaimed(graceHours);
       await r.purgeReplays(graceHours);
       await r.purgeQuota();
+      await r.purgeRefunds();
       await r.purgeWatches();
       return deleted;
     },

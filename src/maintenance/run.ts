@@ -1,4 +1,5 @@
 import type { Config } from "../config.ts";
+import type { Db } from "../db/db.ts";
 import { translate } from "../db/errors.ts";
 import type { Sql } from "../db/pool.ts";
 import { InternalError, UnavailableError } from "../errors.ts";
@@ -8,7 +9,8 @@ import { jobs, type Job, type JobName, type JobParams } from "./jobs.ts";
 export type JobResult = "ok" | "skipped" | "error";
 
 export interface JobDeps {
-  sql: Sql;
+  /** The session pool's (a run holds one of its connections for the whole run). */
+  db: Db;
   config: Config;
   metrics?: Metrics;
   log?: (line: Record<string, unknown>) => void;
@@ -35,20 +37,19 @@ function describe(error: unknown): { code: string; error: string } {
  */
 export async function runJob(deps: JobDeps, name: JobName, params: JobParams = {}, extra: Record<string, unknown> = {}, rethrow = false)
   : Promise<{ result: JobResult; deleted: number }> {
-  const { sql, config, metrics, log = defaultLog, table = jobs } = deps;
+  const { db, config, metrics, log = defaultLog, table = jobs } = deps;
   const job = table[name];
   const started = performance.now();
   let result: JobResult = "skipped";
   let deleted = 0;
   try {
-    const conn = await sql.reserve();
-    try {
+    await db.hold(async (conn) => {
       const [{ locked }] = await conn<[{ locked: boolean }]>`SELECT pg_try_advisory_lock(${job.lockKey}) AS locked`;
-      if (!locked) return { result, deleted };
+      if (!locked) return;
       try {
         // batches of 5,000 deletes may take longer than a request's statement_timeout
         await conn`SELECT set_config('statement_timeout', ${MAINTENANCE_STATEMENT_TIMEOUT}, false)`;
-        deleted = await job.run(conn as unknown as Sql, config, params);
+        deleted = await job.run(conn, config, params);
         result = "ok";
         metrics?.maintenanceDeleted.inc({ job: name }, deleted);
         log({ time: new Date().toISOString(), job: name, ...extra, deleted, ms: Math.round(performance.now() - started) });
@@ -56,9 +57,7 @@ export async function runJob(deps: JobDeps, name: JobName, params: JobParams = {
         await conn`RESET statement_timeout`;
         await conn`SELECT pg_advisory_unlock(${job.lockKey})`;
       }
-    } finally {
-      conn.release();
-    }
+    });
   } catch (error) {
     result = "error";
     if (rethrow) throw translate(error); // the HTTP layer answers, and logs, it
@@ -74,12 +73,12 @@ export async function runJob(deps: JobDeps, name: JobName, params: JobParams = {
  * be at least `minGapMs` (half the schedule's period) after the last one, so an instance whose
  * trigger fired a second or more late does not take it for the next tick and run it again.
  */
-async function claimTick(sql: Sql, job: JobName, tick: Date, minGapMs: number): Promise<boolean> {
-  const rows = await sql`
+async function claimTick(db: Db, job: JobName, tick: Date, minGapMs: number): Promise<boolean> {
+  const rows = await db.run((sql) => sql`
     INSERT INTO maintenance_tick (job, last_tick) VALUES (${job}, ${tick})
     ON CONFLICT (job) DO UPDATE SET last_tick = excluded.last_tick
     WHERE maintenance_tick.last_tick <= excluded.last_tick - make_interval(secs => ${minGapMs / 1000})
-    RETURNING 1`;
+    RETURNING 1`, { what: "maintenance tick" });
   return rows.length === 1;
 }
 
@@ -87,7 +86,7 @@ async function claimTick(sql: Sql, job: JobName, tick: Date, minGapMs: number): 
 export async function runTick(deps: JobDeps, name: JobName, tick: Date, minGapMs = 500): Promise<JobResult> {
   const { log = defaultLog, metrics } = deps;
   try {
-    if (!(await claimTick(deps.sql, name, tick, minGapMs))) {
+    if (!(await claimTick(deps.db, name, tick, minGapMs))) {
       metrics?.maintenanceRuns.inc({ job: name, result: "skipped" });
       return "skipped";
     }

@@ -46,7 +46,11 @@ export function createMetrics() {
     }),
     coinsReturned: new Counter({
       name: "aqm_claim_coins_returned_total", labelNames: ["why"], registers,
-      help: "Coins put back in stock because their claim was never answered with them (late: finished after its 503; gone: the client left)",
+      help: "Coins put back in stock because their claim was never answered with them (late: finished after its 503; gone: the client left; failed: its result could not be read)",
+    }),
+    quotaRefunded: new Counter({
+      name: "aqm_claim_quota_refunded_total", labelNames: ["why"], registers,
+      help: "Pair-quota coins given back with those returns, last-resort coins included",
     }),
     available: new Gauge({ name: "aqm_coins_available", help: "Unclaimed coins per tier (refreshed at most once a minute)", labelNames: tier, registers }),
   };

@@ -2,7 +2,7 @@ import { afterAll, beforeAll } from "bun:test";
 import postgres from "postgres";
 import { randomBytes } from "node:crypto";
 import { migrate } from "../../src/db/migrate.ts";
-import { createPool, type PoolConfig, type Sql } from "../../src/db/pool.ts";
+import { createPool, SESSION_POOL_MAX, type PoolConfig, type Sql } from "../../src/db/pool.ts";
 
 /**
  * TEST_POOLER_URL (.ci/pooler.sh sets it): a PgBouncer in transaction mode in front of the test
@@ -13,8 +13,23 @@ const poolerUrl = process.env.TEST_POOLER_URL;
 const pooling: Partial<PoolConfig> = poolerUrl ? { AQM_DB_POOLER: "transaction" } : {};
 
 const sessions = new WeakMap<Sql, Sql>();
-/** The session connections that go with a pool under test (what createApp calls `session`). */
-export const sessionFor = (sql: Sql): Sql => sessions.get(sql) ?? sql;
+const ownSessions: Sql[] = [];
+afterAll(async () => {
+  await Promise.all(ownSessions.splice(0).map((s) => s.end({ timeout: 5 })));
+});
+/**
+ * The session pool that goes with a pool under test (what createApp calls `session`): the direct
+ * one behind the pooler, else a pool of its own on the same database, as the server opens one.
+ */
+export function sessionFor(sql: Sql): Sql {
+  let session = sessions.get(sql);
+  if (!session) {
+    session = postgres({ ...(sql.options as unknown as postgres.Options<{}>), max: SESSION_POOL_MAX, onnotice: () => {} });
+    sessions.set(sql, session);
+    ownSessions.push(session);
+  }
+  return session;
+}
 
 export function serverUrl(): string {
   const url = process.env.TEST_DATABASE_URL;
