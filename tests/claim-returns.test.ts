@@ -1,0 +1,201 @@
+import { beforeEach, expect, test } from "bun:test";
+import { randomUUID } from "node:crypto";
+import { claimQuery, type ClaimItem, type ClaimRow } from "../src/claims/batch.ts";
+import { claimKeys } from "../src/claims/keys.ts";
+import { ClaimQueue, type ClaimQueueOptions, type ReturnReason } from "../src/claims/queue.ts";
+import { returnable, returnCoins } from "../src/claims/return.ts";
+import { Db, type RunOptions } from "../src/db/db.ts";
+import { ConnectionGate } from "../src/db/gate.ts";
+import { UnavailableError } from "../src/errors.ts";
+import { testHashSecrets } from "./helpers/app.ts";
+import { makeCoin, makeCoins } from "./helpers/coins.ts";
+import { resetClaims, useTestDatabase } from "./helpers/db.ts";
+import { waitFor } from "./helpers/wait.ts";
+
+const db = useTestDatabase();
+beforeEach(() => resetClaims(db.sql));
+
+const QUOTA = 100;
+const keys = claimKeys(testHashSecrets.current);
+
+/**
+ * The real database, with a fault injected into what the claim queue sees of its statements: the
+ * statement runs and commits on PostgreSQL as always, then its answer is given up (a late
+ * finish), or a request's status row is lost on the way.
+ */
+class FaultyDb extends Db {
+  fault: "late" | { dropStatusOf: number } | null = null;
+  /** Runs before a late finish is reported. */
+  beforeLate?: () => Promise<void>;
+
+  constructor() {
+    super(db.sql, new ConnectionGate(10, 1000), { waitMs: 10_000, prepare: true });
+  }
+
+  override run<T extends readonly (object | undefined)[]>(make: Parameters<Db["run"]>[0], opts: RunOptions<T> = {}): Promise<T> {
+    const fault = this.fault;
+    if (opts.what !== "claim" || fault === null) return super.run(make as never, opts) as Promise<T>;
+    return (super.run(make as never, { ...opts, late: undefined }) as Promise<T>).then(async (rows) => {
+      if (fault === "late") {
+        await this.beforeLate?.();
+        opts.late?.(rows); // committed after its claims were answered 503
+        throw new UnavailableError("The database did not answer in time; retry shortly");
+      }
+      return (rows as unknown as ClaimRow[]).filter((r) => !(r.k === "m" && r.idx === fault.dropStatusOf)) as unknown as T;
+    });
+  }
+}
+
+interface Returned {
+  coins: number;
+  refunded: number;
+  why: ReturnReason;
+  failed?: unknown;
+}
+
+function queueOn(faulty: FaultyDb, options: Partial<ClaimQueueOptions> = {}) {
+  const returns: Returned[] = [];
+  const queue = new ClaimQueue(faulty, { quota: QUOTA, maxInFlight: 2, maxWaitMs: 30_000, returned: (r) => returns.push(r), ...options });
+  return { queue, returns };
+}
+
+function item(target: string, requester: string, want: [number, number, number], extra: Partial<ClaimItem> = {}): ClaimItem {
+  const [pair, pairPrev] = keys.pair(requester, target);
+  return { target, requester, want, fallback: false, lastResort: false, final: true, pair, pairPrev, ref: null, refPrev: null, body: null, ...extra };
+}
+
+async function stock(owner: string, bronze: number, lastResort = false): Promise<void> {
+  const coins = makeCoins(bronze, "BRONZE");
+  if (coins.length) {
+    await db.sql`INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
+      SELECT ${owner}::uuid, k, 'BRONZE', '\\x01', '\\x02' FROM unnest(${coins.map((c) => c.key_id)}::text[]) AS k`;
+  }
+  if (lastResort) {
+    await db.sql`INSERT INTO last_resort_coin (user_id, coin_category, key_id, public_key_blob, signature_blob)
+      VALUES (${owner}::uuid, 'BRONZE', ${makeCoin().key_id}, '\\x03', '\\x04')`;
+  }
+}
+
+const claimedBy = async (requester: string) =>
+  (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM coin_inventory WHERE fetched_by = ${requester}::uuid`)[0]!.n;
+const available = async (owner: string) =>
+  (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM coin_inventory WHERE user_id = ${owner}::uuid AND fetched_at IS NULL`)[0]!.n;
+const quotaSpent = async (requester: string, owner: string) => (await db.sql<{ n: number }[]>`
+  SELECT coalesce(sum(c), 0)::int AS n FROM claim_quota q, unnest(q.counts) c WHERE q.pair = ${keys.pair(requester, owner)[0]}::uuid`)[0]!.n;
+
+test("a claim whose statement commits after its 503 gives back its coins and all the quota they cost, its last-resort coin included", async () => {
+  const [owner, requester] = [randomUUID(), randomUUID()];
+  await stock(owner, 1, true);
+  const faulty = new FaultyDb();
+  const { queue, returns } = queueOn(faulty);
+  faulty.fault = "late";
+  // asks for 3 BRONZE: gets the 1 coin in stock and the last-resort coin, 2 quota coins spent
+  await expect(queue.claim(item(owner, requester, [0, 0, 3], { lastResort: true }))).rejects.toBeInstanceOf(UnavailableError);
+  await waitFor(() => returns.length === 1, "the return");
+  expect(returns).toEqual([{ coins: 1, refunded: 2, why: "late" }]);
+  expect(await claimedBy(requester)).toBe(0);
+  expect(await available(owner)).toBe(1);
+  expect(await quotaSpent(requester, owner)).toBe(0);
+});
+
+test("a return that runs again gives back nothing more: the last-resort refund is counted once", async () => {
+  const [owner, requester] = [randomUUID(), randomUUID()];
+  await stock(owner, 2, true);
+  const items = [item(owner, requester, [0, 0, 4], { lastResort: true })];
+  const rows = await claimQuery(db.sql, items, QUOTA);
+  expect(await quotaSpent(requester, owner)).toBe(3);
+  const back = returnable(items, rows, new Set([0]));
+  const faulty = new FaultyDb();
+  expect(await returnCoins(faulty, back)).toEqual({ returned: 2, refunded: 3 });
+  expect(await returnCoins(faulty, back)).toEqual({ returned: 0, refunded: 0 });
+  expect(await quotaSpent(requester, owner)).toBe(0);
+  expect(await available(owner)).toBe(2);
+});
+
+test("a return never frees a coin a later claim took: it matches the claim's own time", async () => {
+  const [owner, first, second] = [randomUUID(), randomUUID(), randomUUID()];
+  await stock(owner, 1);
+  const items = [item(owner, first, [0, 0, 1])];
+  const back = returnable(items, await claimQuery(db.sql, items, QUOTA), new Set([0]));
+  expect((await returnCoins(new FaultyDb(), back)).returned).toBe(1);
+  // the same coin, claimed again (by the same requester and by another), is not freed by a rerun
+  const again = [item(owner, first, [0, 0, 1])];
+  await claimQuery(db.sql, again, QUOTA);
+  expect(await returnCoins(new FaultyDb(), back)).toEqual({ returned: 0, refunded: 0 });
+  expect(await claimedBy(first)).toBe(1);
+  expect(second).not.toBe(first);
+});
+
+test("a missing status row answers that claim with an error and gives its coins back; the others of its batch are served", async () => {
+  const [owner, a, b, c] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+  await stock(owner, 6);
+  const faulty = new FaultyDb();
+  const { queue, returns } = queueOn(faulty);
+  faulty.fault = { dropStatusOf: 1 };
+  // three claims of one tick leave in one statement: indexes 0, 1, 2
+  const answers = await Promise.allSettled([a, b, c].map((r) => queue.claim(item(owner, r, [0, 0, 2]))));
+  expect(answers.map((x) => x.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+  expect((answers[1] as PromiseRejectedResult).reason).toMatchObject({ code: "ClaimStatusMissing" });
+  await waitFor(() => returns.length === 1, "the return");
+  expect(returns).toEqual([{ coins: 2, refunded: 2, why: "failed" }]);
+  expect([await claimedBy(a), await claimedBy(b), await claimedBy(c)]).toEqual([2, 0, 2]);
+  expect(await quotaSpent(b, owner)).toBe(0);
+  expect(await available(owner)).toBe(2);
+});
+
+test("a failure after the statement answers every claim of the batch with it and gives all their coins back", async () => {
+  const [owner, a, b] = [randomUUID(), randomUUID(), randomUUID()];
+  await stock(owner, 4, true);
+  const faulty = new FaultyDb();
+  const { queue, returns } = queueOn(faulty, { sent: () => { throw new Error("a defect past the statement"); } });
+  const answers = await Promise.allSettled([queue.claim(item(owner, a, [0, 0, 2])), queue.claim(item(owner, b, [0, 0, 3], { lastResort: true }))]);
+  expect(answers.map((x) => x.status)).toEqual(["rejected", "rejected"]);
+  await waitFor(() => returns.length === 1, "the return");
+  // a's 2 coins, b's 2 coins and b's last-resort coin (quota only)
+  expect(returns).toEqual([{ coins: 4, refunded: 5, why: "failed" }]);
+  expect(await available(owner)).toBe(4);
+  expect([await quotaSpent(a, owner), await quotaSpent(b, owner)]).toEqual([0, 0]);
+});
+
+test("a keyed claim keeps its coins on every path: they are the answer its retry receives", async () => {
+  const [owner, requester] = [randomUUID(), randomUUID()];
+  await stock(owner, 2);
+  const [ref] = keys.ref(requester, randomUUID());
+  // a keyed claim of a pair without a quota row first creates it
+  await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${keys.pair(requester, owner)[0]}::uuid, '{}', '{}')`;
+  const faulty = new FaultyDb();
+  const { queue, returns } = queueOn(faulty);
+  faulty.fault = "late";
+  await expect(queue.claim(item(owner, requester, [0, 0, 2], { ref, body: keys.body("{}") }))).rejects.toBeInstanceOf(UnavailableError);
+  faulty.fault = null;
+  const retry = await queue.claim(item(owner, requester, [0, 0, 2], { ref, body: keys.body("{}") }));
+  expect(retry.status).toBe("replay");
+  expect(retry.status === "replay" && retry.coins.length).toBe(2);
+  expect(returns).toEqual([]);
+  expect(await claimedBy(requester)).toBe(2);
+});
+
+test("settle waits for a return in progress, up to its bound", async () => {
+  const [owner, requester] = [randomUUID(), randomUUID()];
+  await stock(owner, 1);
+  const faulty = new FaultyDb();
+  const { queue, returns } = queueOn(faulty);
+  const holder = await db.sql.reserve();
+  try {
+    faulty.fault = "late";
+    faulty.beforeLate = async () => {
+      // the claimed coin's row is locked: the return waits for it
+      await holder`BEGIN`;
+      await holder`SELECT 1 FROM coin_inventory WHERE user_id = ${owner}::uuid FOR UPDATE`;
+    };
+    await expect(queue.claim(item(owner, requester, [0, 0, 1]))).rejects.toBeInstanceOf(UnavailableError);
+    await waitFor(async () => (await db.sql`SELECT 1 FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`).length === 1, "the return waiting for the lock");
+    expect(await queue.settle(300)).toBe(false);
+    expect(returns).toEqual([]);
+    await holder`ROLLBACK`;
+    expect(await queue.settle(10_000)).toBe(true);
+    expect(returns).toEqual([{ coins: 1, refunded: 1, why: "late" }]);
+  } finally {
+    holder.release();
+  }
+});
