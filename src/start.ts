@@ -115,6 +115,10 @@ export async function start(runtime: "bun" | "deno", serve: Serve): Promise<void
     }
     stopMaintenance(app);
     await stopWaiting;
+    // coins of claims answered 503, or whose client left, are going back in stock: let them arrive
+    if (!(await app.decorator.aqm.settle(config.AQM_SHUTDOWN_DRAIN_MS))) {
+      log({ msg: "claim statements or coin returns still in progress at shutdown", waited_ms: config.AQM_SHUTDOWN_DRAIN_MS });
+    }
     await db.close(drained ? 5 : 1);
     log({ msg: "stopped" });
     process.exit(0);
