@@ -4,7 +4,9 @@ import { claimQuery, type ClaimItem, type ClaimRow } from "../src/claims/batch.t
 import { claimKeys } from "../src/claims/keys.ts";
 import { ClaimQueue, type ClaimQueueOptions, type ReturnReason } from "../src/claims/queue.ts";
 import { returnable, returnCoins } from "../src/claims/return.ts";
+import type { PendingQuery, Row } from "postgres";
 import { Db, type RunOptions } from "../src/db/db.ts";
+import type { Sql } from "../src/db/pool.ts";
 import { ConnectionGate } from "../src/db/gate.ts";
 import { UnavailableError } from "../src/errors.ts";
 import { testHashSecrets } from "./helpers/app.ts";
@@ -32,10 +34,10 @@ class FaultyDb extends Db {
     super(db.sql, new ConnectionGate(10, 1000), { waitMs: 10_000, prepare: true });
   }
 
-  override run<T extends readonly (object | undefined)[]>(make: Parameters<Db["run"]>[0], opts: RunOptions<T> = {}): Promise<T> {
+  override run<T extends readonly (object | undefined)[] = Row[]>(make: (sql: Sql) => PendingQuery<T>, opts: RunOptions<T> = {}): Promise<T> {
     const fault = this.fault;
-    if (opts.what !== "claim" || fault === null) return super.run(make as never, opts) as Promise<T>;
-    return (super.run(make as never, { ...opts, late: undefined }) as Promise<T>).then(async (rows) => {
+    if (opts.what !== "claim" || fault === null) return super.run(make, opts);
+    return super.run(make, { ...opts, late: undefined }).then(async (rows) => {
       if (fault === "late") {
         await this.beforeLate?.();
         opts.late?.(rows); // committed after its claims were answered 503

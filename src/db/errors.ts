@@ -1,13 +1,9 @@
 import { AppError, InternalError, KeyConflictError, UnavailableError, ValidationError } from "../errors.ts";
 
-/** SQLSTATE codes the server reacts to. */
+/** SQLSTATE codes the server reacts to by name (the classes 08 and 57P: isTransient). */
 export const SQLSTATE = {
-  uniqueViolation: "23505",
   checkViolation: "23514",
   queryCanceled: "57014",
-  adminShutdown: "57P01",
-  crashShutdown: "57P02",
-  cannotConnectNow: "57P03",
   tooManyConnections: "53300",
   deadlock: "40P01",
   serialization: "40001",
@@ -73,12 +69,3 @@ export const isConflict = (error: unknown) => {
   const code = (error as { sqlstate?: string; code?: string } | null)?.sqlstate ?? sqlstateOf(error);
   return code === SQLSTATE.deadlock || code === SQLSTATE.serialization;
 };
-
-/** Runs `work`, translating whatever it throws. */
-export async function translated<T>(work: Promise<T>): Promise<T> {
-  try {
-    return await work;
-  } catch (error) {
-    throw translate(error);
-  }
-}

@@ -1,4 +1,5 @@
 import postgres from "postgres";
+import { recordDatabasePorts } from "./stray-errors.ts";
 import { settings, type Config } from "../config.ts";
 
 export type Sql = postgres.Sql;
@@ -29,7 +30,7 @@ const reconnectDelay = (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5);
 export function createPool(url: string, config: Partial<PoolConfig> = {}, applicationName = "aqm-coin-server"): Sql {
   const c = { ...poolDefaults, ...config };
   const pooled = c.AQM_DB_POOLER === "transaction";
-  return postgres(url, {
+  const sql = postgres(url, {
     max: c.AQM_DB_POOL_MAX,
     connect_timeout: c.AQM_DB_CONNECT_TIMEOUT_S,
     idle_timeout: c.AQM_DB_IDLE_TIMEOUT_S || undefined,
@@ -43,6 +44,8 @@ export function createPool(url: string, config: Partial<PoolConfig> = {}, applic
       idle_in_transaction_session_timeout: c.AQM_DB_IDLE_TX_TIMEOUT_MS,
     },
   });
+  recordDatabasePorts(sql.options.port);
+  return sql;
 }
 
 export async function closePool(sql: Sql, timeoutSeconds = 5): Promise<void> {

@@ -1,22 +1,32 @@
 import postgres from "postgres";
 
-/** postgres.js's own codes for a connection that failed (its Errors.connection). */
+/** postgres.js's own codes for a connection that failed (its Errors.connection): only it makes these. */
 const connectionCodes = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT"]);
 
-/** A PostgreSQL error, a postgres.js connection error, or a socket's system error (it has a syscall). */
+/** The ports the server's pools connect to (createPool records them). */
+const databasePorts = new Set<number>();
+
+/** Records where a pool connects: a socket error on one of these ports is postgres.js's. */
+export function recordDatabasePorts(ports: readonly (number | string)[]): void {
+  for (const port of ports) databasePorts.add(Number(port));
+}
+
+/** A PostgreSQL error, a postgres.js connection error, or a socket error on a database port. */
 function fromTheDatabase(reason: unknown): reason is { code: string; message: string } {
   if (reason instanceof postgres.PostgresError) return true;
-  const { code, syscall } = (reason ?? {}) as { code?: unknown; syscall?: unknown };
-  return typeof code === "string" && (connectionCodes.has(code) || typeof syscall === "string");
+  const { code, syscall, port } = (reason ?? {}) as { code?: unknown; syscall?: unknown; port?: unknown };
+  if (typeof code !== "string") return false;
+  return connectionCodes.has(code) || (typeof syscall === "string" && databasePorts.has(Number(port)));
 }
 
 /**
  * postgres.js (3.4) leaves two promises of its own unhandled: the array-type read of every new
  * connection (rejected when PostgreSQL stalls just then: statement_timeout) and the cancel
- * request behind `query.cancel()` (rejected when PostgreSQL is down: ECONNREFUSED). An unhandled
- * rejection ends a Bun or Deno process — each took a server down in the outage tests. Such an
- * error is logged (its code and message) and the process goes on: the statements concerned get
- * their own answers. Any other unhandled rejection is a bug and still ends the process.
+ * request behind `query.cancel()` (rejected when PostgreSQL is down: ECONNREFUSED on its port).
+ * An unhandled rejection ends a Bun or Deno process — each took a server down in the outage
+ * tests. Such an error is logged (its code and message) and the process goes on: the statements
+ * concerned get their own answers. Any other unhandled rejection — a socket error on another
+ * port included — is a bug and still ends the process.
  */
 export function onUnhandledRejection(reason: unknown): void {
   if (fromTheDatabase(reason)) {

@@ -1,0 +1,76 @@
+import { expect, test } from "bun:test";
+import postgres from "postgres";
+import pkg from "postgres/package.json" with { type: "json" };
+import { useTestDatabase } from "./helpers/db.ts";
+import { waitFor } from "./helpers/wait.ts";
+
+// Canaries for the postgres.js behaviour src/db/ fences. cancel.ts reads private fields of a
+// query and db.ts drops leading holes; both answer defects of postgres.js 3.4.9, pinned exactly in
+// package.json. When an upgrade changes the fields, or fixes a defect, a test here fails: then
+// revisit the fence (cancel.ts, db.ts dropLeadingHoles, stray-errors.ts) before moving the pin.
+
+const db = useTestDatabase();
+const onePool = () => postgres(db.directUrl, { max: 1, onnotice: () => {} });
+
+test("postgres.js is the pinned 3.4.9, and package.json pins it exactly", async () => {
+  expect(pkg.version).toBe("3.4.9");
+  const ours = await Bun.file(new URL("../package.json", import.meta.url)).json();
+  expect(ours.dependencies.postgres).toBe("3.4.9");
+});
+
+test("the private fields cancel.ts reads: `state` is set once a query is sent, `active` only while it is the one running", async () => {
+  const sql = onePool();
+  try {
+    await sql`SELECT 1`;
+    const first = sql`SELECT pg_sleep(0.3)`;
+    const second = sql`SELECT 2 AS two`;
+    const fields = (q: unknown) => q as { state: unknown; active: boolean };
+    expect(fields(first).state).toBeNull(); // built, not yet sent
+    first.execute();
+    second.execute();
+    // both are sent on the one connection: the first runs, the second waits pipelined behind it
+    await waitFor(() => fields(first).state && fields(second).state, "both statements sent");
+    expect(fields(first).active).toBe(true);
+    expect(fields(second).active).toBe(false);
+    await first;
+    await waitFor(() => !fields(second).active, "the second settled");
+    expect((await second)[0]).toEqual({ two: 2 });
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+});
+
+test("defect still there: a query cancelled while it waits pipelined is dropped unanswered, and its answer goes to the next query (cancel.ts fences it)", async () => {
+  const sql = onePool();
+  try {
+    await sql`SELECT 1`;
+    const first = sql`SELECT 'first' AS v, pg_sleep(0.2)::text AS slept`;
+    const second = sql`SELECT 'second' AS v, pg_sleep(0.5)::text AS slept`;
+    first.execute();
+    second.execute();
+    await waitFor(() => (second as unknown as { state: unknown }).state, "the second sent behind the first");
+    const gotSecond = second.then((r) => r[0]?.v, (e: { code?: string }) => `error ${e.code}`);
+    void second.cancel(); // raw postgres.js, no fence: the cancel goes out when the second starts running
+    const third = sql`SELECT 'third' AS v`.then((r) => r[0]?.v, (e: { code?: string }) => `error ${e.code}`);
+    expect((await first)[0]!.v).toBe("first");
+    // the second's answer (cancelled: 57014) is handed to the third …
+    expect(await third).toBe("error 57014");
+    // … and the second itself is never answered (a second after the third's answer, still pending)
+    expect(await Promise.race([gotSecond, Bun.sleep(1000).then(() => "never answered")])).toBe("never answered");
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("defect still there: after a statement fails mid-stream, the next one on the connection resolves with leading holes (db.ts drops them)", async () => {
+  const sql = onePool();
+  try {
+    // rows 1–3 reach the client, then row 4 divides by zero
+    await expect(sql`SELECT i, 1 / (4 - i) AS boom FROM generate_series(1, 10) i`).rejects.toThrow();
+    const next = await sql<{ x: number }[]>`SELECT x FROM generate_series(1, 5) x`;
+    expect(0 in next).toBe(false);
+    expect(next.filter(Boolean).map((r) => r.x)).toEqual([1, 2, 3, 4, 5]);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+});
