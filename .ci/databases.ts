@@ -19,7 +19,11 @@ import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import { createPool } from "../src/db/pool.ts";
 
 const dataDir = mkdtempSync(join(tmpdir(), "aqm-ci-db-"));
-const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
+// With pg_stat_statements preloaded, as tests/setup.ts starts its cluster: tests/deploy.test.ts
+// runs the runbook's queries of it and fails on a cluster without it.
+const pg = await startEmbeddedPostgres({
+  dataDir, port: await freePort(), persistent: false, settings: { shared_preload_libraries: "pg_stat_statements" },
+});
 console.log(`DIRECT_URL=${pg.url}`);
 
 let bouncer: ChildProcess | undefined;

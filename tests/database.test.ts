@@ -17,6 +17,7 @@ import { call, newUser, testConfig, testHashSecrets, testKeys } from "./helpers/
 import { testClaims, testDb } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { createDatabase, databaseUrl, dropDatabase, useTestDatabase } from "./helpers/db.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
 const url = "postgres://aqm:secret@db.internal:5432/aqm";
@@ -138,7 +139,9 @@ describe("openDatabase with AQM_DATABASE_DIRECT_URL", () => {
       expect(name1).toBe("aqm-coin-server session");
       const [owner, requester, admin] = await Promise.all([newUser(), newUser(), newUser({ admin: true })]);
       const waiting = call(app, "POST", "/v1/coins/claim", { token: requester.token, body: { target_user_id: owner.id, want: { bronze: 2 }, wait_ms: 10_000 } });
-      await Bun.sleep(300);
+      // it looked, found nothing and waits (subscribed: the gauge; looked: one claim statement sent)
+      const metric = async (name: string) => Number((await call(app, "GET", "/metrics", { token: admin.token })).text.match(new RegExp(`^${name} (\\d+)`, "m"))?.[1]);
+      await waitFor(async () => (await metric("aqm_claim_waiting")) === 1 && (await metric("aqm_claim_batch_size_count")) === 1, "the claim to wait", 5000);
       const started = performance.now();
       expect((await call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: makeCoins(2) } })).status).toBe(200);
       expect((await waiting).json.coins).toHaveLength(2);

