@@ -6,9 +6,10 @@ import type { Job } from "./load.ts";
 import { tiers, type RandomBytesSql } from "./seed.ts";
 
 /**
- * The SQL ceiling of a claim: the seed's design, one statement per claim (a CTE with
+ * The seed baseline: the seed's design, one statement and one commit per claim (a CTE with
  * `LIMIT n FOR UPDATE SKIP LOCKED` joined to the UPDATE), prepared, through postgres.js, with no
- * HTTP, no coalescing and no quota. What PostgreSQL alone does per claim on this machine.
+ * HTTP, no coalescing and no quota. A baseline, not a ceiling: the server beats it by sending
+ * many claims in one statement (coalesced.ts measures the ceiling of that design).
  */
 const CLAIM = `
 WITH picked AS (
@@ -22,7 +23,7 @@ RETURNING c.key_id, c.coin_category,
   translate(encode(c.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64,
   translate(encode(c.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
 
-export function sqlClaim(sql: Sql, pop: Population, count: number, ledger: ClaimLedger): Job {
+export function seedClaim(sql: Sql, pop: Population, count: number, ledger: ClaimLedger): Job {
   const next = rotation(pop.targets, tiers);
   return async () => {
     const { target, tier } = next();

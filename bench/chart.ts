@@ -1,6 +1,8 @@
+import type { Config } from "./report.ts";
+
 /** One row of the results, as charted. */
 export interface ChartRow {
-  config: "default" | "off" | "sql";
+  config: Config;
   phase: string;
   mode: string;
   reqPerS: number;
@@ -15,7 +17,9 @@ const series = [
   { key: "p95", color: "#f28e2b" },
   { key: "p99", color: "#e15759" },
 ] as const;
-const configColor = { default: "#59a14f", off: "#9c755f", sql: "#bab0ac" } as const;
+const configColor: Record<Config, string> = {
+  default: "#59a14f", off: "#9c755f", seed: "#edc948", "sql:default": "#8cd17d", "sql:off": "#d7b5a6", sql: "#bab0ac",
+};
 
 const escape = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 const tickLabel = (v: number) => (v >= 1 ? v.toLocaleString("en-US") : String(Number(v.toPrecision(1))));
@@ -23,10 +27,19 @@ const tickLabel = (v: number) => (v >= 1 ? v.toLocaleString("en-US") : String(Nu
 const rate = (r: ChartRow) => (r.phase === "upload" ? r.coinsPerS ?? r.reqPerS : r.reqPerS);
 /** The 5 ms p99 target applies to the deployed configuration's open loops at 50 % of its peak. */
 const targetApplies = (r: ChartRow) => r.config === "default" && r.mode.startsWith("open 50%");
+const closedIn = (rows: ChartRow[], config: Config, phase: string) => rows.filter((c) => c.config === config && c.phase === phase && c.mode.startsWith("closed"));
+
+/** A server's closed-loop row: the upload ceiling, or the coalesced claim ceiling of its quota variant (the one at the batch size it sent). */
+function ceilingOf(rows: ChartRow[], r: ChartRow): ChartRow | undefined {
+  if ((r.config !== "default" && r.config !== "off") || !r.mode.startsWith("closed")) return undefined;
+  if (r.phase === "upload") return closedIn(rows, "sql", "upload")[0];
+  const ceilings = closedIn(rows, `sql:${r.config}`, r.phase);
+  return ceilings.find((c) => c.mode.includes("as sent")) ?? ceilings[0];
+}
 
 /**
  * Two panels per row of the results, hand-written SVG: throughput (bars, coloured by
- * configuration, with the SQL ceiling of the same phase drawn across as a dashed line), and
+ * configuration, with the ceiling of the same phase and quota variant drawn across as a dashed line), and
  * p50/p95/p99 on a log-scale latency axis, with the 5 ms target drawn only over the rows it
  * applies to.
  */
@@ -66,9 +79,9 @@ export function latencyChart(title: string, subtitle: string, rows: ChartRow[], 
     const v = rate(r);
     if (!(v > 0)) return;
     out.push(`<rect x="${x0(i)}" y="${yr(v)}" width="${bar * series.length - 1}" height="${margin.top + rateH - yr(v)}" fill="${configColor[r.config]}"><title>${escape(`${r.config} ${r.phase} ${r.mode}`)}: ${Math.round(v)}/s</title></rect>`);
-    const ceiling = rows.find((c) => c.config === "sql" && c.phase === r.phase && c.mode.startsWith("closed"));
-    if (ceiling && r.config !== "sql" && r.mode.startsWith("closed")) {
-      out.push(`<line x1="${x0(i) - 3}" x2="${x0(i) + bar * series.length + 2}" y1="${yr(rate(ceiling))}" y2="${yr(rate(ceiling))}" stroke="#000" stroke-dasharray="3 2"><title>SQL ceiling ${Math.round(rate(ceiling))}/s</title></line>`);
+    const ceiling = ceilingOf(rows, r);
+    if (ceiling) {
+      out.push(`<line x1="${x0(i) - 3}" x2="${x0(i) + bar * series.length + 2}" y1="${yr(rate(ceiling))}" y2="${yr(rate(ceiling))}" stroke="#000" stroke-dasharray="3 2"><title>${escape(`${ceiling.config} ${ceiling.mode}`)}: ${Math.round(rate(ceiling))}/s</title></line>`);
     }
   });
   // latency panel
@@ -96,7 +109,7 @@ export function latencyChart(title: string, subtitle: string, rows: ChartRow[], 
     out.push(`<text transform="translate(${cx + 4} ${latTop + latH + 8}) rotate(-55)" text-anchor="end">${escape(label)}</text>`);
   });
   out.push(`<line x1="${margin.left}" x2="${margin.left}" y1="${latTop}" y2="${latTop + latH}" stroke="#000"/>`);
-  const legend = [...series.map((s) => [s.key, s.color]), ...Object.entries(configColor), ["SQL ceiling", "#000"], [`p99 target ${targetMs} ms`, "#e15759"]];
+  const legend = [...series.map((s) => [s.key, s.color]), ...Object.entries(configColor), ["ceiling (dashed)", "#000"], [`p99 target ${targetMs} ms`, "#e15759"]];
   legend.forEach(([name, color], j) => {
     const lx = margin.left + j * 95;
     out.push(`<rect x="${lx}" y="${margin.top - 22}" width="12" height="12" fill="${color}"/><text x="${lx + 16}" y="${margin.top - 12}">${escape(name!)}</text>`);

@@ -30,9 +30,10 @@ function cpuTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12]);
 }
 
-function rssMb(pid: number): number {
+/** undefined: the process is gone (not measured). */
+function rssMb(pid: number): number | undefined {
   const kb = read(`/proc/${pid}/status`)?.match(/^VmRSS:\s+(\d+) kB/m)?.[1];
-  return kb ? Number(kb) / 1024 : 0;
+  return kb ? Number(kb) / 1024 : undefined;
 }
 
 /** [steal, total] jiffies of all CPUs, from /proc/stat. */
@@ -75,9 +76,10 @@ export function startMonitor(serverPid?: number, postmasterPid?: number): { stop
   const [steal0, total0] = machineTicks();
   const serverStart = serverPid ? cpuTicks(serverPid) : 0;
   const pg = postmasterPid && existsSync(`/proc/${postmasterPid}`) ? new TreeCpu(postmasterPid) : undefined;
-  let maxRss = 0;
+  let maxRss: number | undefined;
   const tick = () => {
-    if (serverPid) maxRss = Math.max(maxRss, rssMb(serverPid));
+    const rss = serverPid ? rssMb(serverPid) : undefined;
+    if (rss !== undefined) maxRss = Math.max(maxRss ?? 0, rss);
     pg?.sample();
   };
   tick();
@@ -92,8 +94,9 @@ export function startMonitor(serverPid?: number, postmasterPid?: number): { stop
       const bench = process.cpuUsage(benchCpu);
       const [steal1, total1] = machineTicks();
       return {
-        serverRssMb: serverPid ? round(maxRss) : undefined,
-        serverCpuPct: serverPid ? pct(cpuTicks(serverPid) - serverStart) : undefined,
+        serverRssMb: maxRss === undefined ? undefined : round(maxRss),
+        // a server that exited during the segment has no CPU figure (not a 0)
+        serverCpuPct: serverPid && existsSync(`/proc/${serverPid}`) ? pct(cpuTicks(serverPid) - serverStart) : undefined,
         pgCpuPct: pg ? pct(pg.sample()) : undefined,
         benchCpuPct: round(((bench.user + bench.system) / 1e6 / seconds) * 100),
         stealPct: round(((steal1 - steal0) / Math.max(1, total1 - total0)) * 100),

@@ -3,13 +3,14 @@ import { randomUUID } from "node:crypto";
 import type { Tier } from "../src/coins/tiers.ts";
 import { closePool, createPool, type Sql } from "../src/db/pool.ts";
 import type { Options } from "./args.ts";
-import { sqlClaim, sqlUpload, stageUploads } from "./ceiling.ts";
+import { seedClaim, sqlUpload, stageUploads } from "./ceiling.ts";
+import { closedBatches, coalescedClaims, pairQuota, startBatchProbe, statementsInFlight, type CeilingStats } from "./coalesced.ts";
 import { ClaimLedger, httpClaim, httpCount, httpMultiClaim, httpUpload, signTokens, type Population } from "./client.ts";
 import { burst, closedLoop, openLoop, type Job, type Stats } from "./load.ts";
 import { connectionsTo, startMonitor } from "./monitor.ts";
 import { startWaitSampler } from "./pgwaits.ts";
 import { openFilesLimit } from "./relaunch.ts";
-import { machineInfo, type MachineInfo, type Row } from "./report.ts";
+import { isServer, machineInfo, type Config, type MachineInfo, type Row } from "./report.ts";
 import { perGroupFor, randomBytesSql, tiers, topUp, type RandomBytesSql } from "./seed.ts";
 import type { Mode, Stack } from "./stack.ts";
 import { waitPhase } from "./wait.ts";
@@ -47,7 +48,7 @@ const elapsed = (b: Bench) => `${((performance.now() - b.started) / 1000).toFixe
 
 export async function prepareBench(options: Options, stack: Stack, started: number): Promise<Bench> {
   // Not createPool: no statement timeout (a large top-up takes longer than 10 s), and its own
-  // application_name, so the wait sampler counts only the server's (and SQL ceiling's) backends.
+  // application_name, so the wait sampler counts only the servers' (and the SQL-only rows') backends.
   const sql = postgres(stack.databaseUrl, { max: 2, onnotice: () => {}, connection: { application_name: "aqm-bench" } });
   const machine = await machineInfo(sql, options);
   const random = await randomBytesSql(sql, !options.url);
@@ -70,30 +71,42 @@ export async function closeBench(b: Bench): Promise<void> {
   await closePool(b.sql);
 }
 
-/** Tops every (target, tier) up to its share of `expectedCoins` claimed coins, with a margin, and at least --coins. */
-export async function stock(b: Bench, pop: Population, drainTiers: readonly Tier[], expectedCoins: number): Promise<void> {
+/**
+ * Tops every (target, tier) up to its share of `expectedCoins` claimed coins, with a margin, and at
+ * least --coins. Resolves to the coins each (target, tier) then has at least.
+ */
+export async function stock(b: Bench, pop: Population, drainTiers: readonly Tier[], expectedCoins: number): Promise<number> {
   const perGroup = Math.max(b.options.coinsPerTier, perGroupFor(expectedCoins, pop.targets.length * drainTiers.length));
   const t = performance.now();
   const inserted = await topUp(b.sql, b.random, pop.targets, drainTiers, perGroup);
   if (inserted > 0) log(`${elapsed(b)}  seeded ${inserted.toLocaleString("en-US")} coins (${perGroup} per user and tier) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  return perGroup;
 }
 
-/** Runs one segment with the resource monitor on (watching `mode`'s server), and records it as a row. */
-async function measure(b: Bench, config: Row["config"], phase: string, mode: string, run: () => Promise<Stats & Partial<Row>>): Promise<Row> {
+const claims = (phase: string) => phase.includes("claim") || phase.startsWith("burst");
+
+/**
+ * Runs one segment with the resource monitor on (watching `config`'s server, if it is one), and
+ * records it as a row; a server's claim segments also read how many claims it sent per statement.
+ */
+async function measure(b: Bench, config: Config, phase: string, mode: string, run: () => Promise<Stats & Partial<Row>>): Promise<Row> {
   const duplicatesBefore = b.ledger.duplicates;
-  const server = config === "sql" ? undefined : b.stack.servers[config];
+  const server = isServer(config) ? b.stack.servers[config] : undefined;
+  const probe = server && claims(phase) ? await startBatchProbe(server.baseUrl, b.stack.secret) : undefined;
   const monitor = startMonitor(server?.pid, b.stack.postmasterPid);
   const waits = startWaitSampler(b.sql);
   const stats = await run();
   const row: Row = { config, phase, mode, ...stats, ...monitor.stop(), ...(await waits.stop()) };
-  if (phase.includes("claim") || phase.startsWith("burst")) row.duplicates = b.ledger.duplicates - duplicatesBefore;
+  if (probe) row.claimsPerStatement = await probe.stop();
+  if (config === "seed") row.claimsPerStatement = 1;
+  if (claims(phase)) row.duplicates = b.ledger.duplicates - duplicatesBefore;
   b.rows.push(row);
   const shortNote = row.short > 0 ? `, ${row.short} short claims (stock ran dry)` : "";
-  log(`${elapsed(b)}  ${config.padEnd(7)} ${phase.padEnd(18)} ${mode.padEnd(20)} ${row.reqPerS.toFixed(0).padStart(6)} req/s  p99 ${row.p99} ms  ${row.errors} errors${shortNote}`);
+  log(`${elapsed(b)}  ${config.padEnd(11)} ${phase.padEnd(18)} ${mode.padEnd(20)} ${row.reqPerS.toFixed(0).padStart(6)} req/s  p99 ${row.p99} ms  ${row.errors} errors${shortNote}`);
   return row;
 }
 
-async function closed(b: Bench, config: Row["config"], phase: string, job: Job, drain?: Drain, concurrency = b.options.concurrency): Promise<Row> {
+async function closed(b: Bench, config: Config, phase: string, job: Job, drain?: Drain, concurrency = b.options.concurrency): Promise<Row> {
   const { warmupS, durationS } = b.options;
   if (drain) await stock(b, drain.pop, drain.tiers, 0);
   const warm = await closedLoop(job, concurrency, warmupS);
@@ -102,14 +115,14 @@ async function closed(b: Bench, config: Row["config"], phase: string, job: Job, 
   return measure(b, config, phase, `closed c=${concurrency}`, () => closedLoop(job, concurrency, durationS));
 }
 
-async function open(b: Bench, config: Row["config"], phase: string, job: Job, rate: number, fraction: number, drain?: Drain): Promise<Row> {
+async function open(b: Bench, config: Config, phase: string, job: Job, rate: number, fraction: number, drain?: Drain): Promise<Row> {
   if (drain) await stock(b, drain.pop, drain.tiers, rate * b.options.durationS * drain.count);
   const mode = `open ${Math.round(fraction * 100)}% ${rate}/s`;
   return measure(b, config, phase, mode, async () => ({ ...(await openLoop(job, rate, b.options.durationS)), offeredRate: rate }));
 }
 
 /** Open loops at each --rates fraction of `peak`. */
-async function openRates(b: Bench, config: Row["config"], phase: string, job: Job, peak: number, drain?: Drain): Promise<void> {
+async function openRates(b: Bench, config: Config, phase: string, job: Job, peak: number, drain?: Drain): Promise<void> {
   for (const fraction of b.options.rateFractions) await open(b, config, phase, job, Math.max(1, Math.round(peak * fraction)), fraction, drain);
 }
 
@@ -117,8 +130,33 @@ const modes = (b: Bench): Mode[] => (["default", "off"] as const).filter((m) => 
 const baseUrl = (b: Bench, mode: Mode) => b.stack.servers[mode]!.baseUrl;
 
 /**
- * One claim size: the SQL ceiling (closed), the deployed configuration (closed, then open loops,
- * with the SQL ceiling open at the same 50 % rate beside it), then the benchmark-only mode (closed).
+ * The coalesced ceiling of one quota variant (sql:default, quota on; sql:off, quota off): the
+ * server's claim statement with B claims each, on `--pool` connections, ceil(pool / 2) statements
+ * at once as the server sends them; at B = 16, and at the server's mean batch in the segment just
+ * measured (rounded) when that differs. B = 16 alone when its /metrics could not be read.
+ */
+async function coalescedCeilings(b: Bench, sql: Sql, mode: Mode, count: number, sent: number | null | undefined): Promise<void> {
+  const { warmupS, durationS, pool } = b.options;
+  const workers = statementsInFlight(pool);
+  const quota = mode === "default" ? pairQuota : null;
+  const asSent = sent ? Math.max(1, Math.round(sent)) : undefined;
+  const batches = asSent === undefined || asSent === 16 ? [16] : [16, asSent];
+  // A ceiling running dry would count cheap empty claims: it stops at 90 % of the claims the stock can serve in full.
+  const fullClaims = (perGroup: number) => Math.floor((perGroup * b.pop.targets.length * tiers.length * 0.9) / count);
+  for (const batch of batches) {
+    const run = coalescedClaims(sql, b.pop, count, quota, batch, b.ledger);
+    const warm = await closedBatches(run, workers, warmupS, fullClaims(await stock(b, b.pop, tiers, 0)));
+    const cap = fullClaims(await stock(b, b.pop, tiers, warm.reqPerS * 2 * durationS * count));
+    const label = `closed ${workers}×B=${batch}${batch === asSent ? " (as sent)" : ""}`;
+    const row = await measure(b, `sql:${mode}`, `claim count=${count}`, label, (): Promise<CeilingStats> => closedBatches(run, workers, durationS, cap));
+    if (row.elapsedS < durationS * 0.95) log(`        (stopped after ${row.elapsedS} s: the ${cap.toLocaleString("en-US")} claims the stock could serve in full)`);
+  }
+}
+
+/**
+ * One claim size: the seed baseline (closed), the deployed configuration (closed, then open loops,
+ * with the seed baseline open at the same 50 % rate beside it), then the benchmark-only mode
+ * (closed); after each server's loops, the coalesced ceiling of its quota variant.
  */
 async function claimPhase(b: Bench, count: number): Promise<void> {
   const { stack, options, pop, ledger } = b;
@@ -126,15 +164,17 @@ async function claimPhase(b: Bench, count: number): Promise<void> {
   const phase = `claim count=${count}`;
   const pool = createPool(stack.databaseUrl, { AQM_DB_POOL_MAX: options.pool });
   try {
-    const ceiling = sqlClaim(pool, pop, count, ledger);
-    await closed(b, "sql", phase, ceiling, drain);
+    const seed = seedClaim(pool, pop, count, ledger);
+    await closed(b, "seed", phase, seed, drain);
     for (const mode of modes(b)) {
       const job = httpClaim(baseUrl(b, mode), pop, tiers, count, ledger);
       const peak = await closed(b, mode, phase, job, drain);
-      if (mode !== "default") continue;
-      await openRates(b, mode, phase, job, peak.reqPerS, drain);
-      const half = b.options.rateFractions.includes(0.5) ? 0.5 : b.options.rateFractions[0]!;
-      await open(b, "sql", phase, ceiling, Math.max(1, Math.round(peak.reqPerS * half)), half, drain);
+      if (mode === "default") {
+        await openRates(b, mode, phase, job, peak.reqPerS, drain);
+        const half = b.options.rateFractions.includes(0.5) ? 0.5 : b.options.rateFractions[0]!;
+        await open(b, "seed", phase, seed, Math.max(1, Math.round(peak.reqPerS * half)), half, drain);
+      }
+      await coalescedCeilings(b, pool, mode, count, peak.claimsPerStatement);
     }
   } finally {
     await closePool(pool);

@@ -3,7 +3,8 @@ import { parseOptions, usage, type Options } from "./args.ts";
 import { latencyChart } from "./chart.ts";
 import { closeBench, log, prepareBench, runPhases, type Bench } from "./phases.ts";
 import { relaunchWithSocketLimits } from "./relaunch.ts";
-import { checkTargets, formatTable, formatTargets, httpToSql, writeResults } from "./report.ts";
+import { checkTargets, formatCeilingRatios, formatTable, formatTargets, serverToCeiling, serverToSeed, writeResults } from "./report.ts";
+import { pairQuota, statementsInFlight } from "./coalesced.ts";
 import { formatSoak, runSoak } from "./soak.ts";
 import { startStack, stopStack } from "./stack.ts";
 
@@ -15,15 +16,26 @@ function settingsOf(b: Bench) {
       : "two, started by the bench (bun src/index.ts), log and cron off: default = rate limits and pair quota on (per-user buckets widened), off = AQM_RATE_LIMITS=off",
     pool: o.pool, concurrency: o.concurrency, duration_s: o.durationS, warmup_s: o.warmupS,
     open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, requesters: o.requesters, coins_per_user_tier: o.coinsPerTier,
-    burst: o.burst, soak_s: o.soakS, seed_random_bytes: b.randomSource,
+    burst: o.burst, soak_s: o.soakS ?? null, seed_random_bytes: b.randomSource,
+    claim_statements_in_flight: statementsInFlight(o.pool), pair_quota: pairQuota,
   };
 }
+
+/** What an absent or null field means, kept in every result file. */
+const notes = {
+  absent_or_null: "not measured: serverRssMb/serverCpuPct on rows without a server process of the bench's own (seed, sql:*, sql, --url), pgCpuPct with --url, "
+    + "pgActive when pg_stat_activity could not be read, claimsPerStatement when the server's /metrics could not be read, p50–max when no request succeeded",
+  configs: "default / off: the servers over HTTP; seed: the seed baseline (one statement per claim, no HTTP); "
+    + "sql:default / sql:off: the coalesced ceiling (the server's claim statement, B claims each, quota on / off, no HTTP); sql: the upload ceiling",
+  ceiling_rows: "sql:* rows: reqPerS and coinsPerS count claims and coins, the latencies are per statement",
+};
 
 /** Resolves to false when a target was missed. */
 async function phasesMode(b: Bench, startedAt: Date): Promise<boolean> {
   const rows = await runPhases(b);
   const targets = checkTargets(rows, b.ledger.duplicates);
-  const ratios = httpToSql(rows);
+  const seedRatios = serverToSeed(rows);
+  const ceilingRatios = serverToCeiling(rows);
   const wallTimeS = Math.round((performance.now() - b.started) / 1000);
   const { machine } = b;
   const suffix = b.options.quick ? "-quick" : "";
@@ -31,11 +43,12 @@ async function phasesMode(b: Bench, startedAt: Date): Promise<boolean> {
   const svg = latencyChart(`AQM coin server: throughput and latency per row (${startedAt.toISOString().slice(0, 16)}Z)`, subtitle, rows);
   const result = {
     started_at: startedAt.toISOString(), wall_time_s: wallTimeS, machine, settings: settingsOf(b),
-    duplicates_total: b.ledger.duplicates, http_to_sql: ratios, targets, rows,
+    notes, duplicates_total: b.ledger.duplicates, server_to_seed_baseline: seedRatios, server_to_coalesced_ceiling: ceilingRatios, targets, rows,
   };
   const files = writeResults(result, svg, suffix, startedAt, b.options.save);
-  const ratioLine = Object.entries(ratios).map(([phase, r]) => `${phase} ${r}`).join(", ");
-  console.log(`\n${formatTable(rows)}\n\nHTTP/SQL claim req/s: ${ratioLine}\n\nTargets:\n${formatTargets(targets)}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
+  const seedLine = Object.entries(seedRatios).map(([phase, r]) => `${phase} ${r}`).join(", ");
+  console.log(`\n${formatTable(rows)}\n\nServer ÷ seed baseline, claims/s (closed loops): ${seedLine}`
+    + `\n\nServer ÷ coalesced ceiling of the same quota variant, claims/s (closed loops, same run):\n${formatCeilingRatios(ceilingRatios)}\n\nTargets:\n${formatTargets(targets)}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
   return targets.every((t) => t.pass);
 }
 
@@ -46,7 +59,7 @@ async function soakMode(b: Bench, startedAt: Date): Promise<void> {
   const svg = latencyChart(`AQM coin server soak: claims per minute (${startedAt.toISOString().slice(0, 16)}Z)`,
     `${soak.claimRate} claims/s + ${soak.uploadRate} uploads/s for ${b.options.soakS} s; ${machine.cores} cores, PostgreSQL ${machine.postgresql}`,
     soak.windows.map((w) => ({ config: "default" as const, phase: `minute ${w.minute}`, mode: "open", reqPerS: w.claimsPerS, p50: w.p50, p95: w.p95, p99: w.p99 })));
-  const result = { started_at: startedAt.toISOString(), wall_time_s: wallTimeS, machine, settings: settingsOf(b), ...soak, duplicates_total: b.ledger.duplicates };
+  const result = { started_at: startedAt.toISOString(), wall_time_s: wallTimeS, machine, settings: settingsOf(b), notes, ...soak, duplicates_total: b.ledger.duplicates };
   const files = writeResults(result, svg, "-soak", startedAt, b.options.save);
   console.log(`\n${formatSoak(soak.windows)}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
 }

@@ -3,6 +3,7 @@ import { signToken } from "../src/auth/jwt.ts";
 import { typicalSizes } from "../src/coins/tiers.ts";
 import { percentile } from "./load.ts";
 import { startMonitor } from "./monitor.ts";
+import { startWaitSampler } from "./pgwaits.ts";
 import { log, type Bench } from "./phases.ts";
 import type { Row } from "./report.ts";
 
@@ -25,6 +26,7 @@ export async function waitPhase(b: Bench, push: (row: Row) => void): Promise<voi
   const admin = await signToken(key, randomUUID(), { admin: true, ttlSeconds: 3600 });
   const requesters = b.pop.requesters.slice(0, waiters);
   const monitor = startMonitor(server.pid, b.stack.postmasterPid);
+  const waits = startWaitSampler(b.sql);
   const uploadStarted: number[] = [];
   const answers = requesters.map(async (requester) => {
     const response = await fetch(`${server.baseUrl}/v1/coins/claim`, {
@@ -62,6 +64,7 @@ export async function waitPhase(b: Bench, push: (row: Row) => void): Promise<voi
   }
   const results = await Promise.all(answers);
   const usage = monitor.stop();
+  const active = await waits.stop();
   const latencies = Float64Array.from(results.filter((r) => r.from !== undefined).map((r) => r.at - uploadStarted[r.from!]!)).sort();
   const served = latencies.length;
   const elapsedS = (Math.max(...results.map((r) => r.at)) - uploadStarted[0]!) / 1000;
@@ -71,7 +74,7 @@ export async function waitPhase(b: Bench, push: (row: Row) => void): Promise<voi
     requests: waiters, errors, errorKinds: errors ? { failed: errors } : {}, short: waiters - served - errors, coins: served,
     elapsedS: round(elapsedS), reqPerS: round(served / elapsedS), coinsPerS: round(served / elapsedS),
     p50: round(percentile(latencies, 50)), p95: round(percentile(latencies, 95)), p99: round(percentile(latencies, 99)),
-    max: round(latencies[latencies.length - 1] ?? NaN), ...usage, pgActive: 0, pgWaits: {}, dbConnections: connections,
+    max: round(latencies[latencies.length - 1] ?? NaN), ...usage, ...active, dbConnections: connections,
   };
   push(row);
   log(`wait ${waiters}: ${served} released by uploads, upload→answer p50 ${row.p50} ms p99 ${row.p99} ms, ${connections} database connections while all waited, ${errors} errors`);
