@@ -31,7 +31,10 @@ export interface RunOptions<T = unknown> {
 /**
  * How the server reaches PostgreSQL: every statement passes the connection gate and carries a
  * deadline, and so does every connection held for several statements (`hold`). A gate as wide as
- * its pool means postgres.js never pipelines one statement behind another (see cancel.ts). At the deadline it is cancelled, so PostgreSQL rolls it back instead of committing it
+ * its pool means postgres.js never pipelines one statement behind another (see cancel.ts).
+ * Only a statement that finished before its cancel went out is answered with its result: one
+ * that reports success later may have had its wait for a synchronous standby cancelled, and is
+ * handled as a late finish (the claim queue gives its coins back; a keyed claim keeps its replay). At the deadline it is cancelled, so PostgreSQL rolls it back instead of committing it
  * after its answer was given up; the caller gets a 503 once the cancel is confirmed, or at the
  * latest `graceMs` later (then the outcome is unknown, and a late finish is reported). A query
  * postgres.js still holds while it reconnects is dropped from its queue by the same cancel.
@@ -61,12 +64,17 @@ export class Db {
         answered = true;
         fn();
       };
+      const timedOut = () => answer(() => reject(new UnavailableError("The database did not answer in time; retry shortly")));
+      let cancelled = false;
       this.gate.run(async () => {
         const left = deadline - performance.now();
         if (left <= 0) throw new UnavailableError("The database did not answer in time; retry shortly");
         const query = make(this.sql);
-        const cancel = setTimeout(() => cancelAtDatabase(query), left);
-        const giveUp = setTimeout(() => answer(() => reject(new UnavailableError("The database did not answer in time; retry shortly"))), left + grace);
+        const cancel = setTimeout(() => {
+          cancelled = true;
+          cancelAtDatabase(query);
+        }, left);
+        const giveUp = setTimeout(timedOut, left + grace);
         try {
           return await query;
         } finally {
@@ -75,7 +83,11 @@ export class Db {
         }
       }, deadline, opts.signal).then((value) => {
         dropLeadingHoles(value);
-        this.lastSuccess = performance.now();
+        // Success after the cancel went out is not trusted: PostgreSQL reports a commit whose
+        // wait for a synchronous standby was cancelled as a success (with only a WARNING), though
+        // it may not survive a failover. It is answered 503 and handled as a late finish.
+        if (cancelled) timedOut();
+        else this.lastSuccess = performance.now();
         if (answered) {
           this.options.late?.(opts.what ?? "statement");
           try {

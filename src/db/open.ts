@@ -1,7 +1,7 @@
 import { ConfigError, type Config } from "../config.ts";
 import type { EmbeddedDatabase } from "./embedded.ts";
 import { migrate } from "./migrate.ts";
-import { closePool, createPool, createSessionPool, type Sql } from "./pool.ts";
+import { closePool, createPool, createSessionPool, hostsOf, type Sql } from "./pool.ts";
 
 export interface Database {
   /** The request pool: through the pooler when there is one. */
@@ -30,6 +30,13 @@ export function chooseDatabase(config: Config): "embedded" | { url: string; dire
       throw new ConfigError("NODE_ENV=production needs DATABASE_URL (the embedded PostgreSQL is for development; AQM_EMBEDDED=on runs it anyway)");
     }
     return "embedded";
+  }
+  for (const [name, value] of [["DATABASE_URL", url], ["AQM_DATABASE_DIRECT_URL", direct]] as const) {
+    const { hosts, targetSessionAttrs } = value ? hostsOf(value) : { hosts: [], targetSessionAttrs: null };
+    if (hosts.length > 1 && targetSessionAttrs !== null && targetSessionAttrs !== "primary") {
+      throw new ConfigError(`${name} names several hosts with target_session_attrs=${targetSessionAttrs}: use target_session_attrs=primary `
+        + "(or leave it out): read-write only checks default_transaction_read_only, which a PostgreSQL 14+ standby reports as off");
+    }
   }
   if (pooler === "transaction" && !direct) {
     throw new ConfigError("AQM_DB_POOLER=transaction needs AQM_DATABASE_DIRECT_URL: migrations, the maintenance lock and LISTEN "

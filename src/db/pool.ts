@@ -20,6 +20,31 @@ export const poolDefaults = Object.fromEntries(poolSettings.map((name) => [name,
  */
 const reconnectDelay = (attempt: number) => Math.min(0.05 * 2 ** attempt, 0.5);
 
+/** The hosts of a URL in libpq's multi-host form (host1:port1,host2:port2), and its target_session_attrs. */
+export function hostsOf(url: string): { hosts: string[]; targetSessionAttrs: string | null } {
+  const authority = /^[a-z]+:\/\/(?:[^@/?]*@)?([^/?]*)/i.exec(url)?.[1] ?? "";
+  const query = url.includes("?") ? new URLSearchParams(url.slice(url.indexOf("?") + 1)) : new URLSearchParams();
+  return { hosts: authority.split(",").filter(Boolean), targetSessionAttrs: query.get("target_session_attrs") };
+}
+
+/** Several hosts and no target_session_attrs: connect to the writable primary only. */
+const primaryOnly = (url: string) => {
+  const { hosts, targetSessionAttrs } = hostsOf(url);
+  return hosts.length > 1 && targetSessionAttrs === null;
+};
+
+/**
+ * PostgreSQL's warnings reach the log with their SQLSTATE — above all "canceling wait for
+ * synchronous replication" (the commit is local, maybe not on the standby); plain notices do not.
+ */
+function logWarning(notice: postgres.Notice): void {
+  if (notice.severity !== "WARNING") return;
+  console.error(JSON.stringify({
+    time: new Date().toISOString(), level: "warn", msg: "PostgreSQL warning", code: notice.code, error: notice.message,
+    ...(notice.detail ? { detail: notice.detail } : {}),
+  }));
+}
+
 /**
  * The one shared postgres.js pool of a server process. Behind a transaction-mode pooler
  * (AQM_DB_POOLER=transaction) consecutive statements may run on different server connections,
@@ -36,7 +61,8 @@ export function createPool(url: string, config: Partial<PoolConfig> = {}, applic
     idle_timeout: c.AQM_DB_IDLE_TIMEOUT_S || undefined,
     max_lifetime: c.AQM_DB_MAX_LIFETIME_S || null,
     backoff: reconnectDelay,
-    onnotice: () => {},
+    onnotice: logWarning,
+    target_session_attrs: primaryOnly(url) ? "primary" : undefined,
     prepare: !pooled,
     connection: pooled ? { application_name: applicationName } : {
       application_name: applicationName,
