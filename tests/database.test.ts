@@ -49,6 +49,18 @@ describe("chooseDatabase", () => {
     refused({ AQM_DATABASE_DIRECT_URL: direct }, "need DATABASE_URL");
   });
 
+  test("several hosts (libpq's multi-host form) mean the writable primary: target_session_attrs=primary or none, never read-write", () => {
+    const hosts = "postgres://aqm:secret@10.0.0.1:5432,10.0.0.2:5432/aqm";
+    expect(chooseDatabase(testConfig({ DATABASE_URL: hosts }))).toEqual({ url: hosts, direct: undefined });
+    expect(chooseDatabase(testConfig({ DATABASE_URL: `${hosts}?target_session_attrs=primary` }))).toMatchObject({ direct: undefined });
+    refused({ DATABASE_URL: `${hosts}?target_session_attrs=read-write` }, "target_session_attrs=primary");
+    refused({ DATABASE_URL: url, AQM_DB_POOLER: "transaction", AQM_DATABASE_DIRECT_URL: `${hosts}?target_session_attrs=any` }, "AQM_DATABASE_DIRECT_URL names several hosts");
+    // a pool on several hosts and no attribute asks for the primary (postgres.js checks pg_is_in_recovery())
+    const pool = createPool(hosts);
+    expect((pool.options as unknown as { target_session_attrs: string }).target_session_attrs).toBe("primary");
+    void pool.end({ timeout: 0 });
+  });
+
   test("the server refuses to start in production without DATABASE_URL: exit 2, one line, nothing created", async () => {
     const dataDir = join(tmpdir(), `aqm-never-${randomUUID()}`);
     const proc = Bun.spawn(["bun", "src/index.ts"], {
