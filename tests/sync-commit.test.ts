@@ -97,3 +97,29 @@ test("a claim whose commit waits for the stalled standby past its deadline is an
     spy.mockRestore();
   }
 }, 30_000);
+
+test("a replay is answered only once the claim it repeats is durable on the standby: while commits wait, a keyed retry gets 503, then its coin", async () => {
+  const owner = randomUUID();
+  const requester = randomUUID();
+  const keyId = randomUUID();
+  await sql`INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
+            VALUES (${owner}::uuid, ${keyId}, 'BRONZE', '\\x01', '\\x02')`;
+  const spy = spyOn(console, "error").mockImplementation(() => {});
+  const { claims } = testClaims(sql, { waitMs: 400 });
+  const claim = () => claims.claim({
+    requester, target: owner, want: [0, 0, 1], fallback: false, allowLastResort: false, waitMs: 0,
+    idempotencyKey: "retry-me", canonicalBody: "{}",
+  });
+  try {
+    expect((await claim()).coins.map((c) => c.key_id)).toEqual([keyId]); // committed and durable
+    await standby("ghost");
+    await expect(claim()).rejects.toBeInstanceOf(UnavailableError); // the replay's commit waits like any other
+    await standby("");
+    const replay = await claim();
+    expect(replay.replayed).toBe(true);
+    expect(replay.coins.map((c) => c.key_id)).toEqual([keyId]);
+  } finally {
+    spy.mockRestore();
+    await standby("");
+  }
+}, 30_000);

@@ -24,6 +24,7 @@ import { phases } from "./phases.ts";
  *   a concurrent retry that finds it taken claims nothing and runs again, then replays.
  * - Gates feed the final UPDATE through RETURNING, so nothing is claimed for a request whose
  *   replay record or quota spend did not happen.
+ * - A replay rewrites its record, so its commit waits for a synchronous standby (see `touched`).
  * The quota arithmetic is written inline (not as SQL functions, which PostgreSQL would plan again
  * on every execution) through the helpers below, which the maintenance purge shares.
  */
@@ -147,6 +148,12 @@ upd AS (
   FROM assigned a JOIN won w ON w.idx = a.idx JOIN req r ON r.idx = a.idx
   WHERE c.record_id = a.record_id
   RETURNING a.idx, c.record_id, ${coinOut("c")}
+),
+-- a replay writes its record again (same values): its commit then waits for a synchronous standby
+-- like a claim's, so a replay is answered only once the claim it repeats is durable there too — a
+-- claim whose own wait was cancelled (answered 503) is visible here though a failover may lose it
+touched AS (
+  UPDATE claim_replay p SET body = p.body FROM seen s WHERE p.ref = s.ref AND s.same
 ),
 -- owners long-polling their count hear of every claim that takes their coins
 notified AS (
