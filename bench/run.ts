@@ -16,7 +16,7 @@ function settingsOf(b: Bench) {
       : "two, started by the bench (bun src/index.ts), log and cron off: default = rate limits and pair quota on (per-user buckets widened), off = AQM_RATE_LIMITS=off",
     pool: o.pool, concurrency: o.concurrency, duration_s: o.durationS, warmup_s: o.warmupS,
     open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, requesters: o.requesters, coins_per_user_tier: o.coinsPerTier,
-    burst: o.burst, soak_s: o.soakS ?? null, seed_random_bytes: b.randomSource,
+    burst: o.burst, soak_s: o.soakS ?? null, only: o.only.length ? o.only : null, seed_random_bytes: b.randomSource,
     claim_statements_in_flight: statementsInFlight(o.pool), pair_quota: pairQuota,
   };
 }
