@@ -37,7 +37,7 @@ export const usage = `bun bench/run.ts [options]
   --url <base>           target a running server instead of starting one (needs --secret, --database-url)
   --secret <s>           the server's AQM_JWT_SECRET (with --url)
   --database-url <url>   the server's database, for seeding and the SQL ceiling (with --url)
-  --pool <n>             server pool size (AQM_DB_POOL_MAX) and SQL-ceiling pool size (4, the server default)
+  --pool <n>             server pool size (AQM_DB_POOL_MAX), and the pool of the seed baseline and coalesced ceiling (4)
   --concurrency <n>      closed-loop connections (32)
   --duration <s>         seconds per measured segment (10)
   --rates <list>         open-loop rates, % of the closed-loop peak (25,50,75)
@@ -45,7 +45,7 @@ export const usage = `bun bench/run.ts [options]
   --requesters <n>       distinct requesters (10000; quick: 2000)
   --coins <n>            coins seeded per user and tier before the first phase (200)
   --burst <n>            requests in the burst (10000)
-  --quick                ~1 minute smoke run (3 s segments, 50 % rate only, 50 users)
+  --quick                ~2½ minute smoke run (3 s segments, 50 % rate only, 50 users)
   --soak <s>             soak mode: steady claims + uploads for <s> seconds, a report per minute
   --rate <req/s>         soak claim rate (default: 50 % of a quick peak measure)
   --check                exit 1 when a target is missed
