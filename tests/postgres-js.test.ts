@@ -1,5 +1,7 @@
 import { expect, test } from "bun:test";
 import postgres from "postgres";
+import { cancelAtDatabase } from "../src/db/cancel.ts";
+import { freePort } from "../src/db/embedded.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -73,4 +75,68 @@ test("defect still there: after a statement fails mid-stream, the next one on th
   } finally {
     await sql.end({ timeout: 5 });
   }
+});
+
+/** A TCP proxy to the test database on `port`, started later: until then, connections there are refused. */
+function proxyOn(port: number) {
+  const target = new URL(db.directUrl);
+  return Bun.listen<{ upstream?: import("bun").Socket; pending: Uint8Array[] }>({
+    hostname: "127.0.0.1", port,
+    socket: {
+      open(client) {
+        client.data = { pending: [] };
+        void Bun.connect({
+          hostname: target.hostname, port: Number(target.port),
+          socket: {
+            open(upstream) {
+              client.data.upstream = upstream;
+              for (const chunk of client.data.pending) upstream.write(chunk);
+            },
+            data: (_upstream, chunk) => void client.write(chunk),
+            close: () => void client.end(),
+          },
+        });
+      },
+      data(client, chunk) {
+        if (client.data.upstream) client.data.upstream.write(chunk);
+        else client.data.pending.push(new Uint8Array(chunk));
+      },
+      close: (client) => void client.data.upstream?.end(),
+    },
+  });
+}
+
+/**
+ * A pool of one connection on two hosts where nothing listens yet (as a multi-host URL while no
+ * node is the primary: postgres.js keeps trying the hosts in turn with the query in hand), a query
+ * cancelled while it connects, then the database on the second host.
+ */
+async function cancelWhileConnecting(cancel: (query: postgres.PendingQuery<postgres.Row[]>) => void) {
+  const [dead, port] = [await freePort(), await freePort()];
+  const { username, password, pathname } = new URL(db.directUrl);
+  const url = `postgres://${username}:${password}@127.0.0.1:${dead},127.0.0.1:${port}${pathname}`;
+  const sql = postgres(url, { max: 1, onnotice: () => {}, backoff: () => 0.05, connect_timeout: 2 });
+  const first = sql`SELECT 'first' AS v`;
+  const firstSettled = first.then(() => "answered", (e: { code?: string }) => `error ${e.code}`);
+  await Bun.sleep(100); // refused, and tried again: the query is the connecting connection's first
+  cancel(first);
+  const proxy = proxyOn(port);
+  try {
+    const next = sql`SELECT 'next' AS v`.then((r) => r[0]?.v as string, (e: { code?: string }) => `error ${e.code}`);
+    return { first: await Promise.race([firstSettled, Bun.sleep(2000).then(() => "pending")]), next: await Promise.race([next, Bun.sleep(2000).then(() => "stuck")]) };
+  } finally {
+    await sql.end({ timeout: 0 });
+    proxy.stop(true);
+  }
+}
+
+test("defect still there: a query cancelled before it is sent, while its connection is being opened, leaves the pool stuck (cancel.ts fences it)", async () => {
+  const seen = await cancelWhileConnecting((query) => void query.cancel());
+  expect(seen).toEqual({ first: "error 57014", next: "stuck" });
+});
+
+test("the fence: cancelAtDatabase waits until the query runs, so the pool comes back once the database does", async () => {
+  const seen = await cancelWhileConnecting((query) => cancelAtDatabase(query));
+  expect(seen.next).toBe("next");
+  expect(["answered", "error 57014"]).toContain(seen.first); // it ran (then was cancelled, or had already finished)
 });

@@ -5,10 +5,15 @@ interface Cancellable {
 }
 
 /**
- * Asks PostgreSQL to cancel `query`. postgres.js (3.4) forgets a statement cancelled while it
- * waits pipelined behind another on its connection, though PostgreSQL still answers it: that
- * answer, and every later one on the connection, then goes to the wrong statement. So a waiting
- * statement is cancelled once it is the one running, and one that has settled is left alone.
+ * Asks PostgreSQL to cancel `query` once it is the statement running on its connection. postgres.js
+ * (3.4) mishandles a cancel at any other moment (tests/postgres-js.test.ts): a statement
+ * cancelled while it waits pipelined behind another is forgotten though PostgreSQL still answers
+ * it, so that answer, and every later one on the connection, goes to the wrong statement; and a
+ * statement cancelled before it is sent, while its connection is still being opened (PostgreSQL
+ * away, or a multi-host URL looking for the primary), leaves that connection stuck forever, and
+ * with it the pool. So a statement not yet running is cancelled when it starts (its deadline has
+ * passed: the caller treats whatever it returns as a late finish), and one that has settled is
+ * left alone.
  */
 export function cancelAtDatabase(query: Cancellable): void {
   const state = query as unknown as { state: unknown; active: boolean };
@@ -19,8 +24,8 @@ export function cancelAtDatabase(query: Cancellable): void {
   query.then(done, done);
   const attempt = () => {
     if (settled) return;
-    if (state.state && !state.active) {
-      setTimeout(attempt, 10); // sent, behind the statement running on its connection
+    if (!state.state || !state.active) {
+      setTimeout(attempt, 10); // not sent yet, or sent behind the statement running on its connection
       return;
     }
     // (postgres.js drops the promise of the cancel request itself; a refused one reaches
