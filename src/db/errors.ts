@@ -9,6 +9,8 @@ export const SQLSTATE = {
   serialization: "40001",
   lockNotAvailable: "55P03",
   undefinedTable: "42P01",
+  /** A node that is no longer the writable primary (a switchover demoting it): nothing was written. */
+  readOnly: "25006",
   /** Raised by aqm_key_conflict() (migration 011). */
   keyConflict: "AQ409",
 } as const;
@@ -23,12 +25,13 @@ export function sqlstateOf(error: unknown): string | undefined {
 const connectionCodes = new Set(["CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED",
   "ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
 
-/** "PostgreSQL cannot serve this right now": unreachable, shutting down, out of connections, a timeout or a lock conflict. */
+/** "PostgreSQL cannot serve this right now": unreachable, shutting down, no longer the primary, out of connections, a timeout or a lock conflict. */
 export function isTransient(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code !== "string") return false;
   return code.startsWith("08") || code.startsWith("57P") || connectionCodes.has(code) || ([
     SQLSTATE.tooManyConnections, SQLSTATE.queryCanceled, SQLSTATE.deadlock, SQLSTATE.serialization, SQLSTATE.lockNotAvailable,
+    SQLSTATE.readOnly,
   ] as string[]).includes(code);
 }
 

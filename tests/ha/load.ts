@@ -93,18 +93,23 @@ const percentile = (xs: number[], p: number) => {
 };
 const round = (x: number | null) => (x === null ? null : Math.round(x));
 
-/** What a failover looked like to the clients, from the attempts around `eventAt` (the primary's death or the switchover's start). */
+/**
+ * What a failover looked like to the clients, from the attempts around `eventAt` (the primary's
+ * death, or the switchover's start); `before` and `after` are the windows the rates are read in.
+ */
 export function report(load: KeyedLoad, { eventAt, promotedAt, before, after }: { eventAt: number; promotedAt: number | null; before: [number, number]; after: [number, number] }) {
   const ok = load.attempts.filter((a) => a.status === 200);
   const rate = ([from, to]: [number, number]) => Math.round(ok.filter((a) => a.end >= from && a.end < to).length / ((to - from) / 1000));
-  const lastBefore = Math.max(...ok.filter((a) => a.end <= eventAt).map((a) => a.end));
-  const firstAfterEvent = Math.min(...ok.filter((a) => a.start > eventAt).map((a) => a.end));
+  const firstAfterEvent = Math.min(...ok.filter((a) => a.start >= eventAt).map((a) => a.end));
+  // the longest stretch without a 200 between the two measured windows (it holds the event)
+  const ends = [before[1], ...ok.map((a) => a.end).filter((e) => e > before[1] && e < after[0]).sort((a, b) => a - b), after[0]];
+  const unavailable = Math.max(...ends.slice(1).map((e, i) => e - ends[i]!));
   const firstAfterPromotion = promotedAt === null ? null : Math.min(...ok.filter((a) => a.start >= promotedAt).map((a) => a.end));
   const during = load.attempts.filter((a) => a.end >= eventAt && a.start <= firstAfterEvent);
   return {
     claimsPerSecondBefore: rate(before),
     claimsPerSecondAfter: rate(after),
-    unavailableMs: round(firstAfterEvent - lastBefore),
+    unavailableMs: round(unavailable),
     firstOkAfterEventMs: round(firstAfterEvent - eventAt),
     promotionAfterEventMs: promotedAt === null ? null : round(promotedAt - eventAt),
     firstOkAfterPromotionMs: firstAfterPromotion === null ? null : round(firstAfterPromotion - promotedAt!),
