@@ -28,7 +28,10 @@ async function standby(names: string): Promise<void> {
     // a write: only a transaction that wrote WAL waits for the standby at commit
     const probe = sql`INSERT INTO claimed_key (user_id, key_id, claimed_on) VALUES (${randomUUID()}::uuid, 'probe', current_date)`;
     const waited = await Promise.race([probe.then(() => false, () => false), Bun.sleep(200).then(() => true)]);
-    if (waited) await probe.cancel(); // (its WARNING goes to the log before any test reads it)
+    if (waited) {
+      await probe.cancel(); // (its WARNING goes to the log before any test reads it)
+      await probe.catch(() => {});
+    }
     return waited;
   }, "a commit waiting for the standby");
 }
@@ -69,6 +72,29 @@ test("a commit whose wait for the synchronous standby is cancelled at its deadli
     const warning = JSON.parse(logged.find((l) => l.includes("canceling wait for synchronous replication"))!);
     expect(warning).toMatchObject({ level: "warn", msg: "PostgreSQL warning", code: "01000" });
     expect(warning.detail).toContain("might not have been replicated");
+  } finally {
+    spy.mockRestore();
+    await standby("");
+  }
+});
+
+test("a commit whose wait is cancelled by someone else (pg_cancel_backend) before the server's deadline is answered 503 too: the WARNING gives it away", async () => {
+  await standby("ghost");
+  const spy = spyOn(console, "error").mockImplementation(() => {});
+  const late: unknown[] = [];
+  try {
+    const db = new Db(sql, new ConnectionGate(4, 10), { waitMs: 10_000, prepare: true });
+    const keyId = randomUUID();
+    const started = performance.now();
+    const insert = db.run((s) => s`INSERT INTO claimed_key (user_id, key_id, claimed_on) VALUES (${randomUUID()}::uuid, ${keyId}, current_date)`, {
+      late: (rows) => late.push(rows),
+    }).then(() => "200", (error: unknown) => error);
+    // (statement_timeout cannot do this: PostgreSQL disables it before the commit)
+    await waitFor(async () => (await sql`SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE wait_event = 'SyncRep' AND query NOT LIKE '%probe%'`).length > 0, "the commit cancelled by an operator");
+    expect(await insert).toBeInstanceOf(UnavailableError);
+    expect(performance.now() - started).toBeLessThan(5000); // long before the deadline
+    expect(late.length).toBe(1);
+    expect((await sql`SELECT 1 FROM claimed_key WHERE key_id = ${keyId}`).length).toBe(1); // committed locally
   } finally {
     spy.mockRestore();
     await standby("");

@@ -4,7 +4,7 @@ import { UnavailableError } from "../errors.ts";
 import { cancelAtDatabase } from "./cancel.ts";
 import { translate } from "./errors.ts";
 import type { ConnectionGate } from "./gate.ts";
-import type { Sql } from "./pool.ts";
+import { warningCount, type Sql } from "./pool.ts";
 
 export interface DbOptions {
   /** AQM_DB_POOL_WAIT_MS: a statement's deadline, from when it asks for a connection. */
@@ -66,10 +66,12 @@ export class Db {
       };
       const timedOut = () => answer(() => reject(new UnavailableError("The database did not answer in time; retry shortly")));
       let cancelled = false;
+      let warnings = 0;
       this.gate.run(async () => {
         const left = deadline - performance.now();
         if (left <= 0) throw new UnavailableError("The database did not answer in time; retry shortly");
         const query = make(this.sql);
+        warnings = warningCount();
         const cancel = setTimeout(() => {
           cancelled = true;
           cancelAtDatabase(query);
@@ -83,10 +85,12 @@ export class Db {
         }
       }, deadline, opts.signal).then((value) => {
         dropLeadingHoles(value);
-        // Success after the cancel went out is not trusted: PostgreSQL reports a commit whose
-        // wait for a synchronous standby was cancelled as a success (with only a WARNING), though
-        // it may not survive a failover. It is answered 503 and handled as a late finish.
-        if (cancelled) timedOut();
+        // Success after the cancel went out, or while PostgreSQL sent a WARNING (on any of this
+        // process's connections: erring towards distrust), is not trusted: PostgreSQL reports a
+        // commit whose wait for a synchronous standby was cancelled — by this cancel, by
+        // statement_timeout — as a success with only a WARNING, though it may not survive a
+        // failover. It is answered 503 and handled as a late finish.
+        if (cancelled || warningCount() !== warnings) timedOut();
         else this.lastSuccess = performance.now();
         if (answered) {
           this.options.late?.(opts.what ?? "statement");

@@ -33,12 +33,17 @@ const primaryOnly = (url: string) => {
   return hosts.length > 1 && targetSessionAttrs === null;
 };
 
+let warningsSeen = 0;
+/** How many WARNINGs PostgreSQL has sent this process (db.ts distrusts a success that came with one). */
+export const warningCount = () => warningsSeen;
+
 /**
  * PostgreSQL's warnings reach the log with their SQLSTATE — above all "canceling wait for
  * synchronous replication" (the commit is local, maybe not on the standby); plain notices do not.
  */
 function logWarning(notice: postgres.Notice): void {
   if (notice.severity !== "WARNING") return;
+  warningsSeen++;
   console.error(JSON.stringify({
     time: new Date().toISOString(), level: "warn", msg: "PostgreSQL warning", code: notice.code, error: notice.message,
     ...(notice.detail ? { detail: notice.detail } : {}),
