@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { request as httpRequest } from "node:http";
 import { newUser, type User } from "./helpers/app.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { postKeyed as post } from "./helpers/http.ts";
 import { startServer, type ServerProcess } from "./helpers/server.ts";
 import { waitFor } from "./helpers/wait.ts";
 
@@ -24,23 +24,6 @@ beforeAll(async () => {
 afterAll(() => {
   for (const s of servers) s.proc.kill("SIGKILL");
 });
-
-/** One request on a new connection (node:http never sends it twice); a network error is status 0. */
-function post(url: string, token: string, key: string, body: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = httpRequest(url, {
-      method: "POST", agent: false,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "idempotency-key": key },
-    }, (res) => {
-      let text = "";
-      res.on("data", (chunk) => (text += chunk));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-      res.on("error", () => resolve({ status: 0, body: "" }));
-    });
-    req.on("error", () => resolve({ status: 0, body: "" }));
-    req.end(body);
-  });
-}
 
 test("kill -9 of a server under keyed claim load: clients retrying with their Idempotency-Key on another instance end with exactly the coins claimed for them — 0 lost, 0 twice", async () => {
   const owner = await newUser();

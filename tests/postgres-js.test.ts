@@ -3,6 +3,7 @@ import postgres from "postgres";
 import { cancelAtDatabase } from "../src/db/cancel.ts";
 import { freePort } from "../src/db/embedded.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { tcpProxy } from "./helpers/proxy.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 // Canaries for the postgres.js behaviour src/db/ fences. cancel.ts reads private fields of a
@@ -77,35 +78,6 @@ test("defect still there: after a statement fails mid-stream, the next one on th
   }
 });
 
-/** A TCP proxy to the test database on `port`, started later: until then, connections there are refused. */
-function proxyOn(port: number) {
-  const target = new URL(db.directUrl);
-  return Bun.listen<{ upstream?: import("bun").Socket; pending: Uint8Array[] }>({
-    hostname: "127.0.0.1", port,
-    socket: {
-      open(client) {
-        client.data = { pending: [] };
-        void Bun.connect({
-          hostname: target.hostname, port: Number(target.port),
-          socket: {
-            open(upstream) {
-              client.data.upstream = upstream;
-              for (const chunk of client.data.pending) upstream.write(chunk);
-            },
-            data: (_upstream, chunk) => void client.write(chunk),
-            close: () => void client.end(),
-          },
-        });
-      },
-      data(client, chunk) {
-        if (client.data.upstream) client.data.upstream.write(chunk);
-        else client.data.pending.push(new Uint8Array(chunk));
-      },
-      close: (client) => void client.data.upstream?.end(),
-    },
-  });
-}
-
 /**
  * A pool of one connection on two hosts where nothing listens yet (as a multi-host URL while no
  * node is the primary: postgres.js keeps trying the hosts in turn with the query in hand), a query
@@ -120,7 +92,7 @@ async function cancelWhileConnecting(cancel: (query: postgres.PendingQuery<postg
   const firstSettled = first.then(() => "answered", (e: { code?: string }) => `error ${e.code}`);
   await Bun.sleep(100); // refused, and tried again: the query is the connecting connection's first
   cancel(first);
-  const proxy = proxyOn(port);
+  const proxy = tcpProxy(new URL(db.directUrl), port);
   try {
     const next = sql`SELECT 'next' AS v`.then((r) => r[0]?.v as string, (e: { code?: string }) => `error ${e.code}`);
     return { first: await Promise.race([firstSettled, Bun.sleep(2000).then(() => "pending")]), next: await Promise.race([next, Bun.sleep(2000).then(() => "stuck")]) };

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { request as httpRequest } from "node:http";
+import { postKeyed as post } from "../helpers/http.ts";
 import type { ServerProcess } from "../helpers/server.ts";
 
 /** One HTTP attempt of a keyed claim. */
@@ -22,23 +22,6 @@ export interface KeyedLoad {
   odd: string[];
   /** Stops starting new claims; resolves once every client has settled its last one. */
   stop(): Promise<void>;
-}
-
-/** One request on a new connection; node:http never sends it twice. */
-function post(url: string, token: string, key: string, body: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve) => {
-    const req = httpRequest(url, {
-      method: "POST", agent: false,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json", "idempotency-key": key },
-    }, (res) => {
-      let text = "";
-      res.on("data", (chunk) => (text += chunk));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-      res.on("error", () => resolve({ status: 0, body: "" }));
-    });
-    req.on("error", () => resolve({ status: 0, body: "" }));
-    req.end(body);
-  });
 }
 
 /**

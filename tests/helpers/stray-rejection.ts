@@ -5,6 +5,7 @@
 import postgres from "postgres";
 import { createPool } from "../../src/db/pool.ts";
 import { onUnhandledRejection } from "../../src/db/stray-errors.ts";
+import { tcpProxy } from "./proxy.ts";
 import { waitFor } from "./wait.ts";
 
 process.on("unhandledRejection", onUnhandledRejection);
@@ -22,30 +23,7 @@ if (process.env.STRAY === "types") {
 } else {
   // a proxy in front of PostgreSQL: the statement's connection goes through it, then the proxy
   // stops listening, so the cancel request's new connection is refused
-  const proxy = Bun.listen<{ upstream?: import("bun").Socket; pending: Uint8Array[] }>({
-    hostname: "127.0.0.1", port: 0,
-    socket: {
-      open(client) {
-        client.data = { pending: [] };
-        void Bun.connect({
-          hostname: target.hostname, port: Number(target.port),
-          socket: {
-            open(upstream) {
-              client.data.upstream = upstream;
-              for (const chunk of client.data.pending) upstream.write(chunk);
-            },
-            data: (_upstream, chunk) => void client.write(chunk),
-            close: () => void client.end(),
-          },
-        });
-      },
-      data(client, chunk) {
-        if (client.data.upstream) client.data.upstream.write(chunk);
-        else client.data.pending.push(new Uint8Array(chunk));
-      },
-      close: (client) => void client.data.upstream?.end(),
-    },
-  });
+  const proxy = tcpProxy(target);
   const viaProxy = new URL(target);
   viaProxy.port = String(proxy.port);
   const sql = createPool(viaProxy.toString(), { AQM_DB_POOL_MAX: 1 });
