@@ -201,3 +201,55 @@ test("settle waits for a return in progress, up to its bound", async () => {
     holder.release();
   }
 });
+
+test("settle waits for a claim statement in flight to finish: it lets the statement's answer be read", async () => {
+  const [owner, requester] = [randomUUID(), randomUUID()];
+  await stock(owner, 1);
+  const pair = keys.pair(requester, owner)[0];
+  await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pair}::uuid, '{}', '{}')`;
+  const queue = new ClaimQueue(new Db(db.sql, new ConnectionGate(10, 1000), { waitMs: 10_000, prepare: true }), { quota: QUOTA, maxInFlight: 2, maxWaitMs: 30_000 });
+  const holder = await db.sql.reserve();
+  try {
+    // the pair's quota row is locked: the claim statement waits for it (holding a gate slot)
+    await holder`BEGIN`;
+    await holder`SELECT 1 FROM claim_quota WHERE pair = ${pair}::uuid FOR UPDATE`;
+    const claim = queue.claim(item(owner, requester, [0, 0, 1])).then((o) => o.status, (e) => String(e));
+    await waitFor(async () => (await db.sql`SELECT 1 FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`).length === 1, "the claim waiting for the lock");
+    // the lock goes 200 ms from now: the claim then commits at once
+    setTimeout(() => void holder`ROLLBACK`.execute(), 200); // (a postgres.js query runs once executed or awaited)
+    // (a spin on resolved promises would starve the socket reads: settle would give up at its bound)
+    expect(await queue.settle(5000)).toBe(true);
+    expect(await claim).toBe("ok");
+  } finally {
+    holder.release();
+  }
+});
+
+test("a keyed retry that meets its first attempt still committing (a late finish) gets that attempt's coins, not a 429", async () => {
+  const [owner, requester] = [randomUUID(), randomUUID()];
+  await stock(owner, 3);
+  const pair = keys.pair(requester, owner)[0];
+  // the pair has a quota row (as after any earlier claim); quota 2: the first attempt spends it all
+  await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pair}::uuid, '{}', '{}')`;
+  const [ref, refPrev] = keys.ref(requester, randomUUID());
+  const keyed = () => item(owner, requester, [0, 0, 2], { ref, refPrev, body: keys.body("{}") });
+  const queue = new ClaimQueue(new Db(db.sql, new ConnectionGate(10, 1000), { waitMs: 10_000, prepare: true }), { quota: 2, maxInFlight: 2, maxWaitMs: 30_000 });
+  const first = await db.sql.reserve();
+  try {
+    // the first attempt's statement has run but not yet committed (its answer, a 503, already went out)
+    await first`BEGIN`;
+    const rows = await claimQuery(first as never, [keyed()], 2);
+    expect(rows.filter((r) => r.k === "c").length).toBe(2);
+    // the client retries with its key
+    const retry = queue.claim(keyed()).then((o) => o, (e) => ({ status: String(e) }));
+    await waitFor(async () => (await db.sql`SELECT 1 FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`).length === 1, "the retry waiting");
+    await first`COMMIT`;
+    const outcome = await retry;
+    // the coins the first attempt claimed are recorded under the key ...
+    expect((await db.sql`SELECT 1 FROM coin_inventory WHERE fetched_by = ${requester}::uuid AND claim_ref = ${ref}::uuid`).length).toBe(2);
+    // ... and the retry must receive them (README: "also after the pair quota ran out")
+    expect(outcome.status).toBe("replay");
+  } finally {
+    first.release();
+  }
+});

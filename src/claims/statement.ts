@@ -73,17 +73,21 @@ const quotaGrant = (quota: string, pairs: string) => `
 -- (nothing but the locked rows here: after a wait, FOR UPDATE returns the newest row, but a
 -- LATERAL beside it would still have been computed from the old one)
 locked AS MATERIALIZED (
-  SELECT q.pair, q.hours, q.counts FROM claim_quota q
+  SELECT q.pair, q.hours, q.counts, q.xmin::text AS version FROM claim_quota q
   WHERE q.pair = ANY(${pairs})
   ORDER BY q.pair
   FOR UPDATE
 ),
 qlock AS (
-  SELECT l.pair, u.used, u.oldest FROM locked l CROSS JOIN LATERAL (
+  -- moved: the row changed after this statement's snapshot (it waited for a concurrent claim of
+  -- the pair, whose replay record, if any, this statement cannot see)
+  SELECT l.pair, u.used, u.oldest,
+         l.version IS DISTINCT FROM (SELECT p.xmin::text FROM claim_quota p WHERE p.pair = l.pair) AS moved
+  FROM locked l CROSS JOIN LATERAL (
     SELECT coalesce(sum(b.c), 0)::int AS used, min(b.h) AS oldest FROM unnest(l.hours, l.counts) AS b(h, c) WHERE b.h > ${LIVE}) u
 ),
 grant_ AS (
-  SELECT r.*, a.pair IS NOT NULL AS existed, least(a.oldest, b.oldest) AS oldest, x.blocked,
+  SELECT r.*, a.pair IS NOT NULL AS existed, least(a.oldest, b.oldest) AS oldest, x.blocked, coalesce(a.moved, false) AS moved,
          CASE WHEN x.blocked THEN 0 ELSE greatest(0, ${quota} - coalesce(a.used, 0) - coalesce(b.used, 0)) END AS allowance
   FROM req r LEFT JOIN qlock a ON a.pair = r.pair LEFT JOIN qlock b ON b.pair = r.pair_prev
   -- a keyed claim of a pair without a row first creates the row, then runs again: its replay
@@ -94,7 +98,7 @@ grant_ AS (
 
 const openGrant = `
 grant_ AS (
-  SELECT r.*, true AS existed, NULL::int AS oldest, r.dup AS blocked, CASE WHEN r.dup THEN 0 ELSE r.wg + r.ws + r.wb END AS allowance
+  SELECT r.*, true AS existed, NULL::int AS oldest, r.dup AS blocked, false AS moved, CASE WHEN r.dup THEN 0 ELSE r.wg + r.ws + r.wb END AS allowance
   FROM req r WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)
 ),`;
 
@@ -176,6 +180,9 @@ UNION ALL
 SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
        CASE WHEN s.idx IS NOT NULL THEN CASE WHEN s.same THEN 'replay' ELSE 'mismatch' END
             WHEN g.blocked THEN 'retry'
+            -- a keyed claim that found the quota spent by a claim it waited for (maybe its own
+            -- first attempt, committed just now) runs again: a fresh snapshot may show its replay
+            WHEN g.allowance = 0 AND r.ref IS NOT NULL AND g.moved THEN 'retry'
             WHEN g.allowance = 0 THEN 'quota'
             WHEN t.served > 0 AND w.idx IS NULL THEN 'retry'
             WHEN t.ref IS NOT NULL AND t.final AND t.served = 0 AND t.ref NOT IN (SELECT ref FROM rw) THEN 'retry'
