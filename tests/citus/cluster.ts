@@ -64,6 +64,8 @@ const NODE_SETTINGS: Record<string, string | number> = {
   max_worker_processes: 32,
   // Citus, built with libcurl, would otherwise call home (no internet here)
   "citus.enable_statistics_collection": "off",
+  // the node's connections to itself (rebalancer jobs, …): to 127.0.0.1, where it listens, not localhost (::1 first)
+  "citus.local_hostname": "'127.0.0.1'",
   password_encryption: "'scram-sha-256'",
   // a throw-away test cluster: no crash safety needed, and disk flushes only slow it down
   fsync: "off",
@@ -239,7 +241,8 @@ export async function startCitusCluster(options: CitusOptions = {}): Promise<Cit
   // Citus's own connections between the nodes (and its logical replication for shard moves)
   // authenticate with this file: every postmaster gets PGPASSFILE pointing at it.
   const pgpass = join(dir, "pgpass");
-  writeFileSync(pgpass, `127.0.0.1:*:*:postgres:${password}\n`, { mode: 0o600 });
+  // (localhost too: Citus's background jobs, e.g. the rebalancer's, connect to citus.local_hostname)
+  writeFileSync(pgpass, `127.0.0.1:*:*:postgres:${password}\nlocalhost:*:*:postgres:${password}\n`, { mode: 0o600 });
   own(pgpass);
   const pwfile = join(dir, "pwfile");
   writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
