@@ -40,7 +40,7 @@ export const healthController = (db: Db, migrations: readonly Migration[]) =>
     }, {
       response: {
         200: Health("PostgreSQL answered", { status: "ok", db_connected: true }),
-        503: Health("PostgreSQL did not answer within a second", { status: "degraded", db_connected: false }),
+        503: Health("PostgreSQL did not answer within a second, or this instance's connections were all busy for that long", { status: "degraded", db_connected: false }),
       },
       detail: {
         ...probe, summary: "Database reachability (kept as it was; probes use /v1/health/live and /v1/health/ready)",
@@ -66,7 +66,7 @@ export const healthController = (db: Db, migrations: readonly Migration[]) =>
     }, {
       response: {
         200: Ready("Ready to serve", { status: "ready", db_connected: true, schema_current: true }),
-        503: Ready("Not ready: PostgreSQL did not answer within a second, or a migration of this build is missing", { status: "not_ready", db_connected: true, schema_current: false }),
+        503: Ready("Not ready: PostgreSQL did not answer within a second (or this instance's connections were all busy for that long), or a migration of this build is missing", { status: "not_ready", db_connected: true, schema_current: false }),
       },
       detail: {
         ...probe, summary: "Readiness: PostgreSQL answers and the schema is current; 503 otherwise",
