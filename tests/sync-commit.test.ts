@@ -149,3 +149,23 @@ test("a replay is answered only once the claim it repeats is durable on the stan
     await standby("");
   }
 }, 30_000);
+
+test("a repeated upload is answered 200 only once the coins it repeats are durable: while commits wait, it gets 503", async () => {
+  const owner = randomUUID();
+  const { coinService } = await import("../src/coins/service.ts");
+  const { makeCoins } = await import("./helpers/coins.ts");
+  const coins = makeCoins(3, "BRONZE");
+  const db = new Db(sql, new ConnectionGate(4, 10), { waitMs: 400, prepare: true });
+  const service = coinService(db);
+  expect((await service.uploadCoins(owner, coins)).inserted).toBe(3);
+  await standby("ghost");
+  const spy = spyOn(console, "error").mockImplementation(() => {});
+  try {
+    // the same coins again: stored already (duplicates); the answer must still wait for the standby
+    await expect(service.uploadCoins(owner, coins)).rejects.toBeInstanceOf(UnavailableError);
+  } finally {
+    spy.mockRestore();
+    await standby("");
+  }
+  expect(await service.uploadCoins(owner, coins)).toMatchObject({ inserted: 0, duplicates: 3 });
+});
