@@ -28,6 +28,8 @@ export interface Options {
   mode: "default" | "off";
   /** Run only these phases (claim, hot, multi, wait, upload, count, burst); empty: all. */
   only: string[];
+  /** Start the `default` server with Bun's CPU profiler; the profile is saved next to the result file. */
+  profile: boolean;
 }
 
 export const phaseNames = ["claim", "hot", "multi", "wait", "upload", "count", "burst"] as const;
@@ -48,10 +50,14 @@ export const usage = `bun bench/run.ts [options]
   --quick                ~2½ minute smoke run (3 s segments, 50 % rate only, 50 users)
   --soak <s>             soak mode: steady claims + uploads for <s> seconds, a report per minute
   --rate <req/s>         soak claim rate (default: 50 % of a quick peak measure)
-  --check                exit 1 when a target is missed
+  --check                exit 3 when a target is missed or the claim ratio fell > 15 % below bench/results/baseline.json
   --save                 write the results to bench/results/ (tracked) instead of bench/results/local/
   --mode default|off     with --url: the configuration that server runs (labels its rows)
   --only <list>          run only these phases: claim,hot,multi,wait,upload,count,burst
+                         (writes <stamp>-only-<list>.json, never latest.*)
+  --profile              run the default server under Bun's CPU profiler (--cpu-prof, --cpu-prof-md);
+                         writes <stamp>-default-cpu-profile.{cpuprofile,md} and a per-segment summary
+                         (<stamp>-default-cpu-profile-segments.md) next to the result file
 
 Extra AQM_* variables in the environment are passed on to the server (e.g. AQM_DB_POOL_QUEUE_MAX).`;
 
@@ -71,6 +77,7 @@ export function parseOptions(argv: string[]): Options | "help" {
       rates: { type: "string" }, users: { type: "string" }, requesters: { type: "string" }, coins: { type: "string" }, burst: { type: "string" },
       quick: { type: "boolean" }, soak: { type: "string" }, rate: { type: "string" }, help: { type: "boolean", short: "h" },
       check: { type: "boolean" }, save: { type: "boolean" }, mode: { type: "string" }, only: { type: "string" },
+      profile: { type: "boolean" },
     },
   });
   if (values.help) return "help";
@@ -78,6 +85,7 @@ export function parseOptions(argv: string[]): Options | "help" {
   if (values.url && (!values.secret || !values["database-url"])) {
     throw new Error("--url needs --secret (the server's AQM_JWT_SECRET) and --database-url (its database)");
   }
+  if (values.url && values.profile) throw new Error("--profile needs the servers the bench starts (not --url)");
   if (values.mode !== undefined && values.mode !== "default" && values.mode !== "off") throw new Error("--mode must be default or off");
   const only = values.only?.split(",").filter(Boolean) ?? [];
   for (const name of only) if (!(phaseNames as readonly string[]).includes(name)) throw new Error(`--only: unknown phase ${name}`);
@@ -102,5 +110,6 @@ export function parseOptions(argv: string[]): Options | "help" {
     save: values.save ?? false,
     mode: (values.mode ?? "default") as "default" | "off",
     only,
+    profile: values.profile ?? false,
   };
 }

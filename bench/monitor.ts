@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 
 export interface ResourceUsage {
   /** Absent when the bench did not start the server (--url). */
@@ -6,6 +6,14 @@ export interface ResourceUsage {
   serverCpuPct?: number;
   /** PostgreSQL's postmaster and all its children; absent with --url. */
   pgCpuPct?: number;
+  /**
+   * CPU seconds over the segment (utime + stime, /proc/<pid>/stat at its start and end): the
+   * server process (all its threads); PostgreSQL's whole process tree, exited children included
+   * (through their parents' cutime + cstime). Absent: not measured (no pid: --url, or a
+   * PostgreSQL-only row for the server).
+   */
+  serverCpuS?: number;
+  pgCpuS?: number;
   /** The bench process itself (load generator, and the client side of the SQL ceiling). */
   benchCpuPct: number;
   /** Share of the machine's CPU time taken by the hypervisor from this VM (steal), %. */
@@ -22,12 +30,12 @@ function read(path: string): string | undefined {
   }
 }
 
-/** utime + stime of a process, in clock ticks. */
-function cpuTicks(pid: number): number {
+/** utime + stime (self) and cutime + cstime (reaped children) of a process, in clock ticks; undefined: gone. */
+function ticksOf(pid: number): { self: number; children: number } | undefined {
   const stat = read(`/proc/${pid}/stat`);
-  if (!stat) return 0;
+  if (!stat) return undefined;
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from the 3rd (state) on
-  return Number(fields[11]) + Number(fields[12]);
+  return { self: Number(fields[11]) + Number(fields[12]), children: Number(fields[13]) + Number(fields[14]) };
 }
 
 /** undefined: the process is gone (not measured). */
@@ -43,44 +51,52 @@ function machineTicks(): [number, number] {
 }
 
 function children(pid: number): number[] {
-  return (read(`/proc/${pid}/task/${pid}/children`) ?? "").split(" ").filter(Boolean).map(Number);
-}
-
-/** CPU ticks of a process tree, remembering each pid's last value so exited processes keep their share. */
-class TreeCpu {
-  private last = new Map<number, number>();
-  private total = 0;
-
-  constructor(private readonly root: number) {
-    this.sample();
-    this.total = 0;
-  }
-
-  sample(): number {
-    for (const pid of [this.root, ...children(this.root)]) {
-      const ticks = cpuTicks(pid);
-      this.total += Math.max(0, ticks - (this.last.get(pid) ?? 0));
-      this.last.set(pid, ticks);
+  // Every thread's children: a child is listed under the thread that forked it.
+  const tasks = (() => {
+    try {
+      return readdirSync(`/proc/${pid}/task`);
+    } catch {
+      return [] as string[];
     }
-    return this.total;
-  }
+  })();
+  return tasks.flatMap((task) => (read(`/proc/${pid}/task/${task}/children`) ?? "").split(" ").filter(Boolean).map(Number));
 }
 
 /**
- * Samples the server's RSS (VmRSS) and CPU (utime + stime), and PostgreSQL's CPU, every 250 ms
- * until stop().
+ * CPU ticks a process tree has used since it started: utime + stime of every live process in it,
+ * plus cutime + cstime of each (the CPU of its children that exited and were reaped). A backend
+ * that exits between two reads moves from the first term to its parent's cutime, so the
+ * difference of two reads counts it in full. undefined: the root is gone.
+ */
+function treeTicks(root: number): number | undefined {
+  let total = 0;
+  const pending = [root];
+  for (let pid = pending.pop(); pid !== undefined; pid = pending.pop()) {
+    const t = ticksOf(pid);
+    if (!t) {
+      if (pid === root) return undefined;
+      continue; // exited between the listing and the read: its parent's cutime has it (or will)
+    }
+    total += t.self + t.children;
+    pending.push(...children(pid));
+  }
+  return total;
+}
+
+/**
+ * Samples the server's RSS (VmRSS) every 250 ms until stop(); reads the server's CPU (utime +
+ * stime) and PostgreSQL's (its whole process tree, see treeTicks) at the start and at stop().
  */
 export function startMonitor(serverPid?: number, postmasterPid?: number): { stop(): ResourceUsage } {
   const started = performance.now();
   const benchCpu = process.cpuUsage();
   const [steal0, total0] = machineTicks();
-  const serverStart = serverPid ? cpuTicks(serverPid) : 0;
-  const pg = postmasterPid && existsSync(`/proc/${postmasterPid}`) ? new TreeCpu(postmasterPid) : undefined;
+  const serverStart = serverPid ? ticksOf(serverPid)?.self : undefined;
+  const pgStart = postmasterPid && existsSync(`/proc/${postmasterPid}`) ? treeTicks(postmasterPid) : undefined;
   let maxRss: number | undefined;
   const tick = () => {
     const rss = serverPid ? rssMb(serverPid) : undefined;
     if (rss !== undefined) maxRss = Math.max(maxRss ?? 0, rss);
-    pg?.sample();
   };
   tick();
   const timer = setInterval(tick, 250);
@@ -89,15 +105,22 @@ export function startMonitor(serverPid?: number, postmasterPid?: number): { stop
       clearInterval(timer);
       tick();
       const seconds = (performance.now() - started) / 1000;
+      // a process that exited during the segment has no CPU figure (not a 0)
+      const serverEnd = serverPid && serverStart !== undefined ? ticksOf(serverPid)?.self : undefined;
+      const pgEnd = postmasterPid && pgStart !== undefined ? treeTicks(postmasterPid) : undefined;
+      const serverTicks = serverEnd === undefined ? undefined : serverEnd - serverStart!;
+      const pgTicks = pgEnd === undefined ? undefined : pgEnd - pgStart!;
       const round = (x: number) => Math.round(x * 10) / 10;
-      const pct = (ticks: number) => round((ticks / clockTicks / seconds) * 100);
+      const cpuS = (ticks: number | undefined) => (ticks === undefined ? undefined : Math.round((ticks / clockTicks) * 100) / 100);
+      const pct = (ticks: number | undefined) => (ticks === undefined ? undefined : round((ticks / clockTicks / seconds) * 100));
       const bench = process.cpuUsage(benchCpu);
       const [steal1, total1] = machineTicks();
       return {
         serverRssMb: maxRss === undefined ? undefined : round(maxRss),
-        // a server that exited during the segment has no CPU figure (not a 0)
-        serverCpuPct: serverPid && existsSync(`/proc/${serverPid}`) ? pct(cpuTicks(serverPid) - serverStart) : undefined,
-        pgCpuPct: pg ? pct(pg.sample()) : undefined,
+        serverCpuPct: pct(serverTicks),
+        pgCpuPct: pct(pgTicks),
+        serverCpuS: cpuS(serverTicks),
+        pgCpuS: cpuS(pgTicks),
         benchCpuPct: round(((bench.user + bench.system) / 1e6 / seconds) * 100),
         stealPct: round(((steal1 - steal0) / Math.max(1, total1 - total0)) * 100),
       };

@@ -10,7 +10,7 @@ import { burst, closedLoop, openLoop, type Job, type Stats } from "./load.ts";
 import { connectionsTo, startMonitor } from "./monitor.ts";
 import { startWaitSampler } from "./pgwaits.ts";
 import { openFilesLimit } from "./relaunch.ts";
-import { isServer, machineInfo, type Config, type MachineInfo, type Row } from "./report.ts";
+import { addCpuPerUnit, isServer, machineInfo, num, type Config, type MachineInfo, type Row } from "./report.ts";
 import { perGroupFor, randomBytesSql, tiers, topUp, type RandomBytesSql } from "./seed.ts";
 import type { Mode, Stack } from "./stack.ts";
 import { waitPhase } from "./wait.ts";
@@ -95,14 +95,19 @@ async function measure(b: Bench, config: Config, phase: string, mode: string, ru
   const probe = server && claims(phase) ? await startBatchProbe(server.baseUrl, b.stack.secret) : undefined;
   const monitor = startMonitor(server?.pid, b.stack.postmasterPid);
   const waits = startWaitSampler(b.sql);
+  const from = Date.now();
   const stats = await run();
-  const row: Row = { config, phase, mode, ...stats, ...monitor.stop(), ...(await waits.stop()) };
+  const to = Date.now();
+  const row: Row = { config, phase, mode, ...stats, ...monitor.stop(), ...(await waits.stop()), window: [from, to] };
+  addCpuPerUnit(row);
   if (probe) row.claimsPerStatement = await probe.stop();
   if (config === "seed") row.claimsPerStatement = 1;
   if (claims(phase)) row.duplicates = b.ledger.duplicates - duplicatesBefore;
   b.rows.push(row);
   const shortNote = row.short > 0 ? `, ${row.short} short claims (stock ran dry)` : "";
-  log(`${elapsed(b)}  ${config.padEnd(11)} ${phase.padEnd(18)} ${mode.padEnd(20)} ${row.reqPerS.toFixed(0).padStart(6)} req/s  p99 ${row.p99} ms  ${row.errors} errors${shortNote}`);
+  const perUnit = row.phase === "upload" ? `srv ${num(row.serverUsPerCoin, 1)} / pg ${num(row.pgUsPerCoin, 1)} µs/coin`
+    : row.serverUsPerClaim !== undefined || row.pgUsPerClaim !== undefined ? `srv ${num(row.serverUsPerClaim)} / pg ${num(row.pgUsPerClaim)} µs/claim` : "";
+  log(`${elapsed(b)}  ${config.padEnd(11)} ${phase.padEnd(18)} ${mode.padEnd(20)} ${row.reqPerS.toFixed(0).padStart(6)} req/s  p99 ${row.p99} ms  ${row.errors} errors  ${perUnit}${shortNote}`);
   return row;
 }
 

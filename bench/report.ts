@@ -39,6 +39,34 @@ export interface Row extends Stats, ResourceUsage, ActiveBackends {
   claimsPerStatement?: number | null;
   /** Coalesced ceiling: statements per second (reqPerS counts claims). */
   statementsPerS?: number;
+  /**
+   * CPU per unit of work over the segment, µs: serverCpuS or pgCpuS ÷ the claims it completed
+   * (claim rows: successful requests; sql:* rows: claims served) or ÷ the coins it claimed or
+   * uploaded. Absent: not measured (no CPU figure, or nothing completed), or not applicable
+   * (per claim on upload and count rows, per coin on count rows).
+   */
+  serverUsPerClaim?: number;
+  pgUsPerClaim?: number;
+  serverUsPerCoin?: number;
+  pgUsPerCoin?: number;
+  /** When the segment ran (epoch ms): to cut a CPU profile of the server to it. */
+  window?: [number, number];
+}
+
+const isClaimPhase = (phase: string) => phase.includes("claim") || phase.startsWith("burst") || phase.startsWith("wait");
+
+/** Fills a row's µs/claim and µs/coin from its CPU seconds; a figure that cannot be measured stays absent (n/a), never 0. */
+export function addCpuPerUnit(row: Row): void {
+  const per = (cpuS: number | undefined, units: number) => (cpuS === undefined || units <= 0 ? undefined : Math.round((cpuS * 1e6 / units) * 10) / 10);
+  if (isClaimPhase(row.phase)) {
+    const claims = row.requests - row.errors;
+    row.serverUsPerClaim = per(row.serverCpuS, claims);
+    row.pgUsPerClaim = per(row.pgCpuS, claims);
+  }
+  if (isClaimPhase(row.phase) || row.phase === "upload") {
+    row.serverUsPerCoin = per(row.serverCpuS, row.coins);
+    row.pgUsPerCoin = per(row.pgCpuS, row.coins);
+  }
 }
 
 export interface Target {
@@ -61,12 +89,23 @@ export function markdownTable(head: string[], body: string[][], leftColumns = 2)
 }
 
 export function formatTable(rows: Row[]): string {
-  const head = ["config", "phase", "mode", "req/s", "coins/s", "claims/stmt", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "dups", "srv RSS MB", "srv CPU %", "pg CPU %", "gen CPU %", "pg active: top wait"];
+  const head = ["config", "phase", "mode", "req/s", "coins/s", "claims/stmt", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "dups", "srv RSS MB", "srv CPU %", "pg CPU %",
+    "srv µs/claim", "pg µs/claim", "srv µs/coin", "pg µs/coin", "gen CPU %", "pg active: top wait"];
   return markdownTable(head, rows.map((r) => [
     r.config, r.phase, r.mode, num(r.reqPerS), r.coins > 0 ? num(r.coinsPerS) : "n/a", num(r.claimsPerStatement, 1), ms(r.p50), ms(r.p95), ms(r.p99), ms(r.max),
     num(r.errors), num(r.duplicates),
-    num(r.serverRssMb), num(r.serverCpuPct), num(r.pgCpuPct), num(r.benchCpuPct), describeActive(r),
+    num(r.serverRssMb), num(r.serverCpuPct), num(r.pgCpuPct),
+    num(r.serverUsPerClaim), num(r.pgUsPerClaim), num(r.serverUsPerCoin, 1), num(r.pgUsPerCoin, 1), num(r.benchCpuPct), describeActive(r),
   ]), 3);
+}
+
+/** Printed under the table: why a CPU-per-unit cell says n/a. */
+export function cpuPerUnitNote(rows: Row[], urlMode: boolean): string {
+  const lines = ["srv/pg µs per claim or coin: the process's CPU time over the segment (utime + stime, /proc, read at its start and end; PostgreSQL: the postmaster's whole process tree, exited backends included) ÷ the claims served or coins claimed/uploaded in it."];
+  lines.push("  n/a: srv on rows PostgreSQL serves alone (seed, sql:*, sql); per claim on upload and count rows, per coin on count rows;"
+    + (urlMode ? " every srv and pg figure with --url (the bench has neither the server's nor PostgreSQL's pid)." : " any row whose process exited during the segment or that completed nothing."));
+  if (rows.some((r) => r.window && r.serverCpuS === undefined && isServer(r.config) && !urlMode)) lines.push("  (a server row has no CPU figure: its process was gone at the end of the segment)");
+  return lines.join("\n");
 }
 
 const closedRows = (rows: Row[], config: Config, phase: string) => rows.filter((r) => r.config === config && r.phase === phase && r.mode.startsWith("closed"));
@@ -208,16 +247,26 @@ export async function machineInfo(sql: Sql, options: Options) {
   };
 }
 
+/** The file-name stamp of a run: its start, to the second, without colons. */
+export const stampOf = (startedAt: Date) => startedAt.toISOString().replace(/\.\d+Z$/, "Z").replaceAll(":", "-");
+
+/** bench/results/ (tracked) with `save`, else bench/results/local/ (untracked); absolute. */
+export function resultsDir(save: boolean): string {
+  return join(import.meta.dir, "results", ...(save ? [] : ["local"]));
+}
+
 /**
- * Writes <stamp><suffix>.json, latest<suffix>.json and latest<suffix>.svg under bench/results/local/
- * (untracked), or under bench/results/ (tracked) with `save`.
+ * Writes <stamp><suffix>.json, and with `latest` also latest<suffix>.json and latest<suffix>.svg,
+ * under bench/results/local/ (untracked), or under bench/results/ (tracked) with `save`. A run of
+ * some phases only (--only) passes latest = false: latest.* stays the last full run.
  */
-export function writeResults(result: object, svg: string, suffix: string, startedAt: Date, save: boolean): string[] {
-  const dir = join(import.meta.dir, "results", ...(save ? [] : ["local"]));
+export function writeResults(result: object, svg: string, suffix: string, startedAt: Date, save: boolean, latest = true): string[] {
+  const dir = resultsDir(save);
   mkdirSync(dir, { recursive: true });
-  const stamp = startedAt.toISOString().replace(/\.\d+Z$/, "Z").replaceAll(":", "-");
+  const stamp = stampOf(startedAt);
   const json = JSON.stringify(result, null, 2) + "\n";
-  const files: [string, string][] = [[`${stamp}${suffix}.json`, json], [`latest${suffix}.json`, json], [`latest${suffix}.svg`, svg]];
+  const files: [string, string][] = [[`${stamp}${suffix}.json`, json]];
+  if (latest) files.push([`latest${suffix}.json`, json], [`latest${suffix}.svg`, svg]);
   for (const [name, text] of files) {
     writeFileSync(join(dir, `${name}.tmp`), text);
     renameSync(join(dir, `${name}.tmp`), join(dir, name));

@@ -106,7 +106,16 @@ function keepTail(stream: ReadableStream<Uint8Array>, tail: string[]): void {
   })();
 }
 
-async function startServer(databaseUrl: string, secret: string, pool: number, mode: Mode): Promise<{ baseUrl: string; pid: number }> {
+/** Bun's sampling interval of a profiled server, µs (its default, passed explicitly). */
+export const profileIntervalUs = 1000;
+
+/** Where Bun writes the CPU profile of a server (<dir>/<name>.cpuprofile and <name>.md) when it exits. */
+export interface ProfileTarget {
+  dir: string;
+  name: string;
+}
+
+async function startServer(databaseUrl: string, secret: string, pool: number, mode: Mode, profile?: ProfileTarget): Promise<{ baseUrl: string; pid: number }> {
   const port = await freePort();
   const env = {
     ...process.env,
@@ -114,14 +123,17 @@ async function startServer(databaseUrl: string, secret: string, pool: number, mo
     AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: String(pool), ...modeEnv[mode],
     BUN_JSC_forceRAMSize: process.env.BUN_JSC_forceRAMSize ?? "134217728", // as `bun run start` and the Docker image
   };
-  const server = Bun.spawn([process.execPath, "src/index.ts"], { cwd: repoRoot, env, stdout: "pipe", stderr: "pipe" });
+  // Bun writes the profile when the process exits (the server's SIGTERM shutdown ends in process.exit(0)).
+  const profiling = profile ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-interval=${profileIntervalUs}`, `--cpu-prof-dir=${profile.dir}`, `--cpu-prof-name=${profile.name}`] : [];
+  const server = Bun.spawn([process.execPath, ...profiling, "src/index.ts"], { cwd: repoRoot, env, stdout: "pipe", stderr: "pipe" });
   const tail: string[] = [];
   keepTail(server.stdout, tail);
   keepTail(server.stderr, tail);
   atExit(() => server.kill("SIGKILL")); // no-op once it has exited
   stoppers.push(async () => {
     server.kill("SIGTERM");
-    const stopped = await Promise.race([server.exited.then(() => true), Bun.sleep(15_000).then(() => false)]);
+    // a profiled server writes its profile on the way out: give it longer before the SIGKILL
+    const stopped = await Promise.race([server.exited.then(() => true), Bun.sleep(profile ? 120_000 : 15_000).then(() => false)]);
     if (!stopped) server.kill("SIGKILL");
   });
   const baseUrl = `http://127.0.0.1:${port}`;
@@ -131,7 +143,7 @@ async function startServer(databaseUrl: string, secret: string, pool: number, mo
 }
 
 /** Embedded PostgreSQL in a throw-away directory, a fresh database, and the server as a child process. */
-async function startLocal(pool: number): Promise<Stack> {
+async function startLocal(pool: number, profile?: ProfileTarget): Promise<Stack> {
   const dataDir = mkdtempSync(join(tmpdir(), "aqm-bench-"));
   let running: number | undefined; // the postmaster, until pg.stop() is done
   atExit(() => running && process.kill(running, "SIGINT")); // fast shutdown of a cluster nobody stopped
@@ -145,12 +157,13 @@ async function startLocal(pool: number): Promise<Stack> {
   });
   const databaseUrl = await createDatabase(pg.url, "aqm_bench");
   const secret = randomBytes(36).toString("base64url"); // 48 characters
-  const [deployed, off] = await Promise.all([startServer(databaseUrl, secret, pool, "default"), startServer(databaseUrl, secret, pool, "off")]);
+  const [deployed, off] = await Promise.all([startServer(databaseUrl, secret, pool, "default", profile), startServer(databaseUrl, secret, pool, "off")]);
   return { servers: { default: deployed, off }, databaseUrl, secret, postmasterPid };
 }
 
-export async function startStack(options: Options): Promise<Stack> {
-  if (!options.url) return startLocal(options.pool);
+/** `profile`: run the `default` server under Bun's CPU profiler, writing there when it stops. */
+export async function startStack(options: Options, profile?: ProfileTarget): Promise<Stack> {
+  if (!options.url) return startLocal(options.pool, profile);
   await waitForHealth(options.url, 10_000);
   return { servers: { [options.mode]: { baseUrl: options.url } }, databaseUrl: options.databaseUrl!, secret: options.secret! };
 }

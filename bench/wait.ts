@@ -5,7 +5,7 @@ import { percentile } from "./load.ts";
 import { startMonitor } from "./monitor.ts";
 import { startWaitSampler } from "./pgwaits.ts";
 import { log, type Bench } from "./phases.ts";
-import type { Row } from "./report.ts";
+import { addCpuPerUnit, type Row } from "./report.ts";
 
 const waiters = 1000;
 const uploads = 10;
@@ -76,6 +76,7 @@ export async function waitPhase(b: Bench, push: (row: Row) => void): Promise<voi
     p50: round(percentile(latencies, 50)), p95: round(percentile(latencies, 95)), p99: round(percentile(latencies, 99)),
     max: round(latencies[latencies.length - 1] ?? NaN), ...usage, ...active, dbConnections: connections,
   };
+  addCpuPerUnit(row);
   push(row);
   log(`wait ${waiters}: ${served} released by uploads, upload→answer p50 ${row.p50} ms p99 ${row.p99} ms, ${connections} database connections while all waited, ${errors} errors`);
 }
