@@ -46,19 +46,21 @@ export interface Comparison {
 }
 
 /** Compares a run with bench/results/baseline.json; a string (why not) when either side is missing: nothing to compare, not a failure. */
-export function compareToBaseline(run: Regression | undefined, machine?: { cpu: string; cores: number }): Comparison | string {
+export function compareToBaseline(run: Regression | undefined, machine?: { cpu: string; cores: number }, profiled = false): Comparison | string {
   if (!existsSync(baselineFile)) return `no ${relative(repoRoot, baselineFile)}: no regression check`;
   if (!run) return "this run has no claim count=1 phase with its coalesced ceiling: no regression check";
   const base = JSON.parse(readFileSync(baselineFile, "utf8")) as Baseline;
   const floor = base.ratio * (1 - (base.tolerance ?? tolerance));
   const change = Math.round((run.ratio / base.ratio - 1) * 1000) / 10;
+  const perS = (x: number) => Math.round(x).toLocaleString("en-US");
   const was = base.machine as { cpu?: string; cores?: number } | undefined;
   const elsewhere = machine && was && (was.cpu !== machine.cpu || was.cores !== machine.cores)
     ? ` — WARNING: the baseline ran on ${was.cores} cores of ${was.cpu}, this run on ${machine.cores} of ${machine.cpu}: not comparable` : "";
+  const sampled = profiled ? " — WARNING: the default server ran under the CPU profiler (--profile): its rate carries the sampler's cost" : "";
   return {
     pass: run.ratio >= floor,
-    text: `claim count=1, default ÷ sql:default (as sent) ${run.ratio.toFixed(2)}× (${run.serverClaimsPerS} ÷ ${run.ceilingClaimsPerS} claims/s at B=${run.batch}) `
-      + `vs baseline ${base.ratio.toFixed(2)}× (${base.source}): ${change >= 0 ? "+" : ""}${change} %, fails below ${floor.toFixed(2)}× (−${Math.round((base.tolerance ?? tolerance) * 100)} %; same machine only)${elsewhere}`,
+    text: `claim count=1, default ÷ sql:default (as sent) ${run.ratio.toFixed(2)}× (${perS(run.serverClaimsPerS)} ÷ ${perS(run.ceilingClaimsPerS)} claims/s at B=${run.batch}) `
+      + `vs baseline ${base.ratio.toFixed(2)}× (${base.source}): ${change >= 0 ? "+" : "−"}${Math.abs(change)} %, fails below ${floor.toFixed(2)}× (−${Math.round((base.tolerance ?? tolerance) * 100)} %; same machine only)${elsewhere}${sampled}`,
   };
 }
 

@@ -51,7 +51,7 @@ async function phasesMode(b: Bench, startedAt: Date): Promise<PhasesOutcome> {
   const seedRatios = serverToSeed(rows);
   const ceilingRatios = serverToCeiling(rows);
   const regression = regressionOf(ceilingRatios) ?? null;
-  const comparison = compareToBaseline(regression ?? undefined, b.machine);
+  const comparison = compareToBaseline(regression ?? undefined, b.machine, b.options.profile);
   const wallTimeS = Math.round((performance.now() - b.started) / 1000);
   const { machine } = b;
   const only = b.options.only;
