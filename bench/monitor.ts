@@ -14,6 +14,12 @@ export interface ResourceUsage {
    */
   serverCpuS?: number;
   pgCpuS?: number;
+  /**
+   * pgCpuS split by process (title in /proc/<pid>/cmdline): client backends (the servers' pools,
+   * the ceilings' and seed baseline's, and the bench's own connection), autovacuum workers, the
+   * other background processes, and processes that exited during the segment.
+   */
+  pgCpuByKindS?: { backends: number; autovacuum: number; other: number; exited: number };
   /** The bench process itself (load generator, and the client side of the SQL ceiling). */
   benchCpuPct: number;
   /** Share of the machine's CPU time taken by the hypervisor from this VM (steal), %. */
@@ -62,14 +68,33 @@ function children(pid: number): number[] {
   return tasks.flatMap((task) => (read(`/proc/${pid}/task/${task}/children`) ?? "").split(" ").filter(Boolean).map(Number));
 }
 
+/** What a PostgreSQL process is, from the title it sets (/proc/<pid>/cmdline). */
+type PgKind = "backends" | "autovacuum" | "other";
+
+function pgKind(pid: number): PgKind {
+  const title = (read(`/proc/${pid}/cmdline`) ?? "").replaceAll("\0", " ");
+  if (title.includes("autovacuum")) return "autovacuum";
+  // a client backend: "postgres: <user> <database> <host>(<port>) <state>" (or [local])
+  if (/^postgres: \S+ \S+ (\S+\(\d+\)|\[local\])/.test(title)) return "backends";
+  return "other"; // the postmaster, checkpointer, background writer, WAL writer, launchers
+}
+
+interface TreeSnapshot {
+  /** utime + stime + cutime + cstime over the whole tree. */
+  total: number;
+  /** Each live process: its own utime + stime, and its kind. */
+  live: Map<number, { ticks: number; kind: PgKind }>;
+}
+
 /**
  * CPU ticks a process tree has used since it started: utime + stime of every live process in it,
  * plus cutime + cstime of each (the CPU of its children that exited and were reaped). A backend
  * that exits between two reads moves from the first term to its parent's cutime, so the
- * difference of two reads counts it in full. undefined: the root is gone.
+ * difference of two snapshots counts it in full. undefined: the root is gone.
  */
-function treeTicks(root: number): number | undefined {
+function treeSnapshot(root: number): TreeSnapshot | undefined {
   let total = 0;
+  const live = new Map<number, { ticks: number; kind: PgKind }>();
   const pending = [root];
   for (let pid = pending.pop(); pid !== undefined; pid = pending.pop()) {
     const t = ticksOf(pid);
@@ -78,21 +103,36 @@ function treeTicks(root: number): number | undefined {
       continue; // exited between the listing and the read: its parent's cutime has it (or will)
     }
     total += t.self + t.children;
+    live.set(pid, { ticks: t.self, kind: pgKind(pid) });
     pending.push(...children(pid));
   }
-  return total;
+  return { total, live };
+}
+
+/**
+ * PostgreSQL's CPU ticks between two snapshots, split by kind of process: what the processes
+ * alive at the end used since the start (or since they started), and `exited`: the rest (the
+ * processes that exited in between, whatever they were: mostly autovacuum workers here, as the
+ * servers' backends are pooled).
+ */
+function treeDelta(a: TreeSnapshot, b: TreeSnapshot): { total: number; byKind: Record<PgKind | "exited", number> } {
+  const byKind = { backends: 0, autovacuum: 0, other: 0, exited: 0 };
+  for (const [pid, { ticks, kind }] of b.live) byKind[kind] += Math.max(0, ticks - (a.live.get(pid)?.ticks ?? 0));
+  const total = b.total - a.total;
+  byKind.exited = Math.max(0, total - byKind.backends - byKind.autovacuum - byKind.other);
+  return { total, byKind };
 }
 
 /**
  * Samples the server's RSS (VmRSS) every 250 ms until stop(); reads the server's CPU (utime +
- * stime) and PostgreSQL's (its whole process tree, see treeTicks) at the start and at stop().
+ * stime) and PostgreSQL's (its whole process tree, see treeSnapshot) at the start and at stop().
  */
 export function startMonitor(serverPid?: number, postmasterPid?: number): { stop(): ResourceUsage } {
   const started = performance.now();
   const benchCpu = process.cpuUsage();
   const [steal0, total0] = machineTicks();
   const serverStart = serverPid ? ticksOf(serverPid)?.self : undefined;
-  const pgStart = postmasterPid && existsSync(`/proc/${postmasterPid}`) ? treeTicks(postmasterPid) : undefined;
+  const pgStart = postmasterPid && existsSync(`/proc/${postmasterPid}`) ? treeSnapshot(postmasterPid) : undefined;
   let maxRss: number | undefined;
   const tick = () => {
     const rss = serverPid ? rssMb(serverPid) : undefined;
@@ -107,9 +147,10 @@ export function startMonitor(serverPid?: number, postmasterPid?: number): { stop
       const seconds = (performance.now() - started) / 1000;
       // a process that exited during the segment has no CPU figure (not a 0)
       const serverEnd = serverPid && serverStart !== undefined ? ticksOf(serverPid)?.self : undefined;
-      const pgEnd = postmasterPid && pgStart !== undefined ? treeTicks(postmasterPid) : undefined;
+      const pgEnd = postmasterPid && pgStart !== undefined ? treeSnapshot(postmasterPid) : undefined;
       const serverTicks = serverEnd === undefined ? undefined : serverEnd - serverStart!;
-      const pgTicks = pgEnd === undefined ? undefined : pgEnd - pgStart!;
+      const pg = pgEnd === undefined ? undefined : treeDelta(pgStart!, pgEnd);
+      const pgTicks = pg?.total;
       const round = (x: number) => Math.round(x * 10) / 10;
       const cpuS = (ticks: number | undefined) => (ticks === undefined ? undefined : Math.round((ticks / clockTicks) * 100) / 100);
       const pct = (ticks: number | undefined) => (ticks === undefined ? undefined : round((ticks / clockTicks / seconds) * 100));
@@ -121,6 +162,9 @@ export function startMonitor(serverPid?: number, postmasterPid?: number): { stop
         pgCpuPct: pct(pgTicks),
         serverCpuS: cpuS(serverTicks),
         pgCpuS: cpuS(pgTicks),
+        pgCpuByKindS: pg && {
+          backends: cpuS(pg.byKind.backends)!, autovacuum: cpuS(pg.byKind.autovacuum)!, other: cpuS(pg.byKind.other)!, exited: cpuS(pg.byKind.exited)!,
+        },
         benchCpuPct: round(((bench.user + bench.system) / 1e6 / seconds) * 100),
         stealPct: round(((steal1 - steal0) / Math.max(1, total1 - total0)) * 100),
       };

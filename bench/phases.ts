@@ -106,7 +106,7 @@ async function measure(b: Bench, config: Config, phase: string, mode: string, ru
   b.rows.push(row);
   const shortNote = row.short > 0 ? `, ${row.short} short claims (stock ran dry)` : "";
   const perUnit = row.phase === "upload" ? `srv ${num(row.serverUsPerCoin, 1)} / pg ${num(row.pgUsPerCoin, 1)} µs/coin`
-    : row.serverUsPerClaim !== undefined || row.pgUsPerClaim !== undefined ? `srv ${num(row.serverUsPerClaim)} / pg ${num(row.pgUsPerClaim)} µs/claim` : "";
+    : row.serverUsPerClaim !== undefined || row.pgUsPerClaim !== undefined ? `srv ${num(row.serverUsPerClaim)} / pg ${num(row.pgUsPerClaim)} (backends ${num(row.pgBackendUsPerClaim)}) µs/claim` : "";
   log(`${elapsed(b)}  ${config.padEnd(11)} ${phase.padEnd(18)} ${mode.padEnd(20)} ${row.reqPerS.toFixed(0).padStart(6)} req/s  p99 ${row.p99} ms  ${row.errors} errors  ${perUnit}${shortNote}`);
   return row;
 }

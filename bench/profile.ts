@@ -41,6 +41,9 @@ export interface SegmentProfile {
 
 const repoRoot = new URL("..", import.meta.url).pathname;
 
+/** A Markdown code span that survives a table cell (a regex's `|` would split it). */
+const code = (text: string) => `\`${text.replaceAll("|", "\\|")}\``;
+
 function locationOf(frame: CpuProfile["nodes"][number]["callFrame"]): string {
   if (!frame.url) return "(native)";
   const path = frame.url.replace(/^file:\/\//, "");
@@ -137,7 +140,7 @@ export function profileBySegment(base: string, rows: Row[], topN = 10): { file: 
       `${num(s.samples)} samples ≈ ${num(s.sampledS, 2)} s of JavaScript; server CPU over the segment ${num(s.serverCpuS, 2)} s.`,
       "",
       markdownTable(["#", "function", "location", "nearest caller in src/ or node_modules/ (share of its samples)", "self %", "total %", "samples"],
-        s.top.map((e, i) => [String(i + 1), `\`${e.function}\``, `\`${e.location}\``, e.calledFrom ? `\`${e.calledFrom}\` (${e.calledFromPct} %)` : "—",
+        s.top.map((e, i) => [String(i + 1), code(e.function), code(e.location), e.calledFrom ? `${code(e.calledFrom)} (${e.calledFromPct} %)` : "—",
           e.selfPct.toFixed(1), e.totalPct.toFixed(1), num(e.samples)]), 4),
       "",
     ]),

@@ -47,6 +47,8 @@ export interface Row extends Stats, ResourceUsage, ActiveBackends {
    */
   serverUsPerClaim?: number;
   pgUsPerClaim?: number;
+  /** pgCpuByKindS.backends ÷ claims: PostgreSQL's client backends only (no autovacuum, no background processes). */
+  pgBackendUsPerClaim?: number;
   serverUsPerCoin?: number;
   pgUsPerCoin?: number;
   /** When the segment ran (epoch ms): to cut a CPU profile of the server to it. */
@@ -62,6 +64,7 @@ export function addCpuPerUnit(row: Row): void {
     const claims = row.requests - row.errors;
     row.serverUsPerClaim = per(row.serverCpuS, claims);
     row.pgUsPerClaim = per(row.pgCpuS, claims);
+    row.pgBackendUsPerClaim = per(row.pgCpuByKindS?.backends, claims);
   }
   if (isClaimPhase(row.phase) || row.phase === "upload") {
     row.serverUsPerCoin = per(row.serverCpuS, row.coins);
@@ -90,18 +93,18 @@ export function markdownTable(head: string[], body: string[][], leftColumns = 2)
 
 export function formatTable(rows: Row[]): string {
   const head = ["config", "phase", "mode", "req/s", "coins/s", "claims/stmt", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors", "dups", "srv RSS MB", "srv CPU %", "pg CPU %",
-    "srv µs/claim", "pg µs/claim", "srv µs/coin", "pg µs/coin", "gen CPU %", "pg active: top wait"];
+    "srv µs/claim", "pg µs/claim", "pg bk µs/claim", "srv µs/coin", "pg µs/coin", "gen CPU %", "pg active: top wait"];
   return markdownTable(head, rows.map((r) => [
     r.config, r.phase, r.mode, num(r.reqPerS), r.coins > 0 ? num(r.coinsPerS) : "n/a", num(r.claimsPerStatement, 1), ms(r.p50), ms(r.p95), ms(r.p99), ms(r.max),
     num(r.errors), num(r.duplicates),
     num(r.serverRssMb), num(r.serverCpuPct), num(r.pgCpuPct),
-    num(r.serverUsPerClaim), num(r.pgUsPerClaim), num(r.serverUsPerCoin, 1), num(r.pgUsPerCoin, 1), num(r.benchCpuPct), describeActive(r),
+    num(r.serverUsPerClaim), num(r.pgUsPerClaim), num(r.pgBackendUsPerClaim), num(r.serverUsPerCoin, 1), num(r.pgUsPerCoin, 1), num(r.benchCpuPct), describeActive(r),
   ]), 3);
 }
 
 /** Printed under the table: why a CPU-per-unit cell says n/a. */
 export function cpuPerUnitNote(rows: Row[], urlMode: boolean): string {
-  const lines = ["srv/pg µs per claim or coin: the process's CPU time over the segment (utime + stime, /proc, read at its start and end; PostgreSQL: the postmaster's whole process tree, exited backends included) ÷ the claims served or coins claimed/uploaded in it."];
+  const lines = ["srv/pg µs per claim or coin: the process's CPU time over the segment (utime + stime, /proc, read at its start and end; PostgreSQL: the postmaster's whole process tree, exited backends included) ÷ the claims served or coins claimed/uploaded in it. pg bk: PostgreSQL's client backends alone (no autovacuum, no background process, none that exited)."];
   lines.push("  n/a: srv on rows PostgreSQL serves alone (seed, sql:*, sql); per claim on upload and count rows, per coin on count rows;"
     + (urlMode ? " every srv and pg figure with --url (the bench has neither the server's nor PostgreSQL's pid)." : " any row whose process exited during the segment or that completed nothing."));
   if (rows.some((r) => r.window && r.serverCpuS === undefined && isServer(r.config) && !urlMode)) lines.push("  (a server row has no CPU figure: its process was gone at the end of the segment)");

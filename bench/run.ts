@@ -33,7 +33,7 @@ const notes = {
   ceiling_rows: "sql:* rows: reqPerS and coinsPerS count claims and coins, the latencies are per statement",
   cpu_per_unit: "serverCpuS / pgCpuS: CPU seconds over the segment from /proc (utime + stime at its start and end; PostgreSQL: the postmaster's whole process tree, "
     + "exited backends through cutime + cstime); serverUsPerClaim, pgUsPerClaim, serverUsPerCoin, pgUsPerCoin: those ÷ the claims served (requests − errors) or coins "
-    + "claimed or uploaded; absent: not measured (no pid: --url, or no server behind the row) or not applicable. pgCpuPct before 2026-12-04 09:00 sampled live backends only",
+    + "claimed or uploaded; pgCpuByKindS splits pgCpuS by process (client backends, autovacuum workers, other background processes, processes that exited in the segment) and pgBackendUsPerClaim is its backends ÷ claims; absent: not measured (no pid: --url, or no server behind the row) or not applicable. pgCpuPct before 2026-12-04 09:00 sampled live backends only",
   regression: "default claims/s ÷ sql:default (as sent), claim count=1: what --check compares with bench/results/baseline.json (same machine only)",
 };
 
