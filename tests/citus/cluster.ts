@@ -17,6 +17,7 @@ import {
 import { createServer } from "node:net";
 import { join } from "node:path";
 import postgres from "postgres";
+import { alive, allPids, childrenOf, cmdline, postmasterPid, signal } from "../helpers/procs.ts";
 
 export interface CitusNode { name: string; port: number; dataDir: string }
 export interface CitusCluster {
@@ -103,66 +104,6 @@ function installExitHook(): void {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// /proc helpers (as tests/ha/cluster.ts)
-
-interface ProcInfo { pid: number; ppid: number; pgid: number; state: string }
-
-function procStat(pid: number): ProcInfo | null {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return null;
-  }
-  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  return { pid, state: rest[0] ?? "?", ppid: Number(rest[1]), pgid: Number(rest[2]) };
-}
-
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ").trim();
-  } catch {
-    return "";
-  }
-}
-
-function alive(pid: number): boolean {
-  const stat = procStat(pid);
-  return stat !== null && stat.state !== "Z" && stat.state !== "X";
-}
-
-function allPids(): number[] {
-  return readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).map(Number);
-}
-
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const p of allPids()) if (procStat(p)?.ppid === pid) out.push(p);
-  return out;
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // gone already
-  }
-}
-
-/** The postmaster's pid from postmaster.pid when that process is alive (and a postgres), else null. */
-function postmasterPid(dataDir: string): number | null {
-  let first: string | undefined;
-  try {
-    first = readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n")[0];
-  } catch {
-    return null;
-  }
-  const pid = Number(first);
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return null;
-  if (!/postgres/.test(cmdline(pid))) return null; // a stale file whose pid now belongs to something else
-  return pid;
-}
 
 /** SIGKILL to every postmaster (and its children) of the cluster in `dir`, and to anything whose command line names it. Synchronous. */
 function sweep(dir: string): void {

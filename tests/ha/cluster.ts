@@ -11,11 +11,12 @@
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
-  chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync,
+  chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import postgres from "postgres";
+import { alive, allPids, childrenOf, cmdline, postmasterPid, procStat, signal } from "../helpers/procs.ts";
 
 export interface HaNode { name: string; pgPort: number; restPort: number; dataDir: string }
 export interface HaCluster {
@@ -109,69 +110,6 @@ function installExitHook(): void {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// /proc helpers
-
-interface ProcInfo { pid: number; ppid: number; pgid: number; state: string }
-
-function procStat(pid: number): ProcInfo | null {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return null;
-  }
-  // pid (comm) state ppid pgrp ...; comm may hold spaces and parentheses: split after the last ')'
-  const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  return { pid, state: rest[0] ?? "?", ppid: Number(rest[1]), pgid: Number(rest[2]) };
-}
-
-function cmdline(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ").trim();
-  } catch {
-    return "";
-  }
-}
-
-/** Alive, and not a zombie waiting for its parent. */
-function alive(pid: number): boolean {
-  const stat = procStat(pid);
-  return stat !== null && stat.state !== "Z" && stat.state !== "X";
-}
-
-function allPids(): number[] {
-  return readdirSync("/proc").filter((entry) => /^\d+$/.test(entry)).map(Number);
-}
-
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const p of allPids()) if (procStat(p)?.ppid === pid) out.push(p);
-  return out;
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // gone already
-  }
-}
-
-/** The postmaster's pid from postmaster.pid when that process is alive, else null. */
-function postmasterPid(dataDir: string): number | null {
-  let first: string | undefined;
-  try {
-    first = readFileSync(join(dataDir, "postmaster.pid"), "utf8").split("\n")[0];
-  } catch {
-    return null;
-  }
-  const pid = Number(first);
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return null;
-  // a stale file whose pid now belongs to something else
-  if (!/postgres/.test(cmdline(pid)) && !/postgres/.test(readFileSync(`/proc/${pid}/comm`, "utf8"))) return null;
-  return pid;
-}
 
 /**
  * SIGKILL to every process that belongs to the cluster in `dir`: any process whose command line
