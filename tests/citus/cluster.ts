@@ -17,7 +17,7 @@ import {
 import { createServer } from "node:net";
 import { join } from "node:path";
 import postgres from "postgres";
-import { alive, allPids, childrenOf, cmdline, postmasterPid, signal } from "../helpers/procs.ts";
+import { alive, allPids, childrenOf, cmdline, postmasterPid, signal, sweepOnExit } from "../helpers/procs.ts";
 
 export interface CitusNode { name: string; port: number; dataDir: string }
 export interface CitusCluster {
@@ -79,30 +79,6 @@ const NODE_SETTINGS: Record<string, string | number> = {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Every directory of every cluster started by this process, swept on exit (SIGKILL, then removed). */
-const liveDirs = new Set<string>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on("exit", () => {
-    for (const dir of liveDirs) {
-      sweep(dir);
-      try {
-        rmSync(dir, { recursive: true, force: true });
-      } catch {
-        // a process still writing into it: nothing more to do at exit
-      }
-    }
-  });
-  // Without a listener, SIGINT/SIGTERM end the process without the "exit" event: the detached
-  // postmasters would outlive it. With one, exit explicitly (as the default would) after the sweep.
-  for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
-    if (process.listenerCount(sig) > 0) continue; // someone else decides how this process ends
-    process.once(sig, () => process.exit(code));
-  }
-}
 
 
 /** SIGKILL to every postmaster (and its children) of the cluster in `dir`, and to anything whose command line names it. Synchronous. */
@@ -170,8 +146,7 @@ export async function startCitusCluster(options: CitusOptions = {}): Promise<Cit
     ? { uid: Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" })), gid: Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8" })) }
     : null;
   const dir = mkdtempSync("/tmp/aqm-citus-");
-  liveDirs.add(dir);
-  installExitHook();
+  const forget = sweepOnExit(dir, sweep);
   const own = (path: string) => {
     if (owner) chownSync(path, owner.uid, owner.gid);
   };
@@ -299,7 +274,7 @@ export async function startCitusCluster(options: CitusOptions = {}): Promise<Cit
     sweep(dir);
     await sleep(50);
     rmSync(dir, { recursive: true, force: true });
-    liveDirs.delete(dir);
+    forget();
     log(`stopped; removed ${dir}`);
   };
 

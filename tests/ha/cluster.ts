@@ -16,7 +16,7 @@ import {
 import { createServer } from "node:net";
 import { join } from "node:path";
 import postgres from "postgres";
-import { alive, allPids, childrenOf, cmdline, postmasterPid, procStat, signal } from "../helpers/procs.ts";
+import { alive, allPids, childrenOf, cmdline, postmasterPid, procStat, signal, sweepOnExit } from "../helpers/procs.ts";
 
 export interface HaNode { name: string; pgPort: number; restPort: number; dataDir: string }
 export interface HaCluster {
@@ -85,30 +85,6 @@ const NODE_NAMES = ["node1", "node2", "node3"] as const;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Every directory of every cluster started by this process, swept on exit (SIGKILL, then removed). */
-const liveDirs = new Set<string>();
-let exitHookInstalled = false;
-
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.on("exit", () => {
-    for (const dir of liveDirs) {
-      sweep(dir);
-      try {
-        rmSync(dir, { recursive: true, force: true });
-      } catch {
-        // a process still writing into it: nothing more to do at exit
-      }
-    }
-  });
-  // Without a listener, SIGINT/SIGTERM end the process without the "exit" event: the detached
-  // cluster would outlive it. With one, exit explicitly (as the default would) after the sweep.
-  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
-    if (process.listenerCount(signal) > 0) continue; // someone else decides how this process ends
-    process.once(signal, () => process.exit(code));
-  }
-}
 
 
 /**
@@ -193,8 +169,7 @@ export async function startHaCluster(options: HaOptions = {}): Promise<HaCluster
   const root = process.getuid?.() === 0;
   const owner = root ? { uid: Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" })), gid: Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8" })) } : null;
   const dir = mkdtempSync("/tmp/aqm-ha-");
-  liveDirs.add(dir);
-  installExitHook();
+  const forget = sweepOnExit(dir, sweep);
   const own = (path: string) => {
     if (owner) chownSync(path, owner.uid, owner.gid);
   };
@@ -476,7 +451,7 @@ export async function startHaCluster(options: HaOptions = {}): Promise<HaCluster
     sweep(dir);
     await sleep(50);
     rmSync(dir, { recursive: true, force: true });
-    liveDirs.delete(dir);
+    forget();
     log(`stopped; removed ${dir}`);
   };
 

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
 // /proc helpers for the test clusters that run detached PostgreSQL processes (tests/ha, tests/citus).
@@ -62,4 +62,39 @@ export function postmasterPid(dataDir: string): number | null {
   // a stale file whose pid now belongs to something else
   if (!/postgres/.test(cmdline(pid)) && !/postgres/.test(readFileSync(`/proc/${pid}/comm`, "utf8"))) return null;
   return pid;
+}
+
+/** Every directory of every cluster this process started, with how to kill what runs in it. */
+const liveDirs = new Map<string, (dir: string) => void>();
+
+/**
+ * Kills (with `sweep`, synchronously) and removes `dir` when this process exits without stopping
+ * its cluster; the returned function forgets it (after a normal stop).
+ */
+export function sweepOnExit(dir: string, sweep: (dir: string) => void): () => void {
+  if (!hookInstalled) installExitHook();
+  liveDirs.set(dir, sweep);
+  return () => void liveDirs.delete(dir);
+}
+
+let hookInstalled = false;
+
+function installExitHook(): void {
+  hookInstalled = true;
+  process.on("exit", () => {
+    for (const [dir, sweep] of liveDirs) {
+      sweep(dir);
+      try {
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // a process still writing into it: nothing more to do at exit
+      }
+    }
+  });
+  // Without a listener, SIGINT/SIGTERM end the process without the "exit" event: the detached
+  // processes would outlive it. With one, exit explicitly (as the default would) after the sweep.
+  for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+    if (process.listenerCount(sig) > 0) continue; // someone else decides how this process ends
+    process.once(sig, () => process.exit(code));
+  }
 }
