@@ -62,7 +62,7 @@ test("a claim that waited for a pair's quota row counts what the other transacti
   await upload(owner, makeCoins(10));
   const pair = randomUUID();
   const hour = Math.floor(Date.now() / 3_600_000);
-  await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pair}::uuid, ${[hour]}::int[], ${[3]}::int[])`;
+  await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${pair}::uuid, ${[hour]}::int[], ${[3]}::int[])`;
   const other = await db.sql.reserve();
   try {
     await other`BEGIN`;

@@ -164,7 +164,7 @@ test("a keyed claim keeps its coins on every path: they are the answer its retry
   await stock(owner, 2);
   const [ref] = keys.ref(requester, randomUUID());
   // a keyed claim of a pair without a quota row first creates it
-  await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${keys.pair(requester, owner)[0]}::uuid, '{}', '{}')`;
+  await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${keys.pair(requester, owner)[0]}::uuid, '{}', '{}')`;
   const faulty = new FaultyDb();
   const { queue, returns } = queueOn(faulty);
   faulty.fault = "late";
@@ -206,7 +206,7 @@ test("settle waits for a claim statement in flight to finish: it lets the statem
   const [owner, requester] = [randomUUID(), randomUUID()];
   await stock(owner, 1);
   const pair = keys.pair(requester, owner)[0];
-  await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pair}::uuid, '{}', '{}')`;
+  await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${pair}::uuid, '{}', '{}')`;
   const queue = new ClaimQueue(new Db(db.sql, new ConnectionGate(10, 1000), { waitMs: 10_000, prepare: true }), { quota: QUOTA, maxInFlight: 2, maxWaitMs: 30_000 });
   const holder = await db.sql.reserve();
   try {
@@ -230,7 +230,7 @@ test("a keyed retry that meets its first attempt still committing (a late finish
   await stock(owner, 3);
   const pair = keys.pair(requester, owner)[0];
   // the pair has a quota row (as after any earlier claim); quota 2: the first attempt spends it all
-  await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pair}::uuid, '{}', '{}')`;
+  await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${pair}::uuid, '{}', '{}')`;
   const [ref, refPrev] = keys.ref(requester, randomUUID());
   const keyed = () => item(owner, requester, [0, 0, 2], { ref, refPrev, body: keys.body("{}") });
   const queue = new ClaimQueue(new Db(db.sql, new ConnectionGate(10, 1000), { waitMs: 10_000, prepare: true }), { quota: 2, maxInFlight: 2, maxWaitMs: 30_000 });

@@ -134,7 +134,7 @@ test("a queued claim whose client has gone leaves its batch: no coin is claimed 
   try {
     await holder`BEGIN`;
     for (const r of [r1, r2]) {
-      await holder`INSERT INTO claim_quota (pair, hours, counts) VALUES (${keys.pair(r.id, owner.id)[0]}::uuid, '{}', '{}')`;
+      await holder`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner.id}::uuid, ${keys.pair(r.id, owner.id)[0]}::uuid, '{}', '{}')`;
     }
     const fetchAs = (r: User, signal?: AbortSignal) => app.handle(new Request(
       `http://localhost/v1/coins/fetch?target_user_id=${owner.id}&coin_category=BRONZE&count=1`,
@@ -169,9 +169,9 @@ test("a client that leaves while its claim runs at the database gets nothing cla
   const idempotencyKey = crypto.randomUUID();
   try {
     // a keyed claim needs its pair's row to exist (else it creates it first, then runs again)
-    await db.sql`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pairOf(r2)}::uuid, '{}', '{}')`;
+    await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner.id}::uuid, ${pairOf(r2)}::uuid, '{}', '{}')`;
     await holder`BEGIN`;
-    await holder`INSERT INTO claim_quota (pair, hours, counts) VALUES (${pairOf(r1)}::uuid, '{}', '{}')`;
+    await holder`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner.id}::uuid, ${pairOf(r1)}::uuid, '{}', '{}')`;
     await holder`SELECT 1 FROM claim_quota WHERE pair = ${pairOf(r2)}::uuid FOR UPDATE`;
     const unkeyed = app.handle(new Request(`http://localhost/v1/coins/fetch?target_user_id=${owner.id}&coin_category=BRONZE&count=2`, {
       headers: { authorization: `Bearer ${r1.token}` }, signal: left[0]!.signal,

@@ -36,8 +36,8 @@ export type ClaimOutcome =
 export type SettledOutcome = Exclude<ClaimOutcome, { status: "retry" }>;
 
 export interface ClaimRow {
-  /** c: a coin; m: a request's status; n: the statement's (owners notified, its time) */
-  k: "c" | "m" | "n";
+  /** c: a coin; m: a request's status; n: the statement's (owners notified, its time); w: an owner to notify (routed) */
+  k: "c" | "m" | "n" | "w";
   idx: number;
   record_id: string | null;
   key_id: string;
@@ -53,7 +53,10 @@ export interface ClaimRow {
   at: string | null;
 }
 
-const texts = { quota: claimStatementText(true), open: claimStatementText(false) };
+const texts = {
+  quota: claimStatementText(true, false), open: claimStatementText(false, false),
+  routedQuota: claimStatementText(true, true), routedOpen: claimStatementText(false, true),
+};
 const rank = Object.fromEntries(tiers.map((t, i) => [t, i])) as Record<ServedCoin["coin_category"], number>;
 
 /** Ordinary coins by tier (GOLD first), oldest first within a tier; then last-resort coins by tier. */
@@ -68,9 +71,10 @@ const served = ({ key_id, coin_category, public_key_b64, signature_b64, lr }: Cl
 
 /**
  * The claim statement for `items` (see statement.ts); `outcomesOf` reads its rows. `quota` is the
- * pair quota, or null when it is off; `prepare: false` behind a transaction-mode pooler.
+ * pair quota, or null when it is off; `prepare: false` behind a transaction-mode pooler; `routed`
+ * on Citus (the items' owners are then one shard's, and ensure.ts ran first).
  */
-export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, prepare = true) {
+export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, prepare = true, routed = false) {
   const columns: unknown[][] = claimColumns.map(() => []);
   const bool = (b: boolean) => (b ? "t" : "f");
   items.forEach((item, idx) => {
@@ -79,10 +83,15 @@ export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, p
     values.forEach((v, i) => columns[i]!.push(v));
   });
   const unique = (keys: (string | null)[]) => [...new Set(keys.filter((k): k is string => k !== null))].sort();
+  const targets = unique(items.map((i) => i.target));
   const refs = unique(items.flatMap((i) => [i.ref, i.refPrev]));
-  const params = quota === null ? [...columns, refs] : [...columns, refs, quota, unique(items.flatMap((i) => [i.pair, i.pairPrev]))];
-  return sql.unsafe<ClaimRow[]>(quota === null ? texts.open : texts.quota, params as never[], { prepare });
+  const params = quota === null ? [...columns, targets, refs] : [...columns, targets, refs, quota, unique(items.flatMap((i) => [i.pair, i.pairPrev]))];
+  const text = routed ? (quota === null ? texts.routedOpen : texts.routedQuota) : quota === null ? texts.open : texts.quota;
+  return sql.unsafe<ClaimRow[]>(text, params as never[], { prepare });
 }
+
+/** Routed: the watched owners whose coins the statement took (to notify once it committed). */
+export const watchedOf = (rows: readonly ClaimRow[]): string[] => rows.filter((r) => r.k === "w").map((r) => r.key_id);
 
 /**
  * Each request's outcome, in request order; undefined where the statement returned no status row
@@ -92,7 +101,7 @@ export function outcomesOf(rows: readonly ClaimRow[], n: number): (ClaimOutcome 
   const coins: ClaimRow[][] = Array.from({ length: n }, () => []);
   const meta: (ClaimRow | undefined)[] = new Array(n).fill(undefined);
   for (const row of rows) {
-    if (row.idx < 0 || row.idx >= n) continue;
+    if ((row.k !== "c" && row.k !== "m") || row.idx < 0 || row.idx >= n) continue;
     if (row.k === "c") coins[row.idx]!.push(row);
     else if (row.k === "m") meta[row.idx] = row;
   }

@@ -1,3 +1,5 @@
+import type { Shape } from "./statement.ts";
+
 /**
  * The picking part of the claim statement (statement.ts): demand per tier, then three phases —
  * each tier from its own stock, GOLD's shortfall from SILVER, then from BRONZE before SILVER's —
@@ -10,11 +12,11 @@ const tierRows = (g: string, s: string, b: string) => `(VALUES (1, 'GOLD', ${g})
  * The pick rule, the same for every phase: per group (target [, tier]) the oldest `total`
  * available coins of `tier` with record_id above `after`, numbered in FIFO order.
  */
-const pick = (groups: string, tier: string, after: string) => `
+const pick = (targets: string, groups: string, tier: string, after: string) => `
   SELECT p.record_id, g.target, p.tier, row_number() OVER (PARTITION BY g.target, p.tier ORDER BY p.record_id) AS rn
   FROM ${groups} g CROSS JOIN LATERAL (
     SELECT c.record_id, c.coin_category AS tier FROM coin_inventory c
-    WHERE c.user_id = g.target AND c.coin_category = ${tier} AND c.fetched_at IS NULL AND c.record_id > ${after}
+    WHERE c.user_id = ANY(${targets}) AND c.user_id = g.target AND c.coin_category = ${tier} AND c.fetched_at IS NULL AND c.record_id > ${after}
     ORDER BY c.record_id LIMIT g.total
     FOR UPDATE SKIP LOCKED) p`;
 
@@ -22,7 +24,7 @@ const pick = (groups: string, tier: string, after: string) => `
 const pastPhase1 = (tier: string) => `coalesce((SELECT max(x.record_id) FROM p1 x WHERE x.target = g.target AND x.tier = ${tier}), 0)`;
 
 /** Demand per tier, cut to the allowance in tier order; then the three phases of picking. */
-export const phases = `
+export const phases = ({ routed, targets }: Shape) => `
 dem AS (
   SELECT g.*, x.dg, y.ds, least(g.wb, g.allowance - x.dg - y.ds) AS db
   FROM grant_ g
@@ -34,10 +36,10 @@ d1 AS (
   FROM dem d CROSS JOIN LATERAL ${tierRows("d.dg", "d.ds", "d.db")} v(rank, tier, n)
   WHERE v.n > 0
 ),
-p1 AS MATERIALIZED (${pick("(SELECT target, tier, sum(n) AS total FROM d1 GROUP BY 1, 2)", "g.tier", "0")}
+p1 AS MATERIALIZED (${pick(targets, "(SELECT target, tier, sum(n) AS total FROM d1 GROUP BY 1, 2)", "g.tier", "0")}
 ),
 a1 AS (
-  SELECT p.record_id, d.idx, d.tier AS for_tier FROM p1 p
+  SELECT p.record_id, p.target, d.idx, d.tier AS for_tier FROM p1 p
   JOIN d1 d ON d.target = p.target AND d.tier = p.tier AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
 s1 AS (
@@ -52,10 +54,10 @@ s1 AS (
 d2 AS (
   SELECT idx, target, sg AS n, sum(sg) OVER (PARTITION BY target ORDER BY idx) - sg AS lo FROM s1 WHERE sg > 0
 ),
-p2 AS MATERIALIZED (${pick("(SELECT target, sum(n) AS total FROM d2 GROUP BY 1)", "'SILVER'", pastPhase1("'SILVER'"))}
+p2 AS MATERIALIZED (${pick(targets, "(SELECT target, sum(n) AS total FROM d2 GROUP BY 1)", "'SILVER'", pastPhase1("'SILVER'"))}
 ),
 a2 AS (
-  SELECT p.record_id, d.idx FROM p2 p JOIN d2 d ON d.target = p.target AND p.rn > d.lo AND p.rn <= d.lo + d.n
+  SELECT p.record_id, p.target, d.idx FROM p2 p JOIN d2 d ON d.target = p.target AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
 -- … then from BRONZE, before SILVER's shortfall (from BRONZE too)
 d3 AS (
@@ -64,15 +66,15 @@ d3 AS (
   CROSS JOIN LATERAL (VALUES (1, s.sg - coalesce(g2.n, 0)), (2, s.ss)) v(part, n)
   WHERE v.n > 0
 ),
-p3 AS MATERIALIZED (${pick("(SELECT target, sum(n) AS total FROM d3 GROUP BY 1)", "'BRONZE'", pastPhase1("'BRONZE'"))}
+p3 AS MATERIALIZED (${pick(targets, "(SELECT target, sum(n) AS total FROM d3 GROUP BY 1)", "'BRONZE'", pastPhase1("'BRONZE'"))}
 ),
 a3 AS (
-  SELECT p.record_id, d.idx, d.part FROM p3 p JOIN d3 d ON d.target = p.target AND p.rn > d.lo AND p.rn <= d.lo + d.n
+  SELECT p.record_id, p.target, d.idx, d.part FROM p3 p JOIN d3 d ON d.target = p.target AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
 assigned AS (
-  SELECT record_id, idx, for_tier FROM a1
-  UNION ALL SELECT record_id, idx, 'GOLD' FROM a2
-  UNION ALL SELECT record_id, idx, CASE part WHEN 1 THEN 'GOLD' ELSE 'SILVER' END FROM a3
+  SELECT record_id, target, idx, for_tier FROM a1
+  UNION ALL SELECT record_id, target, idx, 'GOLD' FROM a2
+  UNION ALL SELECT record_id, target, idx, CASE part WHEN 1 THEN 'GOLD' ELSE 'SILVER' END FROM a3
 ),
 -- per request, the coins it got for each tier asked (grouped once: no per-request subqueries,
 -- which would make a batch of n requests cost n²)
@@ -86,11 +88,11 @@ lrc AS (
   SELECT d.idx, v.rank, l.coin_category, l.key_id, l.public_key_blob, l.signature_blob
   FROM dem d LEFT JOIN got o ON o.idx = d.idx
   CROSS JOIN LATERAL ${tierRows("d.dg", "d.ds", "d.db")} v(rank, tier, n)
-  JOIN last_resort_coin l ON l.user_id = d.target AND l.coin_category = v.tier
+  JOIN last_resort_coin l ON l.user_id = d.target AND l.coin_category = v.tier AND l.user_id = ANY(${targets})
   WHERE d.lr AND v.n > CASE v.rank WHEN 1 THEN coalesce(o.g, 0) WHEN 2 THEN coalesce(o.s, 0) ELSE coalesce(o.b, 0) END
 ),
 tally AS (
-  SELECT d.idx, d.pair, d.ref, d.body, d.final, d.existed, d.allowance,
+  SELECT d.idx, d.target, d.pair, d.ref, d.body, d.final, d.existed, d.allowance,
          ARRAY[
            CASE WHEN l.g THEN 0 ELSE d.wg - coalesce(o.g, 0) END,
            CASE WHEN l.s THEN 0 ELSE d.ws - coalesce(o.s, 0) END,
@@ -101,19 +103,27 @@ tally AS (
              FROM lrc GROUP BY idx) l ON l.idx = d.idx
 ),
 -- an idempotent request records its answer (unless a concurrent retry did) before it may claim;
--- a waiting request that found nothing records nothing until its last attempt
-rw AS (
-  INSERT INTO claim_replay (ref, body, short, last_resort)
-  SELECT t.ref, t.body, t.short, coalesce(j.coins, '[]')
-  FROM tally t LEFT JOIN (
-    SELECT l.idx, jsonb_agg(jsonb_build_object('key_id', l.key_id, 'coin_category', l.coin_category,
-             'public_key_b64', translate(encode(l.public_key_blob, 'base64'), E'\\n', ''),
-             'signature_b64', translate(encode(l.signature_blob, 'base64'), E'\\n', '')) ORDER BY l.rank) AS coins
-    FROM lrc l GROUP BY l.idx) j ON j.idx = t.idx
+-- a waiting request that found nothing records nothing until its last attempt. Routed, the record
+-- exists already (short NULL) and is filled in; a concurrent fill makes this one find nothing
+lrj AS (
+  SELECT l.idx, jsonb_agg(jsonb_build_object('key_id', l.key_id, 'coin_category', l.coin_category,
+           'public_key_b64', translate(encode(l.public_key_blob, 'base64'), E'\\n', ''),
+           'signature_b64', translate(encode(l.signature_blob, 'base64'), E'\\n', '')) ORDER BY l.rank) AS coins
+  FROM lrc l GROUP BY l.idx
+),
+rw AS (${routed ? `
+  UPDATE claim_replay p SET body = t.body, short = t.short, last_resort = coalesce(j.coins, '[]'), created_at = now()
+  FROM tally t LEFT JOIN lrj j ON j.idx = t.idx
+  WHERE p.target = ANY(${targets}) AND p.target = t.target AND p.ref = t.ref AND p.short IS NULL
+    AND t.ref IS NOT NULL AND t.allowance > 0 AND (t.served > 0 OR t.final)
+  RETURNING p.ref` : `
+  INSERT INTO claim_replay (target, ref, body, short, last_resort)
+  SELECT t.target, t.ref, t.body, t.short, coalesce(j.coins, '[]')
+  FROM tally t LEFT JOIN lrj j ON j.idx = t.idx
   WHERE t.ref IS NOT NULL AND t.allowance > 0 AND (t.served > 0 OR t.final)
   ORDER BY t.ref
-  ON CONFLICT (ref) DO NOTHING
-  RETURNING ref
+  ON CONFLICT (target, ref) DO NOTHING
+  RETURNING ref`}
 ),
 go AS (
   SELECT t.* FROM tally t WHERE t.served > 0 AND (t.ref IS NULL OR t.ref IN (SELECT ref FROM rw))

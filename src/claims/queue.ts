@@ -1,9 +1,12 @@
 import type { Db } from "../db/db.ts";
-import { isConflict } from "../db/errors.ts";
+import { isConflict, isUnrouted } from "../db/errors.ts";
 import { gone } from "../db/gate.ts";
 import { InternalError, UnavailableError } from "../errors.ts";
-import { claimQuery, outcomesOf, type ClaimItem, type ClaimRow, type SettledOutcome } from "./batch.ts";
+import { notifyStock } from "../coins/stock-events.ts";
+import { claimQuery, outcomesOf, watchedOf, type ClaimItem, type ClaimRow, type SettledOutcome } from "./batch.ts";
+import { ensureRows } from "./ensure.ts";
 import { returnable, returnCoins, returnSize } from "./return.ts";
+import { routingOf, type Routing, type ShardMap } from "./routing.ts";
 
 interface Job {
   item: ClaimItem;
@@ -59,6 +62,7 @@ export class ClaimQueue {
   private queue: Job[] = [];
   private readonly returning = new Set<Promise<void>>();
   private inFlight = 0;
+  private readonly routing: Routing;
   private readonly maxBatch: number;
   private readonly maxQueued: number;
   private readonly minBudgetMs: number;
@@ -67,6 +71,7 @@ export class ClaimQueue {
     this.maxBatch = options.maxBatch ?? 512;
     this.maxQueued = options.maxQueued ?? 20_000;
     this.minBudgetMs = options.minBudgetMs ?? 50;
+    this.routing = routingOf(db);
   }
 
   claim(item: ClaimItem, signal?: AbortSignal): Promise<SettledOutcome> {
@@ -79,8 +84,19 @@ export class ClaimQueue {
   }
 
   private pump(): void {
+    const shards = this.routing.current;
+    if (shards === undefined) {
+      // the engine is not known yet (first claim, or a routing error): read it, then go on
+      if (this.queue.length > 0) {
+        this.routing.load().then(() => this.pump(), (error) => {
+          for (const job of this.queue.splice(0)) job.reject(error);
+          this.options.queued?.(0);
+        });
+      }
+      return;
+    }
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
-      const batch = this.take();
+      const batch = this.take(shards);
       this.options.queued?.(this.queue.length);
       if (batch.length === 0) continue;
       this.inFlight++;
@@ -96,15 +112,19 @@ export class ClaimQueue {
     return Math.min(job.queuedAt + this.options.maxWaitMs, Math.max(job.queuedAt, this.db.lastSuccess) + this.db.waitMs);
   }
 
-  /** The next batch from the head of the queue; drops claims that can no longer be served in time. */
-  private take(): Job[] {
+  /**
+   * The next batch from the head of the queue; drops claims that can no longer be served in time.
+   * On Citus (`shards`), a batch holds the owners of one shard: the first claim's.
+   */
+  private take(shards: ShardMap | null): Job[] {
     const batch: Job[] = [];
     const rest: Job[] = [];
     const pairs = new Set<string>();
     const refs = new Set<string>();
     const soonest = performance.now() + this.minBudgetMs;
+    let shard: string | undefined;
     for (const job of this.queue) {
-      if (batch.length >= this.maxBatch) {
+      if (batch.length >= this.maxBatch || (shard !== undefined && shards!.of(job.item.target) !== shard)) {
         rest.push(job);
       } else if (job.signal?.aborted) {
         job.reject(gone());
@@ -115,6 +135,7 @@ export class ClaimQueue {
       } else {
         if (job.item.pair) pairs.add(job.item.pair);
         if (job.item.ref) refs.add(job.item.ref);
+        if (shards) shard ??= shards.of(job.item.target);
         batch.push(job);
       }
     }
@@ -126,17 +147,22 @@ export class ClaimQueue {
     const items = batch.map((j) => j.item);
     const deadline = Math.min(performance.now() + this.db.waitMs, ...batch.map((j) => this.deadlineOf(j)));
     const started = performance.now();
+    const routed = this.routing.current !== null;
     let rows: ClaimRow[];
     try {
-      rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare), {
+      if (routed) await ensureRows(this.db, items, this.options.quota !== null, { deadline });
+      rows = await this.db.run((sql) => claimQuery(sql, items, this.options.quota, this.db.prepare, routed), {
         deadline, what: "claim", late: (late) => this.giveBack(items, late, new Set(items.keys()), "late"),
       });
     } catch (error) {
-      // a deadlock or serialization failure rolled the whole statement back: each claim runs again
-      if (isConflict(error)) this.again(batch);
+      // a deadlock or serialization failure rolled the whole statement back: each claim runs again;
+      // so did a statement Citus could not route (the shard map is read again first)
+      if (routed && isUnrouted(error)) this.routing.forget();
+      if (isConflict(error) || (routed && isUnrouted(error))) this.again(batch);
       else for (const job of batch) job.reject(error);
       return;
     }
+    if (routed) void notifyStock(this.db, watchedOf(rows)).catch(() => {}); // a missed one costs a waiter its deadline only
     // Committed. From here on a claim not answered with its coins gives them back: its client
     // left (a keyed claim keeps its answer for the retry), its status row is missing, or reading
     // the result failed.
@@ -174,7 +200,7 @@ export class ClaimQueue {
     const back = returnable(items, rows, unanswered);
     const coins = returnSize(back);
     if (coins === 0) return;
-    const done = returnCoins(this.db, back).then(
+    const done = returnCoins(this.db, back, undefined, this.routing.current !== null).then(
       ({ returned, refunded }) => this.options.returned?.({ coins: returned, refunded, why }),
       (error) => this.options.returned?.({ coins: 0, refunded: 0, why, failed: { coins, error } }),
     ).finally(() => this.returning.delete(done));

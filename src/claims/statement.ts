@@ -50,10 +50,25 @@ const paramType = (type: string) => (type === "bool" ? "text[]::bool[]" : `${typ
 /** Parameter numbers after the per-request arrays. */
 const extra = (withQuota: boolean) => {
   const n = claimColumns.length;
-  return withQuota ? { refs: `$${n + 1}::uuid[]`, quota: `$${n + 2}::int`, pairs: `$${n + 3}::uuid[]` } : { refs: `$${n + 1}::uuid[]` };
+  const common = { targets: `$${n + 1}::uuid[]`, refs: `$${n + 2}::uuid[]` };
+  return withQuota ? { ...common, quota: `$${n + 3}::int`, pairs: `$${n + 4}::uuid[]` } : { ...common, quota: undefined, pairs: undefined };
 };
 
-const input = (refs: string) => `
+/**
+ * How the statement is shaped for its engine. `targets` is the parameter holding the batch's
+ * owners: every reference to an owner-keyed table is filtered by it as well as joined, because
+ * Citus routes a statement to one shard only when each reference names that shard's owners
+ * itself (tests/citus/README.md). `routed` (Citus): no INSERT inside the statement — Citus would
+ * run the statement in steps through the coordinator — so quota rows and replay records are
+ * created beforehand (ensure.ts) and only updated here, and owners to notify are returned
+ * (a pg_notify would fire on the worker) for the server to notify once the claim committed.
+ */
+export interface Shape {
+  routed: boolean;
+  targets: string;
+}
+
+const input = ({ routed, targets }: Shape, refs: string) => `
 req AS (
   SELECT r.*, (r.pair IS NOT NULL AND row_number() OVER (PARTITION BY r.pair ORDER BY r.idx) > 1)
               OR (r.ref IS NOT NULL AND row_number() OVER (PARTITION BY r.ref ORDER BY r.idx) > 1) AS dup
@@ -65,16 +80,18 @@ req AS (
 seen AS MATERIALIZED (
   SELECT r.idx, p.ref, p.body = r.body AS same, p.short, p.last_resort
   FROM claim_replay p JOIN req r ON p.ref = r.ref OR p.ref = r.ref_prev
-  WHERE p.ref = ANY(${refs})
+  -- any owner's record (a key reused for another target is a mismatch); routed, only the records
+  -- of this shard's owners can be read (docs/runbook.md, "Citus": limits)
+  WHERE p.ref = ANY(${refs}) AND p.short IS NOT NULL${routed ? ` AND p.target = ANY(${targets})` : ""}
 ),`;
 
 /** Quota on: lock the batch's pair rows (newest versions, key order); a request's allowance is what is left. */
-const quotaGrant = (quota: string, pairs: string) => `
+const quotaGrant = ({ routed, targets }: Shape, quota: string, pairs: string) => `
 -- (nothing but the locked rows here: after a wait, FOR UPDATE returns the newest row, but a
 -- LATERAL beside it would still have been computed from the old one)
 locked AS MATERIALIZED (
   SELECT q.pair, q.hours, q.counts, q.xmin::text AS version FROM claim_quota q
-  WHERE q.pair = ANY(${pairs})
+  WHERE q.target = ANY(${targets}) AND q.pair = ANY(${pairs})
   ORDER BY q.pair
   FOR UPDATE
 ),
@@ -82,7 +99,7 @@ qlock AS (
   -- moved: the row changed after this statement's snapshot (it waited for a concurrent claim of
   -- the pair, whose replay record, if any, this statement cannot see)
   SELECT l.pair, u.used, u.oldest,
-         l.version IS DISTINCT FROM (SELECT p.xmin::text FROM claim_quota p WHERE p.pair = l.pair) AS moved
+         l.version IS DISTINCT FROM (SELECT p.xmin::text FROM claim_quota p WHERE p.target = ANY(${targets}) AND p.pair = l.pair) AS moved
   FROM locked l CROSS JOIN LATERAL (
     SELECT coalesce(sum(b.c), 0)::int AS used, min(b.h) AS oldest FROM unnest(l.hours, l.counts) AS b(h, c) WHERE b.h > ${LIVE}) u
 ),
@@ -91,8 +108,9 @@ grant_ AS (
          CASE WHEN x.blocked THEN 0 ELSE greatest(0, ${quota} - coalesce(a.used, 0) - coalesce(b.used, 0)) END AS allowance
   FROM req r LEFT JOIN qlock a ON a.pair = r.pair LEFT JOIN qlock b ON b.pair = r.pair_prev
   -- a keyed claim of a pair without a row first creates the row, then runs again: its replay
-  -- record must never outlive a refused quota write (see qw)
-  CROSS JOIN LATERAL (SELECT r.dup OR (r.ref IS NOT NULL AND a.pair IS NULL) AS blocked) x
+  -- record must never outlive a refused quota write (see qw). Routed, rows are only updated: a
+  -- pair without one (created beforehand, purged since) runs again
+  CROSS JOIN LATERAL (SELECT r.dup OR (${routed ? "" : "r.ref IS NOT NULL AND "}a.pair IS NULL) AS blocked) x
   WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)
 ),`;
 
@@ -103,7 +121,7 @@ grant_ AS (
 ),`;
 
 /** Quota on: spend what was served; refused only for a pair another statement created meanwhile, past the quota. */
-const quotaSpend = (quota: string) => `
+const quotaSpend = ({ routed, targets }: Shape, quota: string) => `
 -- rows locked above: the update cannot be refused
 qu AS (
   UPDATE claim_quota q SET (hours, counts) = (
@@ -112,15 +130,20 @@ qu AS (
           FROM (SELECT b.h, b.c FROM unnest(q.hours, q.counts) AS b(h, c) WHERE b.h > ${LIVE}
                 UNION ALL SELECT ${HOUR}, go.served) l
           GROUP BY l.h) m)
-  FROM go WHERE q.pair = go.pair AND go.existed
+  FROM go WHERE q.target = ANY(${targets}) AND q.target = go.target AND q.pair = go.pair AND go.existed
   RETURNING q.pair
-),
+),${routed ? `
+qw AS (SELECT pair FROM qu),` : quotaInsert(quota)}
+won AS (SELECT idx, ref FROM go WHERE pair IN (SELECT pair FROM qw)),`;
+
+/** Not routed: quota rows created by the claim itself. */
+const quotaInsert = (quota: string) => `
 -- pairs with no row in this statement's snapshot: a concurrent statement may have inserted one
 -- meanwhile, and then the newest count decides
 qi AS (
-  INSERT INTO claim_quota AS q (pair, hours, counts)
-  SELECT pair, ARRAY[${HOUR}], ARRAY[served] FROM go WHERE NOT existed ORDER BY pair
-  ON CONFLICT (pair) DO UPDATE SET (hours, counts) = (
+  INSERT INTO claim_quota AS q (target, pair, hours, counts)
+  SELECT target, pair, ARRAY[${HOUR}], ARRAY[served] FROM go WHERE NOT existed ORDER BY pair
+  ON CONFLICT (target, pair) DO UPDATE SET (hours, counts) = (
     SELECT array_agg(m.h ORDER BY m.h), array_agg(m.c ORDER BY m.h)
     FROM (SELECT l.h, sum(l.c)::int AS c
           FROM (SELECT b.h, b.c FROM unnest(q.hours, q.counts) AS b(h, c) WHERE b.h > ${LIVE}
@@ -131,11 +154,10 @@ qi AS (
   RETURNING pair
 ),
 qw AS (SELECT pair FROM qu UNION ALL SELECT pair FROM qi),
-won AS (SELECT idx, ref FROM go WHERE pair IN (SELECT pair FROM qw)),
 newrows AS (
-  INSERT INTO claim_quota (pair, hours, counts)
-  SELECT DISTINCT pair, '{}'::int[], '{}'::int[] FROM grant_ WHERE blocked AND NOT existed ORDER BY pair
-  ON CONFLICT (pair) DO NOTHING
+  INSERT INTO claim_quota (target, pair, hours, counts)
+  SELECT DISTINCT target, pair, '{}'::int[], '{}'::int[] FROM grant_ WHERE blocked AND NOT existed ORDER BY pair
+  ON CONFLICT (target, pair) DO NOTHING
 ),`;
 
 const openSpend = `
@@ -145,24 +167,28 @@ const coinOut = (c: string) =>
   `${c}.key_id, ${c}.coin_category, translate(encode(${c}.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64, `
   + `translate(encode(${c}.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
 
-/** The claim itself, then one result set: coin rows ('c'), one status row per request ('m'), and 'n' (with the statement's time). */
-const output = `
+/**
+ * The claim itself, then one result set: coin rows ('c'), one status row per request ('m'), 'n'
+ * (with the statement's time) and, routed, one 'w' row per watched owner to notify.
+ */
+const output = ({ routed, targets }: Shape) => `
 upd AS (
   UPDATE coin_inventory c SET fetched_by = r.requester, fetched_at = now(), claim_ref = w.ref
   FROM assigned a JOIN won w ON w.idx = a.idx JOIN req r ON r.idx = a.idx
-  WHERE c.record_id = a.record_id
+  WHERE c.user_id = ANY(${targets}) AND c.user_id = a.target AND c.record_id = a.record_id
   RETURNING a.idx, c.record_id, ${coinOut("c")}
 ),
 -- a replay writes its record again (same values): its commit then waits for a synchronous standby
 -- like a claim's, so a replay is answered only once the claim it repeats is durable there too — a
 -- claim whose own wait was cancelled (answered 503) is visible here though a failover may lose it
 touched AS (
-  UPDATE claim_replay p SET body = p.body FROM seen s WHERE p.ref = s.ref AND s.same
+  UPDATE claim_replay p SET body = p.body FROM seen s JOIN req r ON r.idx = s.idx
+  WHERE p.target = ANY(${targets}) AND p.target = r.target AND p.ref = s.ref AND s.same
 ),
 -- owners long-polling their count hear of every claim that takes their coins
 notified AS (
-  SELECT pg_notify('aqm_stock', w.user_id::text) FROM stock_watch w
-  WHERE w.until > now() AND w.user_id IN (SELECT r.target FROM won JOIN req r ON r.idx = won.idx)
+  SELECT ${routed ? "w.user_id::text AS owner" : "pg_notify('aqm_stock', w.user_id::text)"} FROM stock_watch w
+  WHERE w.user_id = ANY(${targets}) AND w.until > now() AND w.user_id IN (SELECT r.target FROM won JOIN req r ON r.idx = won.idx)
 )
 SELECT 'c' AS k, u.idx, u.record_id, u.key_id, u.coin_category, u.public_key_b64, u.signature_b64, false AS lr,
        NULL AS status, NULL::int[] AS short, NULL::int AS remaining, NULL::int AS retry_after, NULL AS at
@@ -171,7 +197,8 @@ UNION ALL
 SELECT 'c', l.idx, l.rank, ${coinOut("l")}, true, NULL, NULL, NULL, NULL, NULL FROM lrc l JOIN won w ON w.idx = l.idx
 UNION ALL
 SELECT 'c', s.idx, c.record_id, ${coinOut("c")}, false, NULL, NULL, NULL, NULL, NULL
-FROM seen s JOIN coin_inventory c ON c.claim_ref = s.ref WHERE s.same
+FROM seen s JOIN req r ON r.idx = s.idx JOIN coin_inventory c ON c.user_id = r.target AND c.claim_ref = s.ref
+WHERE c.user_id = ANY(${targets}) AND s.same
 UNION ALL
 SELECT 'c', s.idx, e.ord, e.j->>'key_id', e.j->>'coin_category', e.j->>'public_key_b64', e.j->>'signature_b64', true,
        NULL, NULL, NULL, NULL, NULL
@@ -194,14 +221,18 @@ SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
 FROM req r LEFT JOIN seen s ON s.idx = r.idx LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
 LEFT JOIN won w ON w.idx = r.idx
 UNION ALL
-SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, now()::text`;
+SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, now()::text${routed ? `
+UNION ALL
+SELECT 'w', NULL, NULL, owner, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM notified` : ""}`;
 
 /**
- * The statement text. Parameters: the claimColumns arrays, then the idempotency refs to look up
- * (uuid[]), and with the quota the quota (int) and the sorted pair keys to lock (uuid[]).
+ * The statement text. Parameters: the claimColumns arrays, then the batch's owners (uuid[]), the
+ * idempotency refs to look up (uuid[]), and with the quota the quota (int) and the sorted pair
+ * keys to lock (uuid[]).
  */
-export function claimStatementText(withQuota: boolean): string {
+export function claimStatementText(withQuota: boolean, routed: boolean): string {
   const p = extra(withQuota);
-  return `WITH ${input(p.refs)}${withQuota ? quotaGrant(p.quota!, p.pairs!) : openGrant}${phases}`
-    + `${withQuota ? quotaSpend(p.quota!) : openSpend}${output}`;
+  const shape: Shape = { routed, targets: p.targets };
+  return `WITH ${input(shape, p.refs)}${withQuota ? quotaGrant(shape, p.quota!, p.pairs!) : openGrant}${phases(shape)}`
+    + `${withQuota ? quotaSpend(shape, p.quota!) : openSpend}${output(shape)}`;
 }

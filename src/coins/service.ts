@@ -1,6 +1,8 @@
 import { textArray } from "../db/arrays.ts";
 import type { Db, RunOptions } from "../db/db.ts";
 import type { Coin, Inventory } from "./model.ts";
+import { routingOf } from "../claims/routing.ts";
+import { notifyStock } from "./stock-events.ts";
 import { tiers, type Tier } from "./tiers.ts";
 
 export interface UploadOutcome {
@@ -22,7 +24,7 @@ const inputOf = (coins: Coin[]) => [
  * compares against what it committed. A coin already claimed and hard-deleted (claimed_key)
  * is never stored again. Stored coins notify waiting claims on every instance (channel aqm_stock).
  */
-const UPLOAD = `
+const upload = (routed: boolean) => `
 WITH input AS (
   SELECT k AS key_id, c AS coin_category, decode(p, 'base64') AS public_key_blob, decode(s, 'base64') AS signature_blob, ord
   FROM unnest($2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[]) WITH ORDINALITY AS u(k, c, p, s, ord)
@@ -45,12 +47,14 @@ WITH input AS (
 ), conflicts AS (
   SELECT key_id FROM repeated UNION SELECT key_id FROM written WHERE NOT inserted
 ), notified AS (
-  SELECT pg_notify('aqm_stock', $1::text) WHERE EXISTS (SELECT 1 FROM written)
+  SELECT ${routed ? "1" : "pg_notify('aqm_stock', $1::text)"} WHERE EXISTS (SELECT 1 FROM written)
 )
-SELECT (SELECT aqm_key_conflict(array_agg(DISTINCT key_id ORDER BY key_id)) FROM conflicts HAVING count(*) > 0) IS NULL AS ok,
+SELECT (SELECT aqm_key_conflict(array_agg(DISTINCT key_id ORDER BY key_id))::text FROM conflicts HAVING count(*) > 0) IS NULL AS ok,
        (SELECT coalesce(json_object_agg(coin_category, n), '{}')
         FROM (SELECT coin_category, count(*)::int AS n FROM written GROUP BY 1) t) AS by_tier,
-       (SELECT count(*) FROM notified) AS notified`;
+       (SELECT count(*) FROM notified)::int AS notified`;
+// Citus: the notification is sent once the upload committed (notifyStock)
+const UPLOAD = { plain: upload(false), routed: upload(true) };
 
 const COUNT = `
 SELECT t.tier,
@@ -65,7 +69,8 @@ INSERT INTO last_resort_coin AS l (user_id, key_id, coin_category, public_key_bl
 SELECT $1::uuid, k, c, decode(p, 'base64'), decode(s, 'base64')
 FROM unnest($2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[]) AS u(k, c, p, s)
 ON CONFLICT (user_id, coin_category) DO UPDATE
-SET key_id = excluded.key_id, public_key_blob = excluded.public_key_blob, signature_blob = excluded.signature_blob, uploaded_at = now()`;
+SET key_id = excluded.key_id, public_key_blob = excluded.public_key_blob, signature_blob = excluded.signature_blob,
+    uploaded_at = excluded.uploaded_at`; // (its default, now(); Citus refuses a function that is not IMMUTABLE in DO UPDATE SET)
 
 /** Upload, count and last-resort coins: one statement each, through the gate and with a deadline. */
 export function coinService(db: Db) {
@@ -74,7 +79,10 @@ export function coinService(db: Db) {
   return {
     async uploadCoins(userId: string, coins: Coin[], opts?: RunOptions): Promise<UploadOutcome> {
       if (coins.length === 0) return { inserted: 0, duplicates: 0, insertedByTier: {} };
-      const [row] = await run<{ by_tier: Partial<Record<Tier, number>> }>(UPLOAD, [userId, ...inputOf(coins)], { what: "upload", ...opts });
+      const routed = (await routingOf(db).load()) !== null;
+      const [row] = await run<{ by_tier: Partial<Record<Tier, number>>; notified: number }>(routed ? UPLOAD.routed : UPLOAD.plain,
+        [userId, ...inputOf(coins)], { what: "upload", ...opts });
+      if (routed && row!.notified > 0) await notifyStock(db, [userId]).catch(() => {}); // a missed one costs a waiter its deadline only
       const inserted = Object.values(row!.by_tier).reduce((a, b) => a + b, 0);
       return { inserted, duplicates: coins.length - inserted, insertedByTier: row!.by_tier };
     },

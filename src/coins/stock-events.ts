@@ -1,3 +1,5 @@
+import type { Db } from "../db/db.ts";
+
 export interface Subscription {
   /** Resolves at the next change of the user's stock since subscribing (or the last next()), at `until`, or on abort. */
   next(until: number, signal?: AbortSignal): Promise<void>;
@@ -104,4 +106,16 @@ export class StockEvents {
 function fire(entry: Entry): void {
   entry.fired = true;
   entry.wake?.();
+}
+
+/**
+ * Tells every instance that `owners`' stock changed, once the change committed. On Citus the
+ * statements that change stock cannot notify themselves: a pg_notify inside a statement routed
+ * to a worker fires on that worker, where no instance listens (tests/citus/README.md); this one
+ * touches no distributed table and runs on the coordinator.
+ */
+export async function notifyStock(db: Db, owners: readonly string[]): Promise<void> {
+  if (owners.length === 0) return;
+  await db.run((sql) => sql.unsafe("SELECT pg_notify('aqm_stock', o) FROM unnest($1::text[]) AS o", [[...owners]] as never[], { prepare: db.prepare }),
+    { what: "notify" });
 }

@@ -72,3 +72,9 @@ export const isConflict = (error: unknown) => {
   const code = (error as { sqlstate?: string; code?: string } | null)?.sqlstate ?? sqlstateOf(error);
   return code === SQLSTATE.deadlock || code === SQLSTATE.serialization;
 };
+
+/**
+ * Citus refused a statement it could not route to one shard (0A000: the owners of a batch were
+ * not one shard's, e.g. after a shard split): nothing was done; the shard map is read again.
+ */
+export const isUnrouted = (error: unknown) => error instanceof InternalError && error.code === "0A000";

@@ -1,10 +1,13 @@
 import { migrations as embedded, type Migration } from "./migrations.ts";
 import type { Sql } from "./pool.ts";
+import { distribute } from "./distribution.ts";
 
 export type { Migration };
 
 /** Any constant works; it only has to be the same in every process that migrates this database. */
 const MIGRATION_LOCK = 0x41514d_01;
+/** From this migration on, every owner-keyed table can be distributed by owner (distribution.ts). */
+const OWNER_KEYED = 14;
 
 /** Every migration this program carries, in version order. */
 export function listMigrations(): readonly Migration[] {
@@ -41,6 +44,10 @@ export async function migrate(sql: Sql, all: readonly Migration[] = embedded): P
     });
     if (ran) applied.push(migration);
   }
+  // on a Citus coordinator: the owner-keyed tables distributed (a no-op once they are)
+  await sql.begin(async (tx) => {
+    if ((await lockAndReadVersions(tx as unknown as Sql)).has(OWNER_KEYED)) await distribute(tx as unknown as Sql);
+  });
   return applied;
 }
 

@@ -28,6 +28,8 @@ import up012 from "../../db/migrations/012_create_stock_watch.sql" with { type: 
 import down012 from "../../db/migrations/rollback/012_create_stock_watch.sql" with { type: "text" };
 import up013 from "../../db/migrations/013_create_claim_refund.sql" with { type: "text" };
 import down013 from "../../db/migrations/rollback/013_create_claim_refund.sql" with { type: "text" };
+import up014 from "../../db/migrations/014_owner_keyed_tables.sql" with { type: "text" };
+import down014 from "../../db/migrations/rollback/014_owner_keyed_tables.sql" with { type: "text" };
 
 export interface Migration {
   version: number;
@@ -56,4 +58,5 @@ export const migrations: readonly Migration[] = [
   migration("011_upload_key_conflict", up011, down011),
   migration("012_create_stock_watch", up012, down012),
   migration("013_create_claim_refund", up013, down013),
+  migration("014_owner_keyed_tables", up014, down014),
 ];

@@ -1,0 +1,112 @@
+import type { Db } from "../db/db.ts";
+import { anchorTable } from "../db/distribution.ts";
+
+const rot = (x: number, k: number) => (x << k) | (x >>> (32 - k));
+
+/**
+ * PostgreSQL's hash of a uuid (uuid_hash: hash_bytes, Bob Jenkins' lookup3, over the 16 bytes),
+ * as a signed 32-bit integer: the value Citus places a row by. Checked against PostgreSQL's own
+ * uuid_hash() in tests/routing.test.ts.
+ */
+export function uuidHash(uuid: string): number {
+  const hex = uuid.replace(/-/g, "");
+  const k = new Array<number>(16);
+  for (let i = 0; i < 16; i++) k[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  const word = (i: number) => (k[i]! | (k[i + 1]! << 8) | (k[i + 2]! << 16) | (k[i + 3]! << 24)) | 0;
+  let a = (0x9e3779b9 + 16 + 3923095) | 0;
+  let b = a;
+  let c = a;
+  a = (a + word(0)) | 0;
+  b = (b + word(4)) | 0;
+  c = (c + word(8)) | 0;
+  // mix(a, b, c)
+  a = (a - c) | 0; a ^= rot(c, 4); c = (c + b) | 0;
+  b = (b - a) | 0; b ^= rot(a, 6); a = (a + c) | 0;
+  c = (c - b) | 0; c ^= rot(b, 8); b = (b + a) | 0;
+  a = (a - c) | 0; a ^= rot(c, 16); c = (c + b) | 0;
+  b = (b - a) | 0; b ^= rot(a, 19); a = (a + c) | 0;
+  c = (c - b) | 0; c ^= rot(b, 4); b = (b + a) | 0;
+  // the last 4 bytes
+  a = (a + word(12)) | 0;
+  // final(a, b, c)
+  c ^= b; c = (c - rot(b, 14)) | 0;
+  a ^= c; a = (a - rot(c, 11)) | 0;
+  b ^= a; b = (b - rot(a, 25)) | 0;
+  c ^= b; c = (c - rot(b, 16)) | 0;
+  a ^= c; a = (a - rot(c, 4)) | 0;
+  b ^= a; b = (b - rot(a, 14)) | 0;
+  c ^= b; c = (c - rot(b, 24)) | 0;
+  return c | 0;
+}
+
+/** The shards of the coin table, by hash range: a shard id names a shard group (the co-located tables share the ranges). */
+export class ShardMap {
+  constructor(private readonly shards: readonly { id: string; min: number; max: number }[]) {}
+
+  get size(): number {
+    return this.shards.length;
+  }
+
+  /** The shard group of an owner. */
+  of(owner: string): string {
+    const h = uuidHash(owner);
+    let lo = 0;
+    let hi = this.shards.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const s = this.shards[mid]!;
+      if (h < s.min) hi = mid - 1;
+      else if (h > s.max) lo = mid + 1;
+      else return s.id;
+    }
+    throw new Error(`no shard of ${anchorTable} covers hash ${h}`);
+  }
+}
+
+const routings = new WeakMap<Db, Routing>();
+
+/** The one Routing of a Db (what the claim queue and the upload share). */
+export function routingOf(db: Db): Routing {
+  let routing = routings.get(db);
+  if (!routing) routings.set(db, (routing = new Routing(db)));
+  return routing;
+}
+
+/**
+ * Whether claims must be routed (Citus, the coin table distributed), and then by which shard
+ * map. Read from the database on first use and again after `forget()` (a routing error: the
+ * shards were split since). null: plain PostgreSQL, one batch for any owners.
+ */
+export class Routing {
+  private loading?: Promise<ShardMap | null>;
+  /** undefined until loaded */
+  current: ShardMap | null | undefined;
+
+  constructor(private readonly db: Db) {}
+
+  load(): Promise<ShardMap | null> {
+    this.loading ??= this.read().then((map) => (this.current = map), (error) => {
+      this.loading = undefined;
+      throw error;
+    });
+    return this.loading;
+  }
+
+  forget(): void {
+    this.loading = undefined;
+    this.current = undefined;
+  }
+
+  private async read(): Promise<ShardMap | null> {
+    const [citus] = await this.db.run((sql) => sql<{ on: boolean }[]>`
+      SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS on`, { what: "routing" });
+    if (!citus!.on) return null;
+    const rows = await this.db.run((sql) => sql<{ id: string; min: number; max: number }[]>`
+      SELECT s.shardid::text AS id, s.shardminvalue::int AS min, s.shardmaxvalue::int AS max
+      FROM pg_dist_shard s JOIN pg_dist_partition p USING (logicalrelid)
+      WHERE s.logicalrelid = ${anchorTable}::regclass AND p.partmethod = 'h'
+      ORDER BY s.shardminvalue::int`, { what: "routing" });
+    // Citus without the coin table distributed: plain local tables on the coordinator
+    return rows.length === 0 ? null : new ShardMap(rows);
+  }
+}

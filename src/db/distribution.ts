@@ -1,0 +1,47 @@
+import type { Sql } from "./pool.ts";
+
+/**
+ * On Citus, every owner-keyed table is distributed by its owner column and co-located with the
+ * coins, so that one owner's coins, last-resort coins, claimed key ids, stock watch, quota rows,
+ * replay records and refunds live in one shard group and a claim batch of one shard's owners is
+ * one router statement (docs/runbook.md, "Citus"). The rest (schema_version, maintenance_tick)
+ * stays on the coordinator. A table created by a later migration is added here.
+ */
+export const distributed = [
+  ["coin_inventory", "user_id"],
+  ["last_resort_coin", "user_id"],
+  ["claimed_key", "user_id"],
+  ["stock_watch", "user_id"],
+  ["claim_quota", "target"],
+  ["claim_replay", "target"],
+  ["claim_refund", "target"],
+] as const;
+
+/** The table whose shards name the shard groups (the others are co-located with it). */
+export const anchorTable = distributed[0][0];
+
+/** True when the database has the citus extension (then the server runs as on a coordinator). */
+export async function hasCitus(sql: Sql): Promise<boolean> {
+  const [row] = await sql<{ citus: boolean }[]>`SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS citus`;
+  return row!.citus;
+}
+
+/**
+ * Distributes the tables above that are not distributed yet: all of them on a fresh coordinator,
+ * and the existing rows of a database restored from one PostgreSQL (create_distributed_table
+ * copies them into the shards; writes wait meanwhile). Runs after the migrations, under their
+ * lock; does nothing without Citus. Returns the tables it distributed.
+ */
+export async function distribute(tx: Sql): Promise<string[]> {
+  if (!(await hasCitus(tx))) return [];
+  const rows = await tx<{ table: string }[]>`SELECT logicalrelid::text AS table FROM pg_dist_partition`;
+  const done = new Set(rows.map((r) => r.table));
+  const added: string[] = [];
+  for (const [table, column] of distributed) {
+    if (done.has(table)) continue;
+    await tx`SELECT create_distributed_table(${table}::regclass, ${column},
+               colocate_with => ${table === anchorTable ? "default" : anchorTable})`;
+    added.push(table);
+  }
+  return added;
+}
