@@ -65,3 +65,19 @@ test("rollback reverts the newest migration; migrate re-applies it", async () =>
   await migrate(sql);
   expect(await versions()).toEqual(before);
 });
+
+test("every migration rolls back, newest first, down to an empty schema, with data in the tables; migrate then re-applies them all", async () => {
+  const owner = crypto.randomUUID();
+  await sql`INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob) VALUES (${owner}::uuid, 'k', 'BRONZE', '\\x01', '\\x02')`;
+  await sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${crypto.randomUUID()}::uuid, '{1}', '{1}')`;
+  await sql`INSERT INTO claim_replay (target, ref, body) VALUES (${owner}::uuid, ${crypto.randomUUID()}::uuid, ${crypto.randomUUID()}::uuid)`;
+  const all = await versions();
+  for (let n = all.length; n > 0; n--) {
+    expect((await rollbackLatest(sql))?.version).toBe(all[n - 1]!);
+  }
+  expect(await versions()).toEqual([]);
+  const tables = await sql`SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_version'`;
+  expect(tables.map((t) => t.tablename)).toEqual([]);
+  await migrate(sql);
+  expect(await versions()).toEqual(all);
+});

@@ -53,3 +53,27 @@ export async function ensureRows(db: Db, items: readonly ClaimItem[], withQuota:
   if (ensure === null) return;
   await db.run((sql) => sql.unsafe(ensure.text, ensure.params as never[], { prepare: db.prepare }), { ...opts, what: "claim rows" });
 }
+
+const REGISTER = `
+WITH ins AS (INSERT INTO claim_key (ref, body) VALUES ($1::uuid, $2::uuid) ON CONFLICT (ref) DO NOTHING RETURNING body)
+SELECT body::text FROM ins UNION ALL SELECT body::text FROM claim_key WHERE ref = $1::uuid`;
+const REGISTERED = "SELECT body::text FROM claim_key WHERE ref = $1::uuid";
+
+/**
+ * Citus: registers a keyed claim's Idempotency-Key (claim_key, migration 015) and tells whether
+ * it — under the current or the previous secret — was registered first with another body: then
+ * the claim is answered 422 without being sent. (On one PostgreSQL the claim statement finds a
+ * reused key itself.) One router statement on the key's shard, with one commit; a concurrent
+ * first use of the same key waits for the other's commit (ON CONFLICT), so of two bodies exactly
+ * one is the key's. The previous secret's key is read only while one is configured.
+ */
+export async function keyReused(db: Db, { ref, refPrev, body }: ClaimItem, opts: RunOptions): Promise<boolean> {
+  if (ref === null) return false;
+  const bodies = await db.run((sql) => sql.unsafe<{ body: string }[]>(REGISTER, [ref, body] as never[], { prepare: db.prepare }),
+    { ...opts, what: "claim key" });
+  if (bodies.some((r) => r.body !== body)) return true;
+  if (refPrev === null) return false;
+  const previous = await db.run((sql) => sql.unsafe<{ body: string }[]>(REGISTERED, [refPrev] as never[], { prepare: db.prepare }),
+    { ...opts, what: "claim key" });
+  return previous.some((r) => r.body !== body);
+}

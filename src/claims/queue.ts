@@ -4,7 +4,7 @@ import { gone } from "../db/gate.ts";
 import { InternalError, UnavailableError } from "../errors.ts";
 import { notifyStock } from "../coins/stock-events.ts";
 import { claimQuery, outcomesOf, watchedOf, type ClaimItem, type ClaimRow, type SettledOutcome } from "./batch.ts";
-import { ensureRows } from "./ensure.ts";
+import { ensureRows, keyReused } from "./ensure.ts";
 import { returnable, returnCoins, returnSize } from "./return.ts";
 import { routingOf, type Routing, type ShardMap } from "./routing.ts";
 
@@ -74,8 +74,14 @@ export class ClaimQueue {
     this.routing = routingOf(db);
   }
 
-  claim(item: ClaimItem, signal?: AbortSignal): Promise<SettledOutcome> {
-    if (this.queue.length >= this.maxQueued) return Promise.reject(new UnavailableError("The server is at capacity; retry shortly"));
+  async claim(item: ClaimItem, signal?: AbortSignal): Promise<SettledOutcome> {
+    if (this.queue.length >= this.maxQueued) throw new UnavailableError("The server is at capacity; retry shortly");
+    // Citus: a keyed claim registers its key first (ensure.ts); one reused with another body goes no further
+    if (item.ref !== null && (this.routing.current ?? (await this.routing.load())) !== null) {
+      if (await keyReused(this.db, item, { signal, deadline: performance.now() + Math.min(this.db.waitMs, this.options.maxWaitMs) })) {
+        return { status: "mismatch" };
+      }
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ item, queuedAt: performance.now(), signal, attempts: 0, resolve, reject });
       this.options.queued?.(this.queue.length);

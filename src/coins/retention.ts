@@ -63,6 +63,12 @@ export function retention(sql: Sql) {
       DELETE FROM claim_replay p USING doomed
       WHERE p.target = doomed.target AND p.ref = doomed.ref AND p.created_at < now() - make_interval(hours => ${graceHours})`).count),
 
+    /** Registered Idempotency-Keys (claim_key, Citus only) as old as the replay records. */
+    purgeKeys: (graceHours: number) => inBatches(async () => (await sql`
+      WITH doomed AS (
+        SELECT ref FROM claim_key WHERE created_at < now() - make_interval(hours => ${graceHours}) LIMIT ${maintenanceBatch})
+      DELETE FROM claim_key k USING doomed WHERE k.ref = doomed.ref`).count),
+
     /** Key ids of claimed coins, after the purge age (an upload that old would be purged anyway). */
     purgeClaimedKeys: (maxAgeDays: number) => inBatches(async () => (await sql`
       WITH doomed AS (

@@ -4,21 +4,26 @@ import type { Sql } from "./pool.ts";
  * On Citus, every owner-keyed table is distributed by its owner column and co-located with the
  * coins, so that one owner's coins, last-resort coins, claimed key ids, stock watch, quota rows,
  * replay records and refunds live in one shard group and a claim batch of one shard's owners is
- * one router statement (docs/runbook.md, "Citus"). The rest (schema_version, maintenance_tick)
- * stays on the coordinator. A table created by a later migration is added here.
+ * one router statement (docs/runbook.md, "Citus"). claim_key is distributed by the key's hash,
+ * apart ("none": a group of its own). The rest (schema_version, maintenance_tick) stays on the
+ * coordinator. A table created by a later migration is added here.
  */
 export const distributed = [
-  ["coin_inventory", "user_id"],
-  ["last_resort_coin", "user_id"],
-  ["claimed_key", "user_id"],
-  ["stock_watch", "user_id"],
-  ["claim_quota", "target"],
-  ["claim_replay", "target"],
-  ["claim_refund", "target"],
+  ["coin_inventory", "user_id", "default"],
+  ["last_resort_coin", "user_id", "coin_inventory"],
+  ["claimed_key", "user_id", "coin_inventory"],
+  ["stock_watch", "user_id", "coin_inventory"],
+  ["claim_quota", "target", "coin_inventory"],
+  ["claim_replay", "target", "coin_inventory"],
+  ["claim_refund", "target", "coin_inventory"],
+  ["claim_key", "ref", "none"],
 ] as const;
 
 /** The table whose shards name the shard groups (the others are co-located with it). */
 export const anchorTable = distributed[0][0];
+
+const exists = async (tx: Sql, table: string) =>
+  (await tx<{ t: string | null }[]>`SELECT to_regclass(${table})::text AS t`)[0]!.t !== null;
 
 /** True when the database has the citus extension (then the server runs as on a coordinator). */
 export async function hasCitus(sql: Sql): Promise<boolean> {
@@ -37,10 +42,9 @@ export async function distribute(tx: Sql): Promise<string[]> {
   const rows = await tx<{ table: string }[]>`SELECT logicalrelid::text AS table FROM pg_dist_partition`;
   const done = new Set(rows.map((r) => r.table));
   const added: string[] = [];
-  for (const [table, column] of distributed) {
-    if (done.has(table)) continue;
-    await tx`SELECT create_distributed_table(${table}::regclass, ${column},
-               colocate_with => ${table === anchorTable ? "default" : anchorTable})`;
+  for (const [table, column, colocateWith] of distributed) {
+    if (done.has(table) || !(await exists(tx, table))) continue;
+    await tx`SELECT create_distributed_table(${table}::regclass, ${column}, colocate_with => ${colocateWith})`;
     added.push(table);
   }
   return added;

@@ -30,6 +30,8 @@ import up013 from "../../db/migrations/013_create_claim_refund.sql" with { type:
 import down013 from "../../db/migrations/rollback/013_create_claim_refund.sql" with { type: "text" };
 import up014 from "../../db/migrations/014_owner_keyed_tables.sql" with { type: "text" };
 import down014 from "../../db/migrations/rollback/014_owner_keyed_tables.sql" with { type: "text" };
+import up015 from "../../db/migrations/015_create_claim_key.sql" with { type: "text" };
+import down015 from "../../db/migrations/rollback/015_create_claim_key.sql" with { type: "text" };
 
 export interface Migration {
   version: number;
@@ -59,4 +61,5 @@ export const migrations: readonly Migration[] = [
   migration("012_create_stock_watch", up012, down012),
   migration("013_create_claim_refund", up013, down013),
   migration("014_owner_keyed_tables", up014, down014),
+  migration("015_create_claim_key", up015, down015),
 ];

@@ -41,6 +41,7 @@ export const jobs = {
       const r = retention(conn);
       const deleted = await r.hardDeleteClaimed(graceHours);
       await r.purgeReplays(graceHours);
+      await r.purgeKeys(graceHours);
       await r.purgeQuota();
       await r.purgeRefunds();
       await r.purgeWatches();
