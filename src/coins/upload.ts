@@ -1,0 +1,127 @@
+import { textArray } from "../db/arrays.ts";
+import type { Db, RunOptions } from "../db/db.ts";
+import { KeyConflictError } from "../errors.ts";
+import { routingOf } from "../claims/routing.ts";
+import type { Coin } from "./model.ts";
+import { notifyStock } from "./stock-events.ts";
+import type { Tier } from "./tiers.ts";
+
+export interface UploadOutcome {
+  inserted: number;
+  duplicates: number;
+  insertedByTier: Partial<Record<Tier, number>>;
+}
+
+export const inputOf = (coins: Coin[]) => [
+  textArray(coins.map((c) => c.key_id)), textArray(coins.map((c) => c.coin_category)),
+  textArray(coins.map((c) => c.public_key_b64)), textArray(coins.map((c) => c.signature_b64)),
+];
+
+/** A stored key_id with other content is returned (inserted false); the statement then raises (aqm_key_conflict). */
+const ON_CONFLICT = `ON CONFLICT (user_id, key_id) DO UPDATE SET key_id = excluded.key_id
+  WHERE (t.coin_category, t.public_key_blob, t.signature_blob)
+        IS DISTINCT FROM (excluded.coin_category, excluded.public_key_blob, excluded.signature_blob)
+  RETURNING t.key_id, t.coin_category, xmax = 0 AS inserted`;
+const BY_TIER = `(SELECT coalesce(json_object_agg(coin_category, n), '{}')
+        FROM (SELECT coin_category, count(*)::int AS n FROM written GROUP BY 1) t) AS by_tier`;
+
+/**
+ * Upload: one statement, all or nothing. A key_id already stored with the same content (or
+ * repeated identically in the batch) is a duplicate. One stored — or arriving concurrently, or
+ * repeated in the batch — with other content makes aqm_key_conflict() raise, which rolls the
+ * whole statement back (409): ON CONFLICT DO UPDATE waits for a concurrent insert of the key and
+ * compares against what it committed. A coin already claimed and hard-deleted (claimed_key)
+ * is never stored again. Stored coins notify waiting claims on every instance (channel aqm_stock).
+ */
+const UPLOAD = `
+WITH input AS (
+  SELECT k AS key_id, c AS coin_category, decode(p, 'base64') AS public_key_blob, decode(s, 'base64') AS signature_blob, ord
+  FROM unnest($2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[]) WITH ORDINALITY AS u(k, c, p, s, ord)
+), repeated AS (
+  SELECT a.key_id FROM input a JOIN input b ON a.key_id = b.key_id AND a.ord < b.ord
+  WHERE (a.coin_category, a.public_key_blob, a.signature_blob) IS DISTINCT FROM (b.coin_category, b.public_key_blob, b.signature_blob)
+), fresh AS (
+  SELECT DISTINCT ON (key_id) * FROM input i
+  WHERE NOT EXISTS (SELECT 1 FROM claimed_key k WHERE k.user_id = $1::uuid AND k.key_id = i.key_id)
+  ORDER BY key_id, ord
+), written AS (
+  INSERT INTO coin_inventory AS t (user_id, key_id, coin_category, public_key_blob, signature_blob)
+  SELECT $1::uuid, key_id, coin_category, public_key_blob, signature_blob FROM fresh
+  WHERE NOT EXISTS (SELECT 1 FROM repeated)
+  ORDER BY ord
+  ${ON_CONFLICT}
+), conflicts AS (
+  SELECT key_id FROM repeated UNION SELECT key_id FROM written WHERE NOT inserted
+), notified AS (
+  SELECT pg_notify('aqm_stock', $1::text) WHERE EXISTS (SELECT 1 FROM written)
+)
+SELECT (SELECT aqm_key_conflict(array_agg(DISTINCT key_id ORDER BY key_id))::text FROM conflicts HAVING count(*) > 0) IS NULL AS ok,
+       ${BY_TIER},
+       (SELECT count(*) FROM notified)::int AS notified  -- (a CTE that is not read does not run)`;
+
+/**
+ * Citus: the same upload as a router statement on the owner's shard. An INSERT … SELECT from
+ * the request's arrays would be planned through the coordinator (the rows copied there, then to
+ * the worker, with two-phase commit), and Citus draws identity values on the coordinator only for
+ * a multi-row VALUES insert — which keeps FIFO order per owner wherever its shard lives. So: the
+ * rows as VALUES (one text per row count, 1 to 100), what the plain statement does around the
+ * insert done beforehand (claimed key ids read, repeats settled in the batch) and the conflict
+ * check after it, in the same statement; the notification is sent once it committed.
+ */
+const routedTexts = new Map<number, string>();
+function routedUpload(rows: number): string {
+  let text = routedTexts.get(rows);
+  if (text === undefined) {
+    const values = Array.from({ length: rows }, (_, r) =>
+      `($1::uuid, $${2 + r * 4}::text, $${3 + r * 4}::text, decode($${4 + r * 4}::text, 'base64'), decode($${5 + r * 4}::text, 'base64'))`);
+    text = `
+WITH written AS (
+  INSERT INTO coin_inventory AS t (user_id, key_id, coin_category, public_key_blob, signature_blob)
+  VALUES ${values.join(", ")}
+  ${ON_CONFLICT}
+)
+SELECT (SELECT aqm_key_conflict(array_agg(key_id ORDER BY key_id))::text FROM written WHERE NOT inserted HAVING count(*) > 0) IS NULL AS ok,
+       ${BY_TIER}`;
+    routedTexts.set(rows, text);
+  }
+  return text;
+}
+
+const CLAIMED = "SELECT key_id FROM claimed_key WHERE user_id = $1::uuid AND key_id = ANY($2::text::text[])";
+
+const sameContent = (a: Coin, b: Coin) => a.coin_category === b.coin_category
+  && Buffer.from(a.public_key_b64, "base64").equals(Buffer.from(b.public_key_b64, "base64"))
+  && Buffer.from(a.signature_b64, "base64").equals(Buffer.from(b.signature_b64, "base64"));
+
+async function uploadRouted(db: Db, userId: string, coins: Coin[], opts?: RunOptions): Promise<Partial<Record<Tier, number>>> {
+  const first = new Map<string, Coin>();
+  const repeated = new Set<string>();
+  for (const coin of coins) {
+    const seen = first.get(coin.key_id);
+    if (seen === undefined) first.set(coin.key_id, coin);
+    else if (!sameContent(seen, coin)) repeated.add(coin.key_id);
+  }
+  if (repeated.size > 0) throw new KeyConflictError([...repeated].sort()); // nothing written
+  const claimed = await db.run((sql) => sql.unsafe<{ key_id: string }[]>(CLAIMED, [userId, textArray([...first.keys()])] as never[],
+    { prepare: db.prepare }), { what: "upload", ...opts });
+  for (const { key_id } of claimed) first.delete(key_id);
+  if (first.size === 0) return {};
+  const fresh = [...first.values()];
+  const params = [userId, ...fresh.flatMap((c) => [c.key_id, c.coin_category, c.public_key_b64, c.signature_b64])];
+  const [row] = await db.run((sql) => sql.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(routedUpload(fresh.length), params as never[],
+    { prepare: db.prepare }), { what: "upload", ...opts });
+  if (Object.keys(row!.by_tier).length > 0) await notifyStock(db, [userId]).catch(() => {}); // a missed one costs a waiter its deadline only
+  return row!.by_tier;
+}
+
+/** Stores `coins` for `userId` (see the statements above); counts what was new and what was a duplicate. */
+export async function uploadCoins(db: Db, userId: string, coins: Coin[], opts?: RunOptions): Promise<UploadOutcome> {
+  if (coins.length === 0) return { inserted: 0, duplicates: 0, insertedByTier: {} };
+  const routing = routingOf(db);
+  const routed = (routing.current ?? (await routing.load())) !== null;
+  const byTier = routed ? await uploadRouted(db, userId, coins, opts)
+    : (await db.run((sql) => sql.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(UPLOAD, [userId, ...inputOf(coins)] as never[],
+      { prepare: db.prepare }), { what: "upload", ...opts }))[0]!.by_tier;
+  const inserted = Object.values(byTier).reduce((a, b) => a + b, 0);
+  return { inserted, duplicates: coins.length - inserted, insertedByTier: byTier };
+}
