@@ -1,11 +1,12 @@
 import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "../src/claims/batch.ts";
+import { ensureParams } from "../src/claims/ensure.ts";
 import type { Tier, TierCounts } from "../src/coins/tiers.ts";
 import type { Sql } from "../src/db/pool.ts";
 import { testClaims } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
-import { lockWaiters, resetClaims, useTestDatabase } from "./helpers/db.ts";
+import { isCitus, lockWaiters, resetClaims, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
@@ -22,12 +23,29 @@ const upload = (owner: string, coins: ReturnType<typeof makeCoins>) => testClaim
 function item(target: string, want: TierCounts, extra: Partial<ClaimItem> = {}): ClaimItem {
   return { target, requester: randomUUID(), want, fallback: false, lastResort: false, final: true, pair: null, pairPrev: null, ref: null, refPrev: null, body: null, ...extra };
 }
-const run = async (items: ClaimItem[], quota: number | null = null, sql: Sql = db.sql) => outcomesOf(await claimQuery(sql, items, quota), items.length);
+/**
+ * One claim statement for `items`. On Citus (tests/citus/suite.ts) the routed shape, as the queue
+ * sends it: the rows it updates created first, and the items' owners on one shard.
+ */
+const run = async (items: ClaimItem[], quota: number | null = null, sql: Sql = db.sql) => {
+  const ensure = isCitus() ? ensureParams(items, quota !== null) : null;
+  if (ensure) await db.sql.unsafe(ensure.text, ensure.params as never[]);
+  return outcomesOf(await claimQuery(sql, items, quota, true, isCitus()), items.length);
+};
+/** `n` owners: any on one PostgreSQL; on Citus, owners whose coins share one shard (a claim statement's batch). */
+async function sameShardOwners(n: number): Promise<string[]> {
+  if (!isCitus()) return Array.from({ length: n }, () => randomUUID());
+  const candidates = Array.from({ length: 64 * n }, () => randomUUID());
+  const rows = await db.sql<{ u: string; s: string }[]>`
+    SELECT u::text, get_shard_id_for_distribution_column('coin_inventory', u)::text AS s FROM unnest(${candidates}::uuid[]) AS u`;
+  const shard = rows[0]!.s;
+  return rows.filter((r) => r.s === shard).slice(0, n).map((r) => r.u);
+}
 const coinsOf = (o: ClaimOutcome) => (o.status === "ok" || o.status === "replay" ? o.coins : []);
 const one = (tier: Tier, n: number): TierCounts => [tier === "GOLD" ? n : 0, tier === "SILVER" ? n : 0, tier === "BRONZE" ? n : 0];
 
 test("one statement serves many requests: same target and tier split one FIFO sub-claim in request order", async () => {
-  const [alice, bob] = [randomUUID(), randomUUID()];
+  const [alice, bob] = (await sameShardOwners(2)) as [string, string];
   const aliceGold = makeCoins(5, "GOLD");
   const bobBronze = makeCoins(2, "BRONZE");
   await upload(alice, aliceGold);
@@ -66,7 +84,7 @@ test("a claim that waited for a pair's quota row counts what the other transacti
   const other = await db.sql.reserve();
   try {
     await other`BEGIN`;
-    await other`UPDATE claim_quota SET counts = ${[5]}::int[] WHERE pair = ${pair}::uuid`; // spends the rest of a quota of 5
+    await other`UPDATE claim_quota SET counts = ${[5]}::int[] WHERE target = ${owner}::uuid AND pair = ${pair}::uuid`; // spends the rest of a quota of 5
     const claim = run([item(owner, one("BRONZE", 2), { pair })], 5); // waits for the row
     await waitFor(async () => (await lockWaiters(db)) > 0, "the claim to wait");
     await other`COMMIT`;

@@ -15,6 +15,9 @@ export function listMigrations(): readonly Migration[] {
 }
 
 async function lockAndReadVersions(tx: Sql): Promise<Set<number>> {
+  // A migration (an index rebuilt, rows copied into Citus shards) and the wait for another
+  // runner's may take longer than the pool's AQM_DB_STATEMENT_TIMEOUT_MS: not here.
+  await tx`SET LOCAL statement_timeout = 0`;
   // Transaction-scoped, so a crashed runner can never leave the lock behind.
   await tx`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK})`;
   await tx`

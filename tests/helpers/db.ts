@@ -238,7 +238,9 @@ export async function holdKey(sql: Sql, owner: string, coin: { key_id: string; c
 
 /** Statements of `db`'s database waiting for a lock right now (a request made slow on purpose is there). */
 export async function lockWaiters(db: TestDatabase): Promise<number> {
-  const [row] = await db.sql<{ n: number }[]>`
-    SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`;
+  // on Citus the statement waits on a worker: citus_stat_activity sees every node's backends
+  const [row] = isCitus()
+    ? await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM citus_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`
+    : await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`;
   return row!.n;
 }
