@@ -81,6 +81,10 @@ export function createApp({ sql, session, config, keys, hashSecrets, maintenance
       metrics.claimBatch.observe(claims);
       metrics.claimStatement.observe(seconds);
     },
+    rerouted: () => {
+      metrics.shardMapReloads.inc();
+      console.error(JSON.stringify({ time: new Date().toISOString(), level: "warn", msg: "a claim batch spanned two shards (split since the shard map was read): reading it again" }));
+    },
     returned: ({ coins, refunded, why, failed }) => {
       metrics.coinsReturned.inc({ why }, coins);
       metrics.quotaRefunded.inc({ why }, refunded);

@@ -10,6 +10,8 @@ import { routingOf, type Routing, type ShardMap } from "./routing.ts";
 
 interface Job {
   item: ClaimItem;
+  /** On Citus: the shard of the item's target (computed once). */
+  shard?: string;
   queuedAt: number;
   signal?: AbortSignal;
   attempts: number;
@@ -32,6 +34,8 @@ export interface ClaimQueueOptions {
   queued?: (n: number) => void;
   /** Reports each statement: claims in it and seconds it took (metrics). */
   sent?: (claims: number, seconds: number) => void;
+  /** Citus refused a batch that spanned two shards: the shard map is read again (metrics, log). */
+  rerouted?: () => void;
   /** Reports coins put back in stock (and quota refunded) because their claim was never answered with them. */
   returned?: (report: { coins: number; refunded: number; why: ReturnReason; failed?: { coins: number; error: unknown } }) => void;
 }
@@ -62,6 +66,8 @@ export class ClaimQueue {
   private queue: Job[] = [];
   private readonly returning = new Set<Promise<void>>();
   private inFlight = 0;
+  /** On Citus: the shards a statement is running on (one at a time each: a slow shard holds one slot). */
+  private readonly busy = new Set<string>();
   private readonly routing: Routing;
   private readonly maxBatch: number;
   private readonly maxQueued: number;
@@ -104,11 +110,14 @@ export class ClaimQueue {
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
       const batch = this.take(shards);
       this.options.queued?.(this.queue.length);
-      if (batch.length === 0) continue;
+      if (batch.length === 0) break; // what is left waits for a busy shard (or nothing is left)
+      const shard = batch[0]!.shard;
+      if (shard !== undefined) this.busy.add(shard);
       this.inFlight++;
       // a bug past the statement must answer its claims (500), not end the process (unhandled rejection)
       void this.send(batch).catch((error) => batch.forEach((job) => job.reject(error))).finally(() => {
         this.inFlight--;
+        if (shard !== undefined) this.busy.delete(shard);
         this.pump();
       });
     }
@@ -120,7 +129,8 @@ export class ClaimQueue {
 
   /**
    * The next batch from the head of the queue; drops claims that can no longer be served in time.
-   * On Citus (`shards`), a batch holds the owners of one shard: the first claim's.
+   * On Citus (`shards`), a batch holds the owners of one shard — the first claim's whose shard has
+   * no statement running.
    */
   private take(shards: ShardMap | null): Job[] {
     const batch: Job[] = [];
@@ -130,18 +140,19 @@ export class ClaimQueue {
     const soonest = performance.now() + this.minBudgetMs;
     let shard: string | undefined;
     for (const job of this.queue) {
-      if (batch.length >= this.maxBatch || (shard !== undefined && shards!.of(job.item.target) !== shard)) {
-        rest.push(job);
-      } else if (job.signal?.aborted) {
+      const own = shards === null ? undefined : (job.shard ??= shards.of(job.item.target));
+      if (job.signal?.aborted) {
         job.reject(gone());
       } else if (this.deadlineOf(job) < soonest) {
         job.reject(new UnavailableError("The database did not answer in time; retry shortly"));
+      } else if (batch.length >= this.maxBatch || (own !== undefined && (shard === undefined ? this.busy.has(own) : own !== shard))) {
+        rest.push(job);
       } else if ((job.item.pair && pairs.has(job.item.pair)) || (job.item.ref && refs.has(job.item.ref))) {
         rest.push(job);
       } else {
         if (job.item.pair) pairs.add(job.item.pair);
         if (job.item.ref) refs.add(job.item.ref);
-        if (shards) shard ??= shards.of(job.item.target);
+        shard ??= own;
         batch.push(job);
       }
     }
@@ -163,7 +174,11 @@ export class ClaimQueue {
     } catch (error) {
       // a deadlock or serialization failure rolled the whole statement back: each claim runs again;
       // so did a statement Citus could not route (the shard map is read again first)
-      if (routed && isUnrouted(error)) this.routing.forget();
+      if (routed && isUnrouted(error)) {
+        this.routing.forget();
+        for (const job of [...batch, ...this.queue]) job.shard = undefined;
+        this.options.rerouted?.();
+      }
       if (isConflict(error) || (routed && isUnrouted(error))) this.again(batch);
       else for (const job of batch) job.reject(error);
       return;

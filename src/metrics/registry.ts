@@ -39,6 +39,10 @@ export function createMetrics() {
       name: "aqm_claim_statement_seconds", help: "Duration of a claim statement (gate wait, execution, commit)", registers,
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     }),
+    shardMapReloads: new Counter({
+      name: "aqm_claim_shard_map_reloads_total", registers,
+      help: "Citus refused a claim batch whose owners spanned two shards (the shards were split since the map was read): the map was read again",
+    }),
     claimWaiting: new Gauge({ name: "aqm_claim_waiting", help: "Claims and count long-polls waiting for a stock change (wait_ms)", registers }),
     lateFinishes: new Counter({
       name: "aqm_db_late_finishes_total", labelNames: ["statement"], registers,
