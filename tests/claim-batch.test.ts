@@ -1,10 +1,9 @@
 import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "../src/claims/batch.ts";
-import { ensureParams } from "../src/claims/ensure.ts";
+import { outcomesOf, type ClaimItem, type ClaimOutcome } from "../src/claims/batch.ts";
 import type { Tier, TierCounts } from "../src/coins/tiers.ts";
 import type { Sql } from "../src/db/pool.ts";
-import { testClaims } from "./helpers/claims.ts";
+import { claimRows, testClaims } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { isCitus, lockWaiters, resetClaims, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -23,15 +22,8 @@ const upload = (owner: string, coins: ReturnType<typeof makeCoins>) => testClaim
 function item(target: string, want: TierCounts, extra: Partial<ClaimItem> = {}): ClaimItem {
   return { target, requester: randomUUID(), want, fallback: false, lastResort: false, final: true, pair: null, pairPrev: null, ref: null, refPrev: null, body: null, ...extra };
 }
-/**
- * One claim statement for `items`. On Citus (tests/citus/suite.ts) the routed shape, as the queue
- * sends it: the rows it updates created first, and the items' owners on one shard.
- */
-const run = async (items: ClaimItem[], quota: number | null = null, sql: Sql = db.sql) => {
-  const ensure = isCitus() ? ensureParams(items, quota !== null) : null;
-  if (ensure) await db.sql.unsafe(ensure.text, ensure.params as never[]);
-  return outcomesOf(await claimQuery(sql, items, quota, true, isCitus()), items.length);
-};
+/** One claim statement for `items` (the routed shape on Citus: helpers/claims.ts). */
+const run = async (items: ClaimItem[], quota: number | null = null, sql: Sql = db.sql) => outcomesOf(await claimRows(sql, items, quota), items.length);
 /** `n` owners: any on one PostgreSQL; on Citus, owners whose coins share one shard (a claim statement's batch). */
 async function sameShardOwners(n: number): Promise<string[]> {
   if (!isCitus()) return Array.from({ length: n }, () => randomUUID());

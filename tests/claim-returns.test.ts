@@ -1,6 +1,7 @@
 import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { claimQuery, type ClaimItem, type ClaimRow } from "../src/claims/batch.ts";
+import type { ClaimItem, ClaimRow } from "../src/claims/batch.ts";
+import { claimRows } from "./helpers/claims.ts";
 import { claimKeys } from "../src/claims/keys.ts";
 import { ClaimQueue, type ClaimQueueOptions, type ReturnReason } from "../src/claims/queue.ts";
 import { returnable, returnCoins } from "../src/claims/return.ts";
@@ -11,7 +12,7 @@ import { ConnectionGate } from "../src/db/gate.ts";
 import { UnavailableError } from "../src/errors.ts";
 import { testHashSecrets } from "./helpers/app.ts";
 import { makeCoin, makeCoins } from "./helpers/coins.ts";
-import { resetClaims, useTestDatabase } from "./helpers/db.ts";
+import { lockWaiters, resetClaims, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 const db = useTestDatabase();
@@ -104,7 +105,7 @@ test("a return that runs again gives back nothing more: the last-resort refund i
   const [owner, requester] = [randomUUID(), randomUUID()];
   await stock(owner, 2, true);
   const items = [item(owner, requester, [0, 0, 4], { lastResort: true })];
-  const rows = await claimQuery(db.sql, items, QUOTA);
+  const rows = await claimRows(db.sql, items, QUOTA);
   expect(await quotaSpent(requester, owner)).toBe(3);
   const back = returnable(items, rows, new Set([0]));
   const faulty = new FaultyDb();
@@ -118,11 +119,11 @@ test("a return never frees a coin a later claim took: it matches the claim's own
   const [owner, first, second] = [randomUUID(), randomUUID(), randomUUID()];
   await stock(owner, 1);
   const items = [item(owner, first, [0, 0, 1])];
-  const back = returnable(items, await claimQuery(db.sql, items, QUOTA), new Set([0]));
+  const back = returnable(items, await claimRows(db.sql, items, QUOTA), new Set([0]));
   expect((await returnCoins(new FaultyDb(), back)).returned).toBe(1);
   // the same coin, claimed again (by the same requester and by another), is not freed by a rerun
   const again = [item(owner, first, [0, 0, 1])];
-  await claimQuery(db.sql, again, QUOTA);
+  await claimRows(db.sql, again, QUOTA);
   expect(await returnCoins(new FaultyDb(), back)).toEqual({ returned: 0, refunded: 0 });
   expect(await claimedBy(first)).toBe(1);
   expect(second).not.toBe(first);
@@ -191,7 +192,7 @@ test("settle waits for a return in progress, up to its bound", async () => {
       await holder`SELECT 1 FROM coin_inventory WHERE user_id = ${owner}::uuid FOR UPDATE`;
     };
     await expect(queue.claim(item(owner, requester, [0, 0, 1]))).rejects.toBeInstanceOf(UnavailableError);
-    await waitFor(async () => (await db.sql`SELECT 1 FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`).length === 1, "the return waiting for the lock");
+    await waitFor(async () => (await lockWaiters(db)) === 1, "the return waiting for the lock");
     expect(await queue.settle(300)).toBe(false);
     expect(returns).toEqual([]);
     await holder`ROLLBACK`;
@@ -212,9 +213,9 @@ test("settle waits for a claim statement in flight to finish: it lets the statem
   try {
     // the pair's quota row is locked: the claim statement waits for it (holding a gate slot)
     await holder`BEGIN`;
-    await holder`SELECT 1 FROM claim_quota WHERE pair = ${pair}::uuid FOR UPDATE`;
+    await holder`SELECT 1 FROM claim_quota WHERE target = ${owner}::uuid AND pair = ${pair}::uuid FOR UPDATE`;
     const claim = queue.claim(item(owner, requester, [0, 0, 1])).then((o) => o.status, (e) => String(e));
-    await waitFor(async () => (await db.sql`SELECT 1 FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`).length === 1, "the claim waiting for the lock");
+    await waitFor(async () => (await lockWaiters(db)) === 1, "the claim waiting for the lock");
     // the lock goes 200 ms from now: the claim then commits at once
     setTimeout(() => void holder`ROLLBACK`.execute(), 200); // (a postgres.js query runs once executed or awaited)
     // (a spin on resolved promises would starve the socket reads: settle would give up at its bound)
@@ -238,11 +239,11 @@ test("a keyed retry that meets its first attempt still committing (a late finish
   try {
     // the first attempt's statement has run but not yet committed (its answer, a 503, already went out)
     await first`BEGIN`;
-    const rows = await claimQuery(first as never, [keyed()], 2);
+    const rows = await claimRows(first as never, [keyed()], 2);
     expect(rows.filter((r) => r.k === "c").length).toBe(2);
     // the client retries with its key
     const retry = queue.claim(keyed()).then((o) => o, (e) => ({ status: String(e) }));
-    await waitFor(async () => (await db.sql`SELECT 1 FROM pg_stat_activity WHERE datname = ${db.name} AND wait_event_type = 'Lock'`).length === 1, "the retry waiting");
+    await waitFor(async () => (await lockWaiters(db)) === 1, "the retry waiting");
     await first`COMMIT`;
     const outcome = await retry;
     // the coins the first attempt claimed are recorded under the key ...

@@ -172,7 +172,7 @@ test("a client that leaves while its claim runs at the database gets nothing cla
     await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner.id}::uuid, ${pairOf(r2)}::uuid, '{}', '{}')`;
     await holder`BEGIN`;
     await holder`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner.id}::uuid, ${pairOf(r1)}::uuid, '{}', '{}')`;
-    await holder`SELECT 1 FROM claim_quota WHERE pair = ${pairOf(r2)}::uuid FOR UPDATE`;
+    await holder`SELECT 1 FROM claim_quota WHERE target = ${owner.id}::uuid AND pair = ${pairOf(r2)}::uuid FOR UPDATE`;
     const unkeyed = app.handle(new Request(`http://localhost/v1/coins/fetch?target_user_id=${owner.id}&coin_category=BRONZE&count=2`, {
       headers: { authorization: `Bearer ${r1.token}` }, signal: left[0]!.signal,
     })).catch(() => undefined);

@@ -15,8 +15,10 @@ beforeEach(async () => {
   await db.sql`TRUNCATE claimed_key`;
 });
 
+/** Makes the coins `interval` older (their times are now(), give or take a second: they were just uploaded or claimed). */
 async function age(keyIds: string[], column: "uploaded_at" | "fetched_at", interval: string) {
-  await db.sql`UPDATE coin_inventory SET ${db.sql(column)} = ${db.sql(column)} - ${interval}::interval WHERE key_id IN ${db.sql(keyIds)}`;
+  // (now() rather than the column itself: Citus refuses a timestamp's arithmetic on a column in an UPDATE)
+  await db.sql`UPDATE coin_inventory SET ${db.sql(column)} = now() - ${interval}::interval WHERE key_id IN ${db.sql(keyIds)}`;
 }
 
 describe("purgeStale", () => {

@@ -49,7 +49,7 @@ export interface ClaimRow {
   short: TierCounts;
   remaining: number;
   retry_after: number | null;
-  /** 'n': the statement's now(), the fetched_at of the coins it took (as text: microseconds intact). */
+  /** 'n': the fetched_at of the coins the statement took (its now() when none), as text: microseconds intact. */
   at: string | null;
 }
 

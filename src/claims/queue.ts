@@ -66,8 +66,6 @@ export class ClaimQueue {
   private queue: Job[] = [];
   private readonly returning = new Set<Promise<void>>();
   private inFlight = 0;
-  /** On Citus: the shards a statement is running on (one at a time each: a slow shard holds one slot). */
-  private readonly busy = new Set<string>();
   private readonly routing: Routing;
   private readonly maxBatch: number;
   private readonly maxQueued: number;
@@ -110,14 +108,11 @@ export class ClaimQueue {
     while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
       const batch = this.take(shards);
       this.options.queued?.(this.queue.length);
-      if (batch.length === 0) break; // what is left waits for a busy shard (or nothing is left)
-      const shard = batch[0]!.shard;
-      if (shard !== undefined) this.busy.add(shard);
+      if (batch.length === 0) continue;
       this.inFlight++;
       // a bug past the statement must answer its claims (500), not end the process (unhandled rejection)
       void this.send(batch).catch((error) => batch.forEach((job) => job.reject(error))).finally(() => {
         this.inFlight--;
-        if (shard !== undefined) this.busy.delete(shard);
         this.pump();
       });
     }
@@ -129,8 +124,7 @@ export class ClaimQueue {
 
   /**
    * The next batch from the head of the queue; drops claims that can no longer be served in time.
-   * On Citus (`shards`), a batch holds the owners of one shard — the first claim's whose shard has
-   * no statement running.
+   * On Citus (`shards`), a batch holds the owners of one shard: the first claim's.
    */
   private take(shards: ShardMap | null): Job[] {
     const batch: Job[] = [];
@@ -145,7 +139,7 @@ export class ClaimQueue {
         job.reject(gone());
       } else if (this.deadlineOf(job) < soonest) {
         job.reject(new UnavailableError("The database did not answer in time; retry shortly"));
-      } else if (batch.length >= this.maxBatch || (own !== undefined && (shard === undefined ? this.busy.has(own) : own !== shard))) {
+      } else if (batch.length >= this.maxBatch || (shard !== undefined && own !== shard)) {
         rest.push(job);
       } else if ((job.item.pair && pairs.has(job.item.pair)) || (job.item.ref && refs.has(job.item.ref))) {
         rest.push(job);
@@ -221,7 +215,7 @@ export class ClaimQueue {
     const back = returnable(items, rows, unanswered);
     const coins = returnSize(back);
     if (coins === 0) return;
-    const done = returnCoins(this.db, back, undefined, this.routing.current !== null).then(
+    const done = returnCoins(this.db, back).then(
       ({ returned, refunded }) => this.options.returned?.({ coins: returned, refunded, why }),
       (error) => this.options.returned?.({ coins: 0, refunded: 0, why, failed: { coins, error } }),
     ).finally(() => this.returning.delete(done));

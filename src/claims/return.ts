@@ -1,6 +1,7 @@
 import type { Db } from "../db/db.ts";
 import type { ClaimItem, ClaimRow } from "./batch.ts";
 import { notifyStock } from "../coins/stock-events.ts";
+import { routingOf } from "./routing.ts";
 
 /**
  * Coins a claim statement took for requests that were never answered with them: the statement
@@ -26,25 +27,27 @@ freed AS (
   FROM back b WHERE c.user_id = ANY($8::uuid[]) AND c.user_id = b.user_id AND c.record_id = b.record_id
   RETURNING c.record_id
 ),
--- last-resort coins: refunded once per (pair, claim time), whatever reruns
+${routed ? "" : `-- last-resort coins: refunded once per (pair, claim time), whatever reruns (routed: see MARK)
 marked AS (
   INSERT INTO claim_refund (target, pair, at)
   SELECT DISTINCT target, pair, $5::text::timestamptz FROM unnest($6::uuid[], $7::uuid[]) AS l(target, pair)
   ON CONFLICT DO NOTHING
   RETURNING target, pair
 ),
-refund AS (
+`}refund AS (
   SELECT target, pair, sum(n)::int AS n FROM (
     SELECT user_id AS target, pair, 1 AS n FROM back WHERE pair IS NOT NULL
-    UNION ALL SELECT l.target, l.pair, l.n FROM unnest($6::uuid[], $7::uuid[], $9::int[]) AS l(target, pair, n)
-      JOIN marked m ON m.target = l.target AND m.pair = l.pair
+    UNION ALL SELECT l.target, l.pair, l.n FROM unnest($6::uuid[], $7::uuid[], $9::int[]) AS l(target, pair, n)${routed ? "" : `
+      JOIN marked m ON m.target = l.target AND m.pair = l.pair`}
   ) x GROUP BY target, pair
 ),
+-- the claim's hour bucket, computed once (Citus refuses a STABLE cast beside column references in an UPDATE)
+refund_at AS (SELECT r.*, floor(extract(epoch FROM $5::text::timestamptz) / 3600)::int AS hour FROM refund r),
 refunded AS (
   UPDATE claim_quota q SET counts = (
-    SELECT array_agg(CASE WHEN b.h = floor(extract(epoch FROM $5::text::timestamptz) / 3600)::int THEN greatest(0, b.c - r.n) ELSE b.c END ORDER BY b.o)
+    SELECT array_agg(CASE WHEN b.h = r.hour THEN greatest(0, b.c - r.n) ELSE b.c END ORDER BY b.o)
     FROM unnest(q.hours, q.counts) WITH ORDINALITY AS b(h, c, o))
-  FROM refund r WHERE q.target = ANY($8::uuid[]) AND q.target = r.target AND q.pair = r.pair
+  FROM refund_at r WHERE q.target = ANY($8::uuid[]) AND q.target = r.target AND q.pair = r.pair
   RETURNING r.n
 ),
 notified AS (SELECT ${routed ? "u.user_id::text AS owner" : "pg_notify('aqm_stock', u.user_id::text)"} FROM (SELECT DISTINCT user_id FROM back) u)
@@ -52,6 +55,16 @@ notified AS (SELECT ${routed ? "u.user_id::text AS owner" : "pg_notify('aqm_stoc
 SELECT (SELECT count(*) FROM freed)::int AS returned, (SELECT coalesce(sum(n), 0) FROM refunded)::int AS refunded,
        ${routed ? "(SELECT coalesce(array_agg(owner), '{}') FROM notified)" : "(SELECT count(*) FROM notified)::int"} AS notified`;
 const returnStatements = { plain: returnStatement(false), routed: returnStatement(true) };
+
+/**
+ * Routed (Citus): an INSERT inside the return would make Citus run it in steps through the
+ * coordinator, so the last-resort refunds are marked first, by a router statement of their own;
+ * the return then refunds only the pairs this marking took. A return that stops between the two
+ * leaves that quota spent: too strict by those coins, never refunded twice.
+ */
+const markText = (rows: number) => `INSERT INTO claim_refund (target, pair, at) VALUES ${
+  Array.from({ length: rows }, (_, r) => `($${2 + r * 2}::uuid, $${3 + r * 2}::uuid, $1::text::timestamptz)`).join(", ")}
+ON CONFLICT DO NOTHING RETURNING target::text, pair::text`;
 
 /** What a return puts back: ordinary coins in stock, and the quota of last-resort coins. */
 export interface Return {
@@ -85,17 +98,26 @@ export function returnable(items: readonly ClaimItem[], rows: readonly ClaimRow[
  * claim may even hit this statement on the same connection — for up to `forMs`; a second run
  * finds nothing more to return or refund.
  */
-export async function returnCoins(db: Db, back: Return, forMs = 60_000, routed = false): Promise<{ returned: number; refunded: number }> {
+export async function returnCoins(db: Db, back: Return, forMs = 60_000): Promise<{ returned: number; refunded: number }> {
   if (returnSize(back) === 0) return { returned: 0, refunded: 0 };
   // without the statement's time nothing can tell this claim's coins from a later claim's: keep them
   if (back.at === null) throw new Error("the claim statement's time is missing from its result");
-  const lastResort = [...back.lastResort];
-  const owners = [...new Set([...back.coins.map((c) => c.owner), ...lastResort.map(([, l]) => l.target)])].sort();
-  const params = [back.coins.map((c) => c.owner), back.coins.map((c) => c.recordId), back.coins.map((c) => c.requester), back.coins.map((c) => c.pair),
-    back.at, lastResort.map(([, l]) => l.target), lastResort.map(([pair]) => pair), owners, lastResort.map(([, l]) => l.n)];
+  const at = back.at;
+  const owners = [...new Set([...back.coins.map((c) => c.owner), ...[...back.lastResort.values()].map((l) => l.target)])].sort();
   const until = performance.now() + forMs;
   for (let pause = 100; ; pause = Math.min(pause * 2, 5000)) {
     try {
+      const routing = routingOf(db);
+      const routed = (routing.current ?? (await routing.load())) !== null;
+      let lastResort = [...back.lastResort];
+      if (routed && lastResort.length > 0) {
+        const marked = await db.run((sql) => sql.unsafe<{ target: string; pair: string }[]>(markText(lastResort.length),
+          [at, ...lastResort.flatMap(([pair, l]) => [l.target, pair])] as never[], { prepare: db.prepare }), { what: "claim return" });
+        const taken = new Set(marked.map((m) => m.pair));
+        lastResort = lastResort.filter(([pair]) => taken.has(pair));
+      }
+      const params = [back.coins.map((c) => c.owner), back.coins.map((c) => c.recordId), back.coins.map((c) => c.requester), back.coins.map((c) => c.pair),
+        at, lastResort.map(([, l]) => l.target), lastResort.map(([pair]) => pair), owners, lastResort.map(([, l]) => l.n)];
       const text = routed ? returnStatements.routed : returnStatements.plain;
       const [row] = await db.run((sql) => sql.unsafe<{ returned: number; refunded: number; notified: number | string[] }[]>(text, params as never[], { prepare: db.prepare }), { what: "claim return" });
       if (Array.isArray(row?.notified)) await notifyStock(db, row.notified).catch(() => {});

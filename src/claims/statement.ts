@@ -176,7 +176,7 @@ upd AS (
   UPDATE coin_inventory c SET fetched_by = r.requester, fetched_at = now(), claim_ref = w.ref
   FROM assigned a JOIN won w ON w.idx = a.idx JOIN req r ON r.idx = a.idx
   WHERE c.user_id = ANY(${targets}) AND c.user_id = a.target AND c.record_id = a.record_id
-  RETURNING a.idx, c.record_id, ${coinOut("c")}
+  RETURNING a.idx, c.record_id, c.fetched_at, ${coinOut("c")}
 ),
 -- a replay writes its record again (same values): its commit then waits for a synchronous standby
 -- like a claim's, so a replay is answered only once the claim it repeats is durable there too — a
@@ -221,7 +221,10 @@ SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
 FROM req r LEFT JOIN seen s ON s.idx = r.idx LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
 LEFT JOIN won w ON w.idx = r.idx
 UNION ALL
-SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, now()::text${routed ? `
+-- the time the coins were taken at, as stored (on Citus the UPDATE's now() is the coordinator's,
+-- the worker's may differ); now() when none was
+SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       coalesce((SELECT u.fetched_at FROM upd u LIMIT 1), now())::text${routed ? `
 UNION ALL
 SELECT 'w', NULL, NULL, owner, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM notified` : ""}`;
 

@@ -23,8 +23,9 @@ import { startCitusCluster, type CitusCluster } from "./cluster.ts";
 
 /**
  * The files run by default: the API and claim tests whose statements the server routes on Citus
- * (claims, last-resort coins, long polls, uploads, concurrency, batches, quotas). Paths from the
- * checkout's root.
+ * (claims, last-resort coins, long polls, uploads, concurrency, batches, quotas), the returns of
+ * unanswered claims, clients that leave, maintenance (retention, one runner per tick) and the
+ * shard routing. Paths from the checkout's root.
  */
 const DEFAULT_FILES = [
   "tests/api.claim.test.ts",
@@ -35,6 +36,12 @@ const DEFAULT_FILES = [
   "tests/claim-batch.test.ts",
   "tests/concurrency.test.ts",
   "tests/api.rate-limits.test.ts",
+  "tests/claim-returns.test.ts",
+  "tests/reliability.test.ts",
+  "tests/retention.test.ts",
+  "tests/maintenance.test.ts",
+  "tests/coins.service.test.ts",
+  "tests/routing.test.ts",
 ];
 
 const root = join(import.meta.dir, "..", "..");

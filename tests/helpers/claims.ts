@@ -1,3 +1,5 @@
+import { claimQuery, type ClaimItem } from "../../src/claims/batch.ts";
+import { ensureParams } from "../../src/claims/ensure.ts";
 import { claimKeys } from "../../src/claims/keys.ts";
 import { ClaimQueue } from "../../src/claims/queue.ts";
 import { claimService, type ClaimRequest } from "../../src/claims/service.ts";
@@ -8,7 +10,18 @@ import { ConnectionGate } from "../../src/db/gate.ts";
 import { listen } from "../../src/db/notifications.ts";
 import type { Sql } from "../../src/db/pool.ts";
 import { testHashSecrets } from "./app.ts";
-import { sessionFor } from "./db.ts";
+import { isCitus, sessionFor } from "./db.ts";
+
+/**
+ * One claim statement for `items`, as the queue sends it: on one PostgreSQL the statement alone;
+ * on Citus (tests/citus/suite.ts) the routed shape, the rows it updates created first (the items'
+ * owners must then be one shard's).
+ */
+export async function claimRows(sql: Sql, items: ClaimItem[], quota: number | null) {
+  const ensure = isCitus() ? ensureParams(items, quota !== null) : null;
+  if (ensure) await sql.unsafe(ensure.text, ensure.params as never[]);
+  return claimQuery(sql, items, quota, true, isCitus());
+}
 
 /** The database layer the services run on: a gate as wide as the pool, generous deadlines. */
 export function testDb(sql: Sql, { size = 10, waitMs = 10_000 } = {}): Db {
