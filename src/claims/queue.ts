@@ -81,7 +81,7 @@ export class ClaimQueue {
   async claim(item: ClaimItem, signal?: AbortSignal): Promise<SettledOutcome> {
     if (this.queue.length >= this.maxQueued) throw new UnavailableError("The server is at capacity; retry shortly");
     // Citus: a keyed claim registers its key first (ensure.ts); one reused with another body goes no further
-    if (item.ref !== null && (this.routing.current ?? (await this.routing.load())) !== null) {
+    if (item.ref !== null && (await this.routing.routed())) {
       if (await keyReused(this.db, item, { signal, deadline: performance.now() + Math.min(this.db.waitMs, this.options.maxWaitMs) })) {
         return { status: "mismatch" };
       }

@@ -108,7 +108,7 @@ export async function returnCoins(db: Db, back: Return, forMs = 60_000): Promise
   for (let pause = 100; ; pause = Math.min(pause * 2, 5000)) {
     try {
       const routing = routingOf(db);
-      const routed = (routing.current ?? (await routing.load())) !== null;
+      const routed = await routing.routed();
       let lastResort = [...back.lastResort];
       if (routed && lastResort.length > 0) {
         const marked = await db.run((sql) => sql.unsafe<{ target: string; pair: string }[]>(markText(lastResort.length),

@@ -92,6 +92,11 @@ export class Routing {
     return this.loading;
   }
 
+  /** True on Citus (claims routed); read from the database the first time only. */
+  async routed(): Promise<boolean> {
+    return (this.current !== undefined ? this.current : await this.load()) !== null;
+  }
+
   forget(): void {
     this.loading = undefined;
     this.current = undefined;

@@ -118,7 +118,7 @@ async function uploadRouted(db: Db, userId: string, coins: Coin[], opts?: RunOpt
 export async function uploadCoins(db: Db, userId: string, coins: Coin[], opts?: RunOptions): Promise<UploadOutcome> {
   if (coins.length === 0) return { inserted: 0, duplicates: 0, insertedByTier: {} };
   const routing = routingOf(db);
-  const routed = (routing.current ?? (await routing.load())) !== null;
+  const routed = await routing.routed();
   const byTier = routed ? await uploadRouted(db, userId, coins, opts)
     : (await db.run((sql) => sql.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(UPLOAD, [userId, ...inputOf(coins)] as never[],
       { prepare: db.prepare }), { what: "upload", ...opts }))[0]!.by_tier;
