@@ -16,6 +16,9 @@ ALTER TABLE coin_inventory DROP CONSTRAINT coin_inventory_pkey, ADD PRIMARY KEY 
 DELETE FROM claim_quota;
 ALTER TABLE claim_quota ADD COLUMN target uuid NOT NULL;
 ALTER TABLE claim_quota DROP CONSTRAINT claim_quota_pkey, ADD PRIMARY KEY (target, pair);
+-- the claim locks a batch's pairs by key (pair = ANY): one index probe per pair, where the
+-- primary key would probe every (owner, pair) combination of the batch
+CREATE INDEX claim_quota_pair ON claim_quota (pair);
 
 ALTER TABLE claim_replay ADD COLUMN target uuid;
 UPDATE claim_replay p SET target = c.user_id FROM coin_inventory c WHERE c.claim_ref = p.ref;

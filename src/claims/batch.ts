@@ -83,9 +83,9 @@ export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, p
     values.forEach((v, i) => columns[i]!.push(v));
   });
   const unique = (keys: (string | null)[]) => [...new Set(keys.filter((k): k is string => k !== null))].sort();
-  const targets = unique(items.map((i) => i.target));
+  const owners = routed ? [unique(items.map((i) => i.target))] : [];
   const refs = unique(items.flatMap((i) => [i.ref, i.refPrev]));
-  const params = quota === null ? [...columns, targets, refs] : [...columns, targets, refs, quota, unique(items.flatMap((i) => [i.pair, i.pairPrev]))];
+  const params = quota === null ? [...columns, ...owners, refs] : [...columns, ...owners, refs, quota, unique(items.flatMap((i) => [i.pair, i.pairPrev]))];
   const text = routed ? (quota === null ? texts.routedOpen : texts.routedQuota) : quota === null ? texts.open : texts.quota;
   return sql.unsafe<ClaimRow[]>(text, params as never[], { prepare });
 }

@@ -10,13 +10,15 @@ const tierRows = (g: string, s: string, b: string) => `(VALUES (1, 'GOLD', ${g})
 
 /**
  * The pick rule, the same for every phase: per group (target [, tier]) the oldest `total`
- * available coins of `tier` with record_id above `after`, numbered in FIFO order.
+ * available coins of `tier` with record_id above `after`, numbered in FIFO order. The rows' ctid
+ * goes along: the claim updates them by it (a locked row cannot move), one TID lookup each,
+ * whatever the planner guesses of the batch's size.
  */
-const pick = (targets: string, groups: string, tier: string, after: string) => `
-  SELECT p.record_id, g.target, p.tier, row_number() OVER (PARTITION BY g.target, p.tier ORDER BY p.record_id) AS rn
+const pick = (own: Shape["own"], groups: string, tier: string, after: string) => `
+  SELECT p.ctid, p.record_id, g.target, p.tier, row_number() OVER (PARTITION BY g.target, p.tier ORDER BY p.record_id) AS rn
   FROM ${groups} g CROSS JOIN LATERAL (
-    SELECT c.record_id, c.coin_category AS tier FROM coin_inventory c
-    WHERE c.user_id = ANY(${targets}) AND c.user_id = g.target AND c.coin_category = ${tier} AND c.fetched_at IS NULL AND c.record_id > ${after}
+    SELECT c.ctid, c.record_id, c.coin_category AS tier FROM coin_inventory c
+    WHERE ${own("c.user_id")}c.user_id = g.target AND c.coin_category = ${tier} AND c.fetched_at IS NULL AND c.record_id > ${after}
     ORDER BY c.record_id LIMIT g.total
     FOR UPDATE SKIP LOCKED) p`;
 
@@ -24,7 +26,7 @@ const pick = (targets: string, groups: string, tier: string, after: string) => `
 const pastPhase1 = (tier: string) => `coalesce((SELECT max(x.record_id) FROM p1 x WHERE x.target = g.target AND x.tier = ${tier}), 0)`;
 
 /** Demand per tier, cut to the allowance in tier order; then the three phases of picking. */
-export const phases = ({ routed, targets }: Shape) => `
+export const phases = ({ routed, own }: Shape) => `
 dem AS (
   SELECT g.*, x.dg, y.ds, least(g.wb, g.allowance - x.dg - y.ds) AS db
   FROM grant_ g
@@ -36,10 +38,10 @@ d1 AS (
   FROM dem d CROSS JOIN LATERAL ${tierRows("d.dg", "d.ds", "d.db")} v(rank, tier, n)
   WHERE v.n > 0
 ),
-p1 AS MATERIALIZED (${pick(targets, "(SELECT target, tier, sum(n) AS total FROM d1 GROUP BY 1, 2)", "g.tier", "0")}
+p1 AS MATERIALIZED (${pick(own, "(SELECT target, tier, sum(n) AS total FROM d1 GROUP BY 1, 2)", "g.tier", "0")}
 ),
 a1 AS (
-  SELECT p.record_id, p.target, d.idx, d.tier AS for_tier FROM p1 p
+  SELECT p.ctid, p.record_id, p.target, d.idx, d.tier AS for_tier FROM p1 p
   JOIN d1 d ON d.target = p.target AND d.tier = p.tier AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
 s1 AS (
@@ -54,10 +56,10 @@ s1 AS (
 d2 AS (
   SELECT idx, target, sg AS n, sum(sg) OVER (PARTITION BY target ORDER BY idx) - sg AS lo FROM s1 WHERE sg > 0
 ),
-p2 AS MATERIALIZED (${pick(targets, "(SELECT target, sum(n) AS total FROM d2 GROUP BY 1)", "'SILVER'", pastPhase1("'SILVER'"))}
+p2 AS MATERIALIZED (${pick(own, "(SELECT target, sum(n) AS total FROM d2 GROUP BY 1)", "'SILVER'", pastPhase1("'SILVER'"))}
 ),
 a2 AS (
-  SELECT p.record_id, p.target, d.idx FROM p2 p JOIN d2 d ON d.target = p.target AND p.rn > d.lo AND p.rn <= d.lo + d.n
+  SELECT p.ctid, p.record_id, p.target, d.idx FROM p2 p JOIN d2 d ON d.target = p.target AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
 -- … then from BRONZE, before SILVER's shortfall (from BRONZE too)
 d3 AS (
@@ -66,15 +68,15 @@ d3 AS (
   CROSS JOIN LATERAL (VALUES (1, s.sg - coalesce(g2.n, 0)), (2, s.ss)) v(part, n)
   WHERE v.n > 0
 ),
-p3 AS MATERIALIZED (${pick(targets, "(SELECT target, sum(n) AS total FROM d3 GROUP BY 1)", "'BRONZE'", pastPhase1("'BRONZE'"))}
+p3 AS MATERIALIZED (${pick(own, "(SELECT target, sum(n) AS total FROM d3 GROUP BY 1)", "'BRONZE'", pastPhase1("'BRONZE'"))}
 ),
 a3 AS (
-  SELECT p.record_id, p.target, d.idx, d.part FROM p3 p JOIN d3 d ON d.target = p.target AND p.rn > d.lo AND p.rn <= d.lo + d.n
+  SELECT p.ctid, p.record_id, p.target, d.idx, d.part FROM p3 p JOIN d3 d ON d.target = p.target AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
 assigned AS (
-  SELECT record_id, target, idx, for_tier FROM a1
-  UNION ALL SELECT record_id, target, idx, 'GOLD' FROM a2
-  UNION ALL SELECT record_id, target, idx, CASE part WHEN 1 THEN 'GOLD' ELSE 'SILVER' END FROM a3
+  SELECT ctid, record_id, target, idx, for_tier FROM a1
+  UNION ALL SELECT ctid, record_id, target, idx, 'GOLD' FROM a2
+  UNION ALL SELECT ctid, record_id, target, idx, CASE part WHEN 1 THEN 'GOLD' ELSE 'SILVER' END FROM a3
 ),
 -- per request, the coins it got for each tier asked (grouped once: no per-request subqueries,
 -- which would make a batch of n requests cost n²)
@@ -88,7 +90,7 @@ lrc AS (
   SELECT d.idx, v.rank, l.coin_category, l.key_id, l.public_key_blob, l.signature_blob
   FROM dem d LEFT JOIN got o ON o.idx = d.idx
   CROSS JOIN LATERAL ${tierRows("d.dg", "d.ds", "d.db")} v(rank, tier, n)
-  JOIN last_resort_coin l ON l.user_id = d.target AND l.coin_category = v.tier AND l.user_id = ANY(${targets})
+  JOIN last_resort_coin l ON ${own("l.user_id")}l.user_id = d.target AND l.coin_category = v.tier
   WHERE d.lr AND v.n > CASE v.rank WHEN 1 THEN coalesce(o.g, 0) WHEN 2 THEN coalesce(o.s, 0) ELSE coalesce(o.b, 0) END
 ),
 tally AS (
@@ -114,7 +116,7 @@ lrj AS (
 rw AS (${routed ? `
   UPDATE claim_replay p SET body = t.body, short = t.short, last_resort = coalesce(j.coins, '[]'), created_at = now()
   FROM tally t LEFT JOIN lrj j ON j.idx = t.idx
-  WHERE p.target = ANY(${targets}) AND p.target = t.target AND p.ref = t.ref AND p.short IS NULL
+  WHERE ${own("p.target")}p.target = t.target AND p.ref = t.ref AND p.short IS NULL
     AND t.ref IS NOT NULL AND t.allowance > 0 AND (t.served > 0 OR t.final)
   RETURNING p.ref` : `
   INSERT INTO claim_replay (target, ref, body, short, last_resort)

@@ -47,11 +47,13 @@ export const quotaUsed = (hours: string, counts: string) =>
 // postgres.js types a JS boolean[] parameter as bool: booleans travel as "t"/"f" text and are cast here.
 const paramType = (type: string) => (type === "bool" ? "text[]::bool[]" : `${type}[]`);
 
-/** Parameter numbers after the per-request arrays. */
-const extra = (withQuota: boolean) => {
-  const n = claimColumns.length;
-  const common = { targets: `$${n + 1}::uuid[]`, refs: `$${n + 2}::uuid[]` };
-  return withQuota ? { ...common, quota: `$${n + 3}::int`, pairs: `$${n + 4}::uuid[]` } : { ...common, quota: undefined, pairs: undefined };
+/** Parameter numbers after the per-request arrays: the batch's owners (routed only), the refs, the quota and the pairs (quota on). */
+const extra = (withQuota: boolean, routed: boolean) => {
+  let n = claimColumns.length;
+  const next = (type: string) => `$${++n}::${type}`;
+  const targets = routed ? next("uuid[]") : "";
+  const refs = next("uuid[]");
+  return withQuota ? { targets, refs, quota: next("int"), pairs: next("uuid[]") } : { targets, refs, quota: undefined, pairs: undefined };
 };
 
 /**
@@ -66,6 +68,8 @@ const extra = (withQuota: boolean) => {
 export interface Shape {
   routed: boolean;
   targets: string;
+  /** Routed: `<column> = ANY(<targets>) AND `, the filter each reference needs to stay on one shard; else nothing (one PostgreSQL plans better without it). */
+  own: (column: string) => string;
 }
 
 const input = ({ routed, targets }: Shape, refs: string) => `
@@ -86,12 +90,12 @@ seen AS MATERIALIZED (
 ),`;
 
 /** Quota on: lock the batch's pair rows (newest versions, key order); a request's allowance is what is left. */
-const quotaGrant = ({ routed, targets }: Shape, quota: string, pairs: string) => `
+const quotaGrant = ({ routed, own }: Shape, quota: string, pairs: string) => `
 -- (nothing but the locked rows here: after a wait, FOR UPDATE returns the newest row, but a
 -- LATERAL beside it would still have been computed from the old one)
 locked AS MATERIALIZED (
   SELECT q.pair, q.hours, q.counts, q.xmin::text AS version FROM claim_quota q
-  WHERE q.target = ANY(${targets}) AND q.pair = ANY(${pairs})
+  WHERE ${own("q.target")}q.pair = ANY(${pairs})
   ORDER BY q.pair
   FOR UPDATE
 ),
@@ -99,7 +103,7 @@ qlock AS (
   -- moved: the row changed after this statement's snapshot (it waited for a concurrent claim of
   -- the pair, whose replay record, if any, this statement cannot see)
   SELECT l.pair, u.used, u.oldest,
-         l.version IS DISTINCT FROM (SELECT p.xmin::text FROM claim_quota p WHERE p.target = ANY(${targets}) AND p.pair = l.pair) AS moved
+         l.version IS DISTINCT FROM (SELECT p.xmin::text FROM claim_quota p WHERE ${own("p.target")}p.pair = l.pair) AS moved
   FROM locked l CROSS JOIN LATERAL (
     SELECT coalesce(sum(b.c), 0)::int AS used, min(b.h) AS oldest FROM unnest(l.hours, l.counts) AS b(h, c) WHERE b.h > ${LIVE}) u
 ),
@@ -121,7 +125,7 @@ grant_ AS (
 ),`;
 
 /** Quota on: spend what was served; refused only for a pair another statement created meanwhile, past the quota. */
-const quotaSpend = ({ routed, targets }: Shape, quota: string) => `
+const quotaSpend = ({ routed, own }: Shape, quota: string) => `
 -- rows locked above: the update cannot be refused
 qu AS (
   UPDATE claim_quota q SET (hours, counts) = (
@@ -130,7 +134,7 @@ qu AS (
           FROM (SELECT b.h, b.c FROM unnest(q.hours, q.counts) AS b(h, c) WHERE b.h > ${LIVE}
                 UNION ALL SELECT ${HOUR}, go.served) l
           GROUP BY l.h) m)
-  FROM go WHERE q.target = ANY(${targets}) AND q.target = go.target AND q.pair = go.pair AND go.existed
+  FROM go WHERE ${own("q.target")}q.target = go.target AND q.pair = go.pair AND go.existed
   RETURNING q.pair
 ),${routed ? `
 qw AS (SELECT pair FROM qu),` : quotaInsert(quota)}
@@ -171,11 +175,11 @@ const coinOut = (c: string) =>
  * The claim itself, then one result set: coin rows ('c'), one status row per request ('m'), 'n'
  * (with the statement's time) and, routed, one 'w' row per watched owner to notify.
  */
-const output = ({ routed, targets }: Shape) => `
+const output = ({ routed, own }: Shape) => `
 upd AS (
   UPDATE coin_inventory c SET fetched_by = r.requester, fetched_at = now(), claim_ref = w.ref
   FROM assigned a JOIN won w ON w.idx = a.idx JOIN req r ON r.idx = a.idx
-  WHERE c.user_id = ANY(${targets}) AND c.user_id = a.target AND c.record_id = a.record_id
+  WHERE ${own("c.user_id")}c.ctid = a.ctid AND c.user_id = a.target
   RETURNING a.idx, c.record_id, c.fetched_at, ${coinOut("c")}
 ),
 -- a replay writes its record again (same values): its commit then waits for a synchronous standby
@@ -183,12 +187,12 @@ upd AS (
 -- claim whose own wait was cancelled (answered 503) is visible here though a failover may lose it
 touched AS (
   UPDATE claim_replay p SET body = p.body FROM seen s JOIN req r ON r.idx = s.idx
-  WHERE p.target = ANY(${targets}) AND p.target = r.target AND p.ref = s.ref AND s.same
+  WHERE ${own("p.target")}p.target = r.target AND p.ref = s.ref AND s.same
 ),
 -- owners long-polling their count hear of every claim that takes their coins
 notified AS (
   SELECT ${routed ? "w.user_id::text AS owner" : "pg_notify('aqm_stock', w.user_id::text)"} FROM stock_watch w
-  WHERE w.user_id = ANY(${targets}) AND w.until > now() AND w.user_id IN (SELECT r.target FROM won JOIN req r ON r.idx = won.idx)
+  WHERE ${own("w.user_id")}w.until > now() AND w.user_id IN (SELECT r.target FROM won JOIN req r ON r.idx = won.idx)
 )
 SELECT 'c' AS k, u.idx, u.record_id, u.key_id, u.coin_category, u.public_key_b64, u.signature_b64, false AS lr,
        NULL AS status, NULL::int[] AS short, NULL::int AS remaining, NULL::int AS retry_after, NULL AS at
@@ -198,7 +202,7 @@ SELECT 'c', l.idx, l.rank, ${coinOut("l")}, true, NULL, NULL, NULL, NULL, NULL F
 UNION ALL
 SELECT 'c', s.idx, c.record_id, ${coinOut("c")}, false, NULL, NULL, NULL, NULL, NULL
 FROM seen s JOIN req r ON r.idx = s.idx JOIN coin_inventory c ON c.user_id = r.target AND c.claim_ref = s.ref
-WHERE c.user_id = ANY(${targets}) AND s.same
+WHERE ${own("c.user_id")}s.same
 UNION ALL
 SELECT 'c', s.idx, e.ord, e.j->>'key_id', e.j->>'coin_category', e.j->>'public_key_b64', e.j->>'signature_b64', true,
        NULL, NULL, NULL, NULL, NULL
@@ -229,13 +233,13 @@ UNION ALL
 SELECT 'w', NULL, NULL, owner, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM notified` : ""}`;
 
 /**
- * The statement text. Parameters: the claimColumns arrays, then the batch's owners (uuid[]), the
- * idempotency refs to look up (uuid[]), and with the quota the quota (int) and the sorted pair
- * keys to lock (uuid[]).
+ * The statement text. Parameters: the claimColumns arrays, then, routed, the batch's owners
+ * (uuid[]), the idempotency refs to look up (uuid[]), and with the quota the quota (int) and the
+ * sorted pair keys to lock (uuid[]).
  */
 export function claimStatementText(withQuota: boolean, routed: boolean): string {
-  const p = extra(withQuota);
-  const shape: Shape = { routed, targets: p.targets };
+  const p = extra(withQuota, routed);
+  const shape: Shape = { routed, targets: p.targets, own: (column) => (routed ? `${column} = ANY(${p.targets}) AND ` : "") };
   return `WITH ${input(shape, p.refs)}${withQuota ? quotaGrant(shape, p.quota!, p.pairs!) : openGrant}${phases(shape)}`
     + `${withQuota ? quotaSpend(shape, p.quota!) : openSpend}${output(shape)}`;
 }

@@ -26,6 +26,7 @@ ALTER TABLE claim_replay DROP CONSTRAINT claim_replay_pkey, ADD PRIMARY KEY (ref
 ALTER TABLE claim_replay DROP COLUMN target;
 
 DELETE FROM claim_quota;
+DROP INDEX IF EXISTS claim_quota_pair;
 ALTER TABLE claim_quota DROP CONSTRAINT claim_quota_pkey, ADD PRIMARY KEY (pair);
 ALTER TABLE claim_quota DROP COLUMN target;
 
