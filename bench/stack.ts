@@ -115,7 +115,11 @@ export interface ProfileTarget {
   name: string;
 }
 
-async function startServer(databaseUrl: string, secret: string, pool: number, mode: Mode, profile?: ProfileTarget): Promise<{ baseUrl: string; pid: number }> {
+/**
+ * One server process (bun src/index.ts) on `databaseUrl` in configuration `mode`, stopped by
+ * stopStack(); resolves once /v1/health answers 200. Exported for bench/citus.ts.
+ */
+export async function startServer(databaseUrl: string, secret: string, pool: number, mode: Mode, profile?: ProfileTarget): Promise<{ baseUrl: string; pid: number }> {
   const port = await freePort();
   const env = {
     ...process.env,
