@@ -4,7 +4,9 @@
 -- keyed claim registers its key here first (distributed by ref: this table shares no shard with
 -- the coins) and a key already registered with another body is refused (422) before anything is
 -- claimed. On one PostgreSQL the claim statement finds a reused key in claim_replay itself and this
--- table stays empty. Purged with the replay records, after the hard-delete grace.
+-- table stays empty. A key is registered at its first attempt, whether or not that attempt
+-- records an answer (a waiting claim's early tries do not): on Citus the same key with another
+-- body is refused from then on. Purged with the replay records, after the hard-delete grace.
 CREATE TABLE claim_key (
     ref        uuid        PRIMARY KEY,
     body       uuid        NOT NULL,
