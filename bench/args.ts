@@ -113,3 +113,19 @@ export function parseOptions(argv: string[]): Options | "help" {
     profile: values.profile ?? false,
   };
 }
+
+/** The options of a bench command line: `--help` prints `text` and exits 0; a bad option prints why and `text`, and exits 2. */
+export function cliOptions<T>(parse: (argv: string[]) => T | "help", text: string, argv = process.argv.slice(2)): T {
+  let options: T | "help";
+  try {
+    options = parse(argv);
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${text}`);
+    process.exit(2);
+  }
+  if (options === "help") {
+    console.log(text);
+    process.exit(0);
+  }
+  return options;
+}

@@ -28,7 +28,7 @@ import type { TierCounts } from "../src/coins/tiers.ts";
 import type { Sql } from "../src/db/pool.ts";
 import { startCitusCluster, type CitusCluster, type CitusNode } from "../tests/citus/cluster.ts";
 import { postmasterPid } from "../tests/helpers/procs.ts";
-import { parseOptions, type Options } from "./args.ts";
+import { cliOptions, parseOptions, type Options } from "./args.ts";
 import { pairQuota, statementsInFlight } from "./coalesced.ts";
 import { ClaimLedger, httpClaim, httpUpload, signTokens, uploadBatchSize, type Population } from "./client.ts";
 import { closedLoop, percentile, type Job, type Stats } from "./load.ts";
@@ -742,17 +742,7 @@ async function main(options: CitusBenchOptions, startedAt: Date, setCluster: (c:
   }
 }
 
-let options: CitusBenchOptions | "help";
-try {
-  options = parse(process.argv.slice(2));
-} catch (error) {
-  console.error(`${(error as Error).message}\n\n${usage}`);
-  process.exit(2);
-}
-if (options === "help") {
-  console.log(usage);
-  process.exit(0);
-}
+const options: CitusBenchOptions = cliOptions(parse, usage);
 
 let cluster: CitusCluster | undefined;
 let stopping: Promise<void> | undefined;

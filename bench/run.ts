@@ -1,6 +1,6 @@
 // `bun run bench`: load test of the coin server; see bench/README.md.
 import { join, relative } from "node:path";
-import { parseOptions, phaseNames, usage, type Options } from "./args.ts";
+import { cliOptions, parseOptions, phaseNames, usage, type Options } from "./args.ts";
 import { latencyChart } from "./chart.ts";
 import { closeBench, log, prepareBench, runPhases, type Bench } from "./phases.ts";
 import { relaunchWithSocketLimits } from "./relaunch.ts";
@@ -109,17 +109,7 @@ async function main(options: Options, startedAt: Date): Promise<PhasesOutcome | 
 }
 
 await relaunchWithSocketLimits();
-let options: Options | "help";
-try {
-  options = parseOptions(process.argv.slice(2));
-} catch (error) {
-  console.error(`${(error as Error).message}\n\n${usage}`);
-  process.exit(2);
-}
-if (options === "help") {
-  console.log(usage);
-  process.exit(0);
-}
+const options: Options = cliOptions(parseOptions, usage);
 let interrupted = false;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.on(signal, () => {

@@ -1,5 +1,5 @@
 import type { Db } from "../db/db.ts";
-import { anchorTable } from "../db/distribution.ts";
+import { anchorTable, citusInstalled } from "../db/distribution.ts";
 
 const rot = (x: number, k: number) => (x << k) | (x >>> (32 - k));
 
@@ -103,9 +103,8 @@ export class Routing {
   }
 
   private async read(): Promise<ShardMap | null> {
-    const [citus] = await this.db.run((sql) => sql<{ on: boolean }[]>`
-      SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS on`, { what: "routing" });
-    if (!citus!.on) return null;
+    const [installed] = await this.db.run(citusInstalled, { what: "routing" });
+    if (!installed!.citus) return null;
     const rows = await this.db.run((sql) => sql<{ id: string; min: number; max: number }[]>`
       SELECT s.shardid::text AS id, s.shardminvalue::int AS min, s.shardmaxvalue::int AS max
       FROM pg_dist_shard s JOIN pg_dist_partition p USING (logicalrelid)

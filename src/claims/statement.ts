@@ -57,8 +57,8 @@ const extra = (withQuota: boolean, routed: boolean) => {
 };
 
 /**
- * How the statement is shaped for its engine. `targets` is the parameter holding the batch's
- * owners: every reference to an owner-keyed table is filtered by it as well as joined, because
+ * How the statement is shaped for its engine. Routed, the batch's owners are a parameter of their
+ * own: every reference to an owner-keyed table is filtered by it as well as joined, because
  * Citus routes a statement to one shard only when each reference names that shard's owners
  * itself (tests/citus/README.md). `routed` (Citus): no INSERT inside the statement — Citus would
  * run the statement in steps through the coordinator — so quota rows and replay records are
@@ -67,12 +67,11 @@ const extra = (withQuota: boolean, routed: boolean) => {
  */
 export interface Shape {
   routed: boolean;
-  targets: string;
   /** Routed: `<column> = ANY(<targets>) AND `, the filter each reference needs to stay on one shard; else nothing (one PostgreSQL plans better without it). */
   own: (column: string) => string;
 }
 
-const input = ({ routed, targets }: Shape, refs: string) => `
+const input = ({ own }: Shape, refs: string) => `
 req AS (
   SELECT r.*, (r.pair IS NOT NULL AND row_number() OVER (PARTITION BY r.pair ORDER BY r.idx) > 1)
               OR (r.ref IS NOT NULL AND row_number() OVER (PARTITION BY r.ref ORDER BY r.idx) > 1) AS dup
@@ -86,7 +85,7 @@ seen AS MATERIALIZED (
   FROM claim_replay p JOIN req r ON p.ref = r.ref OR p.ref = r.ref_prev
   -- any owner's record (a key reused for another target is a mismatch); routed, only the records
   -- of this shard's owners can be read (docs/runbook.md, "Citus": limits)
-  WHERE p.ref = ANY(${refs}) AND p.short IS NOT NULL${routed ? ` AND p.target = ANY(${targets})` : ""}
+  WHERE ${own("p.target")}p.ref = ANY(${refs}) AND p.short IS NOT NULL
 ),`;
 
 /** Quota on: lock the batch's pair rows (newest versions, key order); a request's allowance is what is left. */
@@ -239,7 +238,7 @@ SELECT 'w', NULL, NULL, owner, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
  */
 export function claimStatementText(withQuota: boolean, routed: boolean): string {
   const p = extra(withQuota, routed);
-  const shape: Shape = { routed, targets: p.targets, own: (column) => (routed ? `${column} = ANY(${p.targets}) AND ` : "") };
+  const shape: Shape = { routed, own: (column) => (routed ? `${column} = ANY(${p.targets}) AND ` : "") };
   return `WITH ${input(shape, p.refs)}${withQuota ? quotaGrant(shape, p.quota!, p.pairs!) : openGrant}${phases(shape)}`
     + `${withQuota ? quotaSpend(shape, p.quota!) : openSpend}${output(shape)}`;
 }

@@ -25,11 +25,9 @@ export const anchorTable = distributed[0][0];
 const exists = async (tx: Sql, table: string) =>
   (await tx<{ t: string | null }[]>`SELECT to_regclass(${table})::text AS t`)[0]!.t !== null;
 
-/** True when the database has the citus extension (then the server runs as on a coordinator). */
-export async function hasCitus(sql: Sql): Promise<boolean> {
-  const [row] = await sql<{ citus: boolean }[]>`SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS citus`;
-  return row!.citus;
-}
+/** Whether the database has the citus extension (then the server runs as on a coordinator): one row, `citus`. */
+export const citusInstalled = (sql: Sql) =>
+  sql<{ citus: boolean }[]>`SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS citus`;
 
 /**
  * Distributes the tables above that are not distributed yet: all of them on a fresh coordinator,
@@ -38,7 +36,7 @@ export async function hasCitus(sql: Sql): Promise<boolean> {
  * lock; does nothing without Citus. Returns the tables it distributed.
  */
 export async function distribute(tx: Sql): Promise<string[]> {
-  if (!(await hasCitus(tx))) return [];
+  if (!(await citusInstalled(tx))[0]!.citus) return [];
   const rows = await tx<{ table: string }[]>`SELECT logicalrelid::text AS table FROM pg_dist_partition`;
   const done = new Set(rows.map((r) => r.table));
   const added: string[] = [];
