@@ -21,7 +21,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { signToken } from "../src/auth/jwt.ts";
-import { claimQuery, type ClaimItem } from "../src/claims/batch.ts";
+import { claimQuery, type ClaimItem, deviceOne } from "../src/claims/batch.ts";
 import { ensureParams } from "../src/claims/ensure.ts";
 import { ShardMap } from "../src/claims/routing.ts";
 import type { TierCounts } from "../src/coins/tiers.ts";
@@ -466,7 +466,7 @@ const bronzeOne: TierCounts = [0, 0, 1];
 /** `n` fetch-style claims (1 BRONZE, quota on, fresh pairs) over `targets`, in turn. */
 const claimItems = (targets: string[], n: number): ClaimItem[] => Array.from({ length: n }, (_, i) => ({
   target: targets[i % targets.length]!, requester: randomUUID(), want: bronzeOne, fallback: false, lastResort: false, final: true,
-  pair: randomUUID(), pairPrev: null, ref: null, refPrev: null, body: null,
+  pair: randomUUID(), pairPrev: null, ref: null, refPrev: null, body: null, ...deviceOne,
 }));
 
 /** Where a statement is sent: a config's database on the coordinator, or (MX) on a worker. */

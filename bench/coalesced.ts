@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { signToken } from "../src/auth/jwt.ts";
-import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome } from "../src/claims/batch.ts";
+import { claimQuery, outcomesOf, type ClaimItem, type ClaimOutcome, deviceOne } from "../src/claims/batch.ts";
 import { claimKeys } from "../src/claims/keys.ts";
 import type { TierCounts } from "../src/coins/tiers.ts";
 import { settings } from "../src/config.ts";
@@ -54,7 +54,7 @@ export function coalescedClaims(sql: Sql, pop: Population, count: number, quota:
       }
       const want: TierCounts = [0, 0, 0];
       want[tiers.indexOf(tier)] = count;
-      items.push({ target, requester, want, fallback: false, lastResort: false, final: true, pair, pairPrev: null, ref: null, refPrev: null, body: null });
+      items.push({ target, requester, want, fallback: false, lastResort: false, final: true, pair, pairPrev: null, ref: null, refPrev: null, body: null, ...deviceOne });
     }
     const result: Statement = { claims: items.length, ok: 0, coins: 0, short: 0, failed: {} };
     try {

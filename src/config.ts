@@ -49,6 +49,8 @@ export const settings = {
   AQM_RATE_COUNT_PER_MIN: int(1, 1000000, 300, "Count reads per user per minute."),
   AQM_RATE_ADMIN_PER_MIN: int(1, 1000000, 30, "Admin calls per user per minute."),
   AQM_PAIR_QUOTA: int(1, 1000000, 100, "Coins one requester may claim of one target per rolling 24 h."),
+  AQM_MAX_DEVICES: int(1, 127, 10, "Devices one user may have (ids 1–127); a new device past it is refused (409)."),
+  AQM_VERIFY_SIGNATURES: oneOf(["registered", "required", "off"], "registered", "Coin signatures checked against the device's identity keys at upload. `registered`: for devices that registered keys (PUT /v1/devices/{id}); `required`: a device without keys cannot upload (409); `off`: never."),
   AQM_TIER_SIZES: oneOf(["strict", "loose"], "strict", "`strict`: a coin's key and signature must have its tier's exact sizes; `loose`: up to 2,048 / 5,120 bytes."),
   AQM_DB_POOL_WAIT_MS: int(1, 60000, 2000, "Deadline of each database statement, from when it asks for a connection: past it the statement is cancelled (nothing commits) and the request gets 503."),
   AQM_CLAIM_QUEUE_MAX_MS: int(1, 600000, 10000, "Longest a claim may wait for its turn while the database keeps answering; when it stops answering, claims get 503 after AQM_DB_POOL_WAIT_MS."),

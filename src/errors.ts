@@ -61,6 +61,30 @@ export class KeyConflictError extends AppError {
   }
 }
 
+/** Coins whose signature does not verify against their device's identity key; nothing was written. */
+export class BadSignatureError extends AppError {
+  readonly kind = "bad-signature";
+  constructor(readonly keyIds: string[]) {
+    super(`${keyIds.length} coin signature(s) do not verify against the device's identity key; nothing was written`);
+  }
+}
+
+/**
+ * The device is not in a state this request needs: no identity keys registered where they are
+ * required, past the user's device limit, removed meanwhile. The message names what to do.
+ */
+export class DeviceStateError extends AppError {
+  readonly kind = "device-state";
+}
+
+/** The digest a device sent does not match what the server holds for it (POST /v1/devices/{id}/check). */
+export class DigestMismatchError extends AppError {
+  readonly kind = "digest-mismatch";
+  constructor() {
+    super("The server holds other identity keys or last-resort coins for this device than the digest describes");
+  }
+}
+
 /** An Idempotency-Key already used for a claim with another body. */
 export class IdempotencyMismatchError extends AppError {
   readonly kind = "idempotency-key-reused";

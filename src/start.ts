@@ -7,6 +7,7 @@ import { chooseDatabase, openDatabase, type Database } from "./db/open.ts";
 import { poolerBehind, startupParameterRefused, timeoutsBehindPooler } from "./db/pooler.ts";
 import { onUnhandledRejection } from "./db/stray-errors.ts";
 import { stopMaintenance } from "./maintenance/schedule.ts";
+import { closeVerifiers } from "./devices/signatures.ts";
 
 const log = (line: Record<string, unknown>) => console.log(JSON.stringify({ time: new Date().toISOString(), ...line }));
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -119,6 +120,7 @@ export async function start(runtime: "bun" | "deno", serve: Serve): Promise<void
     if (!(await app.decorator.aqm.settle(config.AQM_SHUTDOWN_DRAIN_MS))) {
       log({ msg: "claim statements or coin returns still in progress at shutdown", waited_ms: config.AQM_SHUTDOWN_DRAIN_MS });
     }
+    closeVerifiers(); // (Deno: a worker would keep the process alive)
     await db.close(drained ? 5 : 1);
     log({ msg: "stopped" });
     process.exit(0);

@@ -120,12 +120,12 @@ describe("GET /v1/coins/fetch", () => {
 });
 
 describe("GET /v1/coins/count", () => {
-  test("defaults to the caller; any user's counts are readable", async () => {
+  test("defaults to the caller's device; any user's counts are readable, summed over its devices and per device", async () => {
     await upload(alice, standardBatch());
     expect((await call(app, "GET", "/v1/coins/count", { token: alice.token })).json).toEqual(counts(5, 6, 5));
     const other = await call(app, "GET", "/v1/coins/count", { token: bob.token, query: { user_id: alice.id } });
     expect(other.status).toBe(200);
-    expect(other.json).toEqual(counts(5, 6, 5));
+    expect(other.json).toEqual({ ...counts(5, 6, 5), devices: [{ device_id: 1, ...counts(5, 6, 5) }] });
   });
 
   test("AQM_COUNT_VISIBILITY=self: own counts only (403 otherwise)", async () => {

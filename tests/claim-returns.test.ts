@@ -1,6 +1,6 @@
 import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import type { ClaimItem, ClaimRow } from "../src/claims/batch.ts";
+import { deviceOne, type ClaimItem, type ClaimRow } from "../src/claims/batch.ts";
 import { claimRows } from "./helpers/claims.ts";
 import { claimKeys } from "../src/claims/keys.ts";
 import { ClaimQueue, type ClaimQueueOptions, type ReturnReason } from "../src/claims/queue.ts";
@@ -64,7 +64,7 @@ function queueOn(faulty: FaultyDb, options: Partial<ClaimQueueOptions> = {}) {
 
 function item(target: string, requester: string, want: [number, number, number], extra: Partial<ClaimItem> = {}): ClaimItem {
   const [pair, pairPrev] = keys.pair(requester, target);
-  return { target, requester, want, fallback: false, lastResort: false, final: true, pair, pairPrev, ref: null, refPrev: null, body: null, ...extra };
+  return { target, requester, want, fallback: false, lastResort: false, final: true, pair, pairPrev, ref: null, refPrev: null, body: null, ...deviceOne, ...extra };
 }
 
 async function stock(owner: string, bronze: number, lastResort = false): Promise<void> {

@@ -1,13 +1,12 @@
 import { beforeEach, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { coinService } from "../src/coins/service.ts";
 import { KeyConflictError, ValidationError } from "../src/errors.ts";
-import { testClaims, testDb } from "./helpers/claims.ts";
+import { testClaims, testDb, testCoins } from "./helpers/claims.ts";
 import { inventory, makeCoin, makeCoins, standardBatch } from "./helpers/coins.ts";
 import { resetCoins, useTestDatabase } from "./helpers/db.ts";
 
 const db = useTestDatabase();
-const svc = () => coinService(testDb(db.sql));
+const svc = () => testCoins(testDb(db.sql));
 const fetchCoins = (...args: Parameters<ReturnType<typeof testClaims>["fetch"]>) => testClaims(db.sql).fetch(...args);
 const rowCount = async () => (await db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM coin_inventory`)[0]!.n;
 
@@ -17,7 +16,7 @@ describe("uploadCoins", () => {
   test("stores a single coin with its bytes intact", async () => {
     const owner = randomUUID();
     const coin = makeCoin("GOLD");
-    expect(await svc().uploadCoins(owner, [coin])).toMatchObject({ inserted: 1, duplicates: 0 });
+    expect(await svc().uploadCoins(owner, 1, [coin])).toMatchObject({ inserted: 1, duplicates: 0 });
     const [row] = await db.sql`SELECT * FROM coin_inventory`;
     expect(row!.user_id).toBe(owner);
     expect(row!.key_id).toBe(coin.key_id);
@@ -29,33 +28,33 @@ describe("uploadCoins", () => {
 
   test("stores a batch of mixed tiers in one go", async () => {
     const owner = randomUUID();
-    expect(await svc().uploadCoins(owner, standardBatch())).toEqual({ inserted: 16, duplicates: 0, insertedByTier: { GOLD: 5, SILVER: 6, BRONZE: 5 } });
-    expect(await svc().getInventoryCount(owner)).toEqual(inventory(5, 6, 5));
+    expect(await svc().uploadCoins(owner, 1, standardBatch())).toEqual({ inserted: 16, duplicates: 0, insertedByTier: { GOLD: 5, SILVER: 6, BRONZE: 5 } });
+    expect(await svc().getInventoryCount(owner, 1)).toEqual(inventory(5, 6, 5));
   });
 
   test("uploading the same batch again is idempotent", async () => {
     const owner = randomUUID();
     const batch = makeCoins(10);
-    expect(await svc().uploadCoins(owner, batch)).toMatchObject({ inserted: 10, duplicates: 0 });
-    expect(await svc().uploadCoins(owner, batch)).toMatchObject({ inserted: 0, duplicates: 10 });
+    expect(await svc().uploadCoins(owner, 1, batch)).toMatchObject({ inserted: 10, duplicates: 0 });
+    expect(await svc().uploadCoins(owner, 1, batch)).toMatchObject({ inserted: 0, duplicates: 10 });
     expect(await rowCount()).toBe(10);
   });
 
   test("a coin repeated inside one batch is stored once", async () => {
     const coin = makeCoin();
-    expect(await svc().uploadCoins(randomUUID(), [coin, makeCoin(), coin])).toMatchObject({ inserted: 2, duplicates: 1 });
+    expect(await svc().uploadCoins(randomUUID(), 1, [coin, makeCoin(), coin])).toMatchObject({ inserted: 2, duplicates: 1 });
     expect(await rowCount()).toBe(2);
   });
 
   test("key_id is unique per owner, not globally", async () => {
     const coin = makeCoin();
-    await svc().uploadCoins(randomUUID(), [coin]);
-    expect(await svc().uploadCoins(randomUUID(), [coin])).toMatchObject({ inserted: 1, duplicates: 0 });
+    await svc().uploadCoins(randomUUID(), 1, [coin]);
+    expect(await svc().uploadCoins(randomUUID(), 1, [coin])).toMatchObject({ inserted: 1, duplicates: 0 });
   });
 
   test("an invalid tier rejects the whole batch and writes nothing", async () => {
     const bad = { ...makeCoin(), coin_category: "PLATINUM" } as never;
-    const error = await svc().uploadCoins(randomUUID(), [makeCoin(), bad]).catch((e) => e);
+    const error = await svc().uploadCoins(randomUUID(), 1, [makeCoin(), bad]).catch((e) => e);
     expect(error).toBeInstanceOf(ValidationError);
     expect(error.errors[0].field).toBe("coin_category");
     expect(await rowCount()).toBe(0);
@@ -63,7 +62,7 @@ describe("uploadCoins", () => {
 
   test("invalid base64 rejects the whole batch and writes nothing", async () => {
     const bad = { ...makeCoin(), public_key_b64: "not base64!" };
-    const error = await svc().uploadCoins(randomUUID(), [makeCoin(), bad]).catch((e) => e);
+    const error = await svc().uploadCoins(randomUUID(), 1, [makeCoin(), bad]).catch((e) => e);
     expect(error).toBeInstanceOf(ValidationError);
     expect(await rowCount()).toBe(0);
   });
@@ -71,10 +70,10 @@ describe("uploadCoins", () => {
   test("same key_id with different content is a conflict, and nothing of the batch is written", async () => {
     const owner = randomUUID();
     const coin = makeCoin();
-    await svc().uploadCoins(owner, [coin]);
+    await svc().uploadCoins(owner, 1, [coin]);
     const changed = { ...makeCoin(), key_id: coin.key_id };
     const fresh = makeCoin();
-    const error = await svc().uploadCoins(owner, [fresh, changed]).catch((e) => e);
+    const error = await svc().uploadCoins(owner, 1, [fresh, changed]).catch((e) => e);
     expect(error).toBeInstanceOf(KeyConflictError);
     expect(error.keyIds).toEqual([coin.key_id]);
     expect(await rowCount()).toBe(1);
@@ -83,7 +82,7 @@ describe("uploadCoins", () => {
   test("same key_id twice in one batch with different content is a conflict", async () => {
     const a = makeCoin();
     const b = { ...makeCoin(), key_id: a.key_id };
-    const error = await svc().uploadCoins(randomUUID(), [a, b]).catch((e) => e);
+    const error = await svc().uploadCoins(randomUUID(), 1, [a, b]).catch((e) => e);
     expect(error).toBeInstanceOf(KeyConflictError);
     expect(await rowCount()).toBe(0);
   });
@@ -91,14 +90,14 @@ describe("uploadCoins", () => {
   test("re-uploading a coin that was already claimed does not make it available again", async () => {
     const owner = randomUUID();
     const coin = makeCoin();
-    await svc().uploadCoins(owner, [coin]);
+    await svc().uploadCoins(owner, 1, [coin]);
     expect(await fetchCoins(owner, randomUUID(), "BRONZE", 1)).toHaveLength(1);
-    expect(await svc().uploadCoins(owner, [coin])).toMatchObject({ inserted: 0, duplicates: 1 });
+    expect(await svc().uploadCoins(owner, 1, [coin])).toMatchObject({ inserted: 0, duplicates: 1 });
     expect(await fetchCoins(owner, randomUUID(), "BRONZE", 1)).toEqual([]);
   });
 
   test("an empty list writes nothing", async () => {
-    expect(await svc().uploadCoins(randomUUID(), [])).toMatchObject({ inserted: 0, duplicates: 0 });
+    expect(await svc().uploadCoins(randomUUID(), 1, [])).toMatchObject({ inserted: 0, duplicates: 0 });
     expect(await rowCount()).toBe(0);
   });
 });
@@ -107,7 +106,7 @@ describe("claiming one tier (GET /v1/coins/fetch)", () => {
   test("returns coins of the requested tier only, with their content", async () => {
     const owner = randomUUID();
     const batch = standardBatch();
-    await svc().uploadCoins(owner, batch);
+    await svc().uploadCoins(owner, 1, batch);
     const got = await fetchCoins(owner, randomUUID(), "SILVER", 10);
     expect(got).toHaveLength(6);
     expect(got.every((c) => c.coin_category === "SILVER")).toBe(true);
@@ -118,8 +117,8 @@ describe("claiming one tier (GET /v1/coins/fetch)", () => {
     const owner = randomUUID();
     const first = makeCoins(30);
     const second = makeCoins(5);
-    await svc().uploadCoins(owner, first);
-    await svc().uploadCoins(owner, second);
+    await svc().uploadCoins(owner, 1, first);
+    await svc().uploadCoins(owner, 1, second);
     const [{ distinct }] = await db.sql`SELECT count(DISTINCT uploaded_at)::int AS distinct FROM coin_inventory` as never as [{ distinct: number }];
     expect(distinct).toBe(2);
     const order: string[] = [];
@@ -129,28 +128,28 @@ describe("claiming one tier (GET /v1/coins/fetch)", () => {
 
   test("upload 5, fetch 3: 3 returned, 2 still available", async () => {
     const owner = randomUUID();
-    await svc().uploadCoins(owner, makeCoins(5));
+    await svc().uploadCoins(owner, 1, makeCoins(5));
     expect(await fetchCoins(owner, randomUUID(), "BRONZE", 3)).toHaveLength(3);
-    expect((await svc().getInventoryCount(owner)).bronze).toBe(2);
+    expect((await svc().getInventoryCount(owner, 1)).bronze).toBe(2);
   });
 
   test("asking for more than exist returns what exists", async () => {
     const owner = randomUUID();
-    await svc().uploadCoins(owner, makeCoins(2));
+    await svc().uploadCoins(owner, 1, makeCoins(2));
     expect(await fetchCoins(owner, randomUUID(), "BRONZE", 10)).toHaveLength(2);
   });
 
   test("an empty inventory, an unknown user or an empty tier give an empty list", async () => {
     const owner = randomUUID();
     expect(await fetchCoins(owner, randomUUID(), "GOLD", 5)).toEqual([]);
-    await svc().uploadCoins(owner, makeCoins(3, "BRONZE"));
+    await svc().uploadCoins(owner, 1, makeCoins(3, "BRONZE"));
     expect(await fetchCoins(owner, randomUUID(), "GOLD", 5)).toEqual([]);
   });
 
   test("marks the claim with the requester and time", async () => {
     const owner = randomUUID();
     const requester = randomUUID();
-    await svc().uploadCoins(owner, makeCoins(2));
+    await svc().uploadCoins(owner, 1, makeCoins(2));
     const [coin] = await fetchCoins(owner, requester, "BRONZE", 1);
     const [row] = await db.sql`SELECT fetched_by, fetched_at FROM coin_inventory WHERE key_id = ${coin!.key_id}`;
     expect(row!.fetched_by).toBe(requester);
@@ -161,7 +160,7 @@ describe("claiming one tier (GET /v1/coins/fetch)", () => {
 
   test("never hands out a claimed coin again", async () => {
     const owner = randomUUID();
-    await svc().uploadCoins(owner, makeCoins(4));
+    await svc().uploadCoins(owner, 1, makeCoins(4));
     const a = await fetchCoins(owner, randomUUID(), "BRONZE", 3);
     const b = await fetchCoins(owner, randomUUID(), "BRONZE", 3);
     expect(b).toHaveLength(1);
@@ -172,19 +171,19 @@ describe("claiming one tier (GET /v1/coins/fetch)", () => {
   test("does not touch other users' coins", async () => {
     const alice = randomUUID();
     const bob = randomUUID();
-    await svc().uploadCoins(alice, makeCoins(3));
-    await svc().uploadCoins(bob, makeCoins(3));
+    await svc().uploadCoins(alice, 1, makeCoins(3));
+    await svc().uploadCoins(bob, 1, makeCoins(3));
     await fetchCoins(alice, randomUUID(), "BRONZE", 3);
-    expect(await svc().getInventoryCount(bob)).toEqual(inventory(0, 0, 3));
+    expect(await svc().getInventoryCount(bob, 1)).toEqual(inventory(0, 0, 3));
   });
 });
 
 describe("getInventoryCount", () => {
   test("counts available coins per tier, zeros for missing tiers and unknown users", async () => {
     const owner = randomUUID();
-    expect(await svc().getInventoryCount(owner)).toEqual(inventory(0, 0, 0));
-    await svc().uploadCoins(owner, [...makeCoins(2, "GOLD"), ...makeCoins(4, "BRONZE")]);
+    expect(await svc().getInventoryCount(owner, 1)).toEqual(inventory(0, 0, 0));
+    await svc().uploadCoins(owner, 1, [...makeCoins(2, "GOLD"), ...makeCoins(4, "BRONZE")]);
     await fetchCoins(owner, randomUUID(), "BRONZE", 1);
-    expect(await svc().getInventoryCount(owner)).toEqual(inventory(2, 0, 3));
+    expect(await svc().getInventoryCount(owner, 1)).toEqual(inventory(2, 0, 3));
   });
 });

@@ -8,13 +8,12 @@ import { join } from "node:path";
 import postgres from "postgres";
 import { createApp } from "../src/app.ts";
 import { ConfigError } from "../src/config.ts";
-import { coinService } from "../src/coins/service.ts";
 import { listMigrations } from "../src/db/migrate.ts";
 import { chooseDatabase, openDatabase } from "../src/db/open.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { timeoutsBehindPooler } from "../src/db/pooler.ts";
 import { call, newUser, testConfig, testHashSecrets, testKeys } from "./helpers/app.ts";
-import { testClaims, testDb } from "./helpers/claims.ts";
+import { testClaims, testDb, testCoins } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { createDatabase, databaseUrl, dropDatabase, useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -82,7 +81,7 @@ describe("a pool for a transaction-mode pooler", () => {
 
   async function uploadAndClaim(sql: Sql): Promise<void> {
     const owner = randomUUID();
-    await coinService(testDb(sql, { size: 1 })).uploadCoins(owner, makeCoins(3));
+    await testCoins(testDb(sql, { size: 1 })).uploadCoins(owner, 1, makeCoins(3));
     const { claim } = testClaims(sql, { size: 1, quota: 10 });
     expect((await claim({ requester: randomUUID(), target: owner, want: [0, 0, 2] })).coins).toHaveLength(2);
   }

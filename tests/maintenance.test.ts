@@ -1,13 +1,12 @@
 import { beforeEach, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import { coinService } from "../src/coins/service.ts";
 import { loadConfig } from "../src/config.ts";
 import { jobs } from "../src/maintenance/jobs.ts";
 import { runTick, type JobDeps } from "../src/maintenance/run.ts";
 import { createPool } from "../src/db/pool.ts";
 import { createMetrics } from "../src/metrics/registry.ts";
 import { call, makeApp, newUser } from "./helpers/app.ts";
-import { testClaims, testDb } from "./helpers/claims.ts";
+import { testClaims, testDb, testCoins } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 import { startServer } from "./helpers/server.ts";
@@ -22,7 +21,7 @@ beforeEach(async () => {
 function deps(lines: Record<string, unknown>[] = [], sql = db.session, table?: JobDeps["table"], size = 2): JobDeps {
   return { db: testDb(sql, { size }), config: loadConfig({}), metrics: createMetrics(), log: (l) => lines.push(l), table };
 }
-const upload = (owner: string, coins: ReturnType<typeof makeCoins>) => coinService(testDb(db.sql)).uploadCoins(owner, coins);
+const upload = (owner: string, coins: ReturnType<typeof makeCoins>) => testCoins(testDb(db.sql)).uploadCoins(owner, 1, coins);
 const runJob = (d: JobDeps, job: keyof typeof jobs, tick: Date, minGapMs = 500) => runTick(d, job, tick, minGapMs);
 
 test("a run deletes in its job's terms, logs { job, deleted, ms } and counts it", async () => {

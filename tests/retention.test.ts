@@ -1,14 +1,13 @@
 import { beforeEach, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { maintenanceBatch, retention } from "../src/coins/retention.ts";
-import { coinService } from "../src/coins/service.ts";
-import { testClaims, testDb } from "./helpers/claims.ts";
+import { testClaims, testDb, testCoins } from "./helpers/claims.ts";
 import { inventory, makeCoins } from "./helpers/coins.ts";
 import { resetCoins, useTestDatabase } from "./helpers/db.ts";
 
 const db = useTestDatabase();
 /** Uploads and counts, the one-tier claim, and the retention SQL the maintenance jobs run. */
-const svc = () => ({ ...coinService(testDb(db.sql)), ...retention(db.sql), fetchCoins: testClaims(db.sql).fetch });
+const svc = () => ({ ...testCoins(testDb(db.sql)), ...retention(db.sql), fetchCoins: testClaims(db.sql).fetch });
 
 beforeEach(async () => {
   await resetCoins(db.sql);
@@ -26,7 +25,7 @@ describe("purgeStale", () => {
     const owner = randomUUID();
     const old = makeCoins(3);
     const recent = makeCoins(2);
-    await svc().uploadCoins(owner, [...old, ...recent]);
+    await svc().uploadCoins(owner, 1, [...old, ...recent]);
     await age(old.map((c) => c.key_id), "uploaded_at", "31 days");
     expect(await svc().purgeStale(30)).toBe(3);
     const left = await db.sql`SELECT key_id FROM coin_inventory ORDER BY record_id`;
@@ -36,7 +35,7 @@ describe("purgeStale", () => {
   test("ignores fetched coins, however old (hard delete owns them)", async () => {
     const owner = randomUUID();
     const coins = makeCoins(2);
-    await svc().uploadCoins(owner, coins);
+    await svc().uploadCoins(owner, 1, coins);
     await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1);
     await age(coins.map((c) => c.key_id), "uploaded_at", "90 days");
     expect(await svc().purgeStale(30)).toBe(1);
@@ -46,7 +45,7 @@ describe("purgeStale", () => {
 
   test("honours the age argument", async () => {
     const coins = makeCoins(2);
-    await svc().uploadCoins(randomUUID(), coins);
+    await svc().uploadCoins(randomUUID(), 1, coins);
     await age([coins[0]!.key_id], "uploaded_at", "8 days");
     expect(await svc().purgeStale(10)).toBe(0);
     expect(await svc().purgeStale(7)).toBe(1);
@@ -66,7 +65,7 @@ describe("hardDeleteClaimed", () => {
   test("removes claims older than the grace period, and with them who fetched", async () => {
     const owner = randomUUID();
     const requester = randomUUID();
-    await svc().uploadCoins(owner, makeCoins(4));
+    await svc().uploadCoins(owner, 1, makeCoins(4));
     const old = await svc().fetchCoins(owner, requester, "BRONZE", 2);
     await svc().fetchCoins(owner, requester, "BRONZE", 1);
     await age(old.map((c) => c.key_id), "fetched_at", "2 hours");
@@ -80,12 +79,12 @@ describe("hardDeleteClaimed", () => {
   test("keeps recent claims and never touches unfetched coins", async () => {
     const owner = randomUUID();
     const coins = makeCoins(3);
-    await svc().uploadCoins(owner, coins);
+    await svc().uploadCoins(owner, 1, coins);
     await age(coins.map((c) => c.key_id), "uploaded_at", "400 days");
     await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1);
     expect(await svc().hardDeleteClaimed(1)).toBe(0);
     expect(await svc().hardDeleteClaimed(0)).toBe(1);
-    expect((await svc().getInventoryCount(owner)).bronze).toBe(2);
+    expect((await svc().getInventoryCount(owner, 1)).bronze).toBe(2);
   });
 });
 
@@ -93,12 +92,12 @@ describe("claimed keys outlive the hard delete", () => {
   test("a retried upload of a coin claimed and hard-deleted is not published again", async () => {
     const owner = randomUUID();
     const coin = makeCoins(1)[0]!;
-    await svc().uploadCoins(owner, [coin]);
+    await svc().uploadCoins(owner, 1, [coin]);
     expect(await svc().fetchCoins(owner, randomUUID(), "BRONZE", 1)).toHaveLength(1);
     expect(await svc().hardDeleteClaimed(0)).toBe(1);
     const [kept] = await db.sql`SELECT * FROM claimed_key`;
     expect(Object.keys(kept!).sort()).toEqual(["claimed_on", "key_id", "user_id"]); // never who claimed it, nor when within the day
-    expect(await svc().uploadCoins(owner, [coin, makeCoins(1)[0]!])).toMatchObject({ inserted: 1, duplicates: 1 });
+    expect(await svc().uploadCoins(owner, 1, [coin, makeCoins(1)[0]!])).toMatchObject({ inserted: 1, duplicates: 1 });
     const again = await svc().fetchCoins(owner, randomUUID(), "BRONZE", 5);
     expect(again.map((c) => c.key_id)).not.toContain(coin.key_id);
     expect(again).toHaveLength(1);
@@ -106,7 +105,7 @@ describe("claimed keys outlive the hard delete", () => {
 
   test("the kept key ids are forgotten after the purge age", async () => {
     const owner = randomUUID();
-    await svc().uploadCoins(owner, makeCoins(2));
+    await svc().uploadCoins(owner, 1, makeCoins(2));
     await svc().fetchCoins(owner, randomUUID(), "BRONZE", 2);
     await svc().hardDeleteClaimed(0);
     await db.sql`UPDATE claimed_key SET claimed_on = claimed_on - 31 WHERE key_id = (SELECT min(key_id) FROM claimed_key)`;
@@ -121,19 +120,19 @@ test("full cycle: upload → fetch → count → purge stale → hard delete, co
   const s = svc();
   const total = async () => (await db.sql`SELECT count(*)::int AS n FROM coin_inventory`)[0]!.n as number;
 
-  expect((await s.uploadCoins(alice, [...makeCoins(5, "GOLD"), ...makeCoins(6, "SILVER"), ...makeCoins(5, "BRONZE")])).inserted).toBe(16);
-  expect(await s.getInventoryCount(alice)).toEqual(inventory(5, 6, 5));
+  expect((await s.uploadCoins(alice, 1, [...makeCoins(5, "GOLD"), ...makeCoins(6, "SILVER"), ...makeCoins(5, "BRONZE")])).inserted).toBe(16);
+  expect(await s.getInventoryCount(alice, 1)).toEqual(inventory(5, 6, 5));
 
   // Bob caches Alice as a BESTIE: 5 GOLD, 4 SILVER, 1 BRONZE.
   expect(await s.fetchCoins(alice, bob, "GOLD", 5)).toHaveLength(5);
   expect(await s.fetchCoins(alice, bob, "SILVER", 4)).toHaveLength(4);
   expect(await s.fetchCoins(alice, bob, "BRONZE", 1)).toHaveLength(1);
-  expect(await s.getInventoryCount(alice)).toEqual(inventory(0, 2, 4));
+  expect(await s.getInventoryCount(alice, 1)).toEqual(inventory(0, 2, 4));
   expect(await total()).toBe(16);
 
   await db.sql`UPDATE coin_inventory SET uploaded_at = now() - interval '31 days' WHERE coin_category = 'SILVER'`;
   expect(await s.purgeStale(30)).toBe(2);
-  expect(await s.getInventoryCount(alice)).toEqual(inventory(0, 0, 4));
+  expect(await s.getInventoryCount(alice, 1)).toEqual(inventory(0, 0, 4));
   expect(await total()).toBe(14);
 
   expect(await s.hardDeleteClaimed(1)).toBe(0);
@@ -141,5 +140,5 @@ test("full cycle: upload → fetch → count → purge stale → hard delete, co
   expect(await s.hardDeleteClaimed(1)).toBe(10);
   expect(await total()).toBe(4);
   expect((await db.sql`SELECT count(*)::int AS n FROM coin_inventory WHERE fetched_by IS NOT NULL`)[0]!.n).toBe(0);
-  expect(await s.getInventoryCount(alice)).toEqual(inventory(0, 0, 4));
+  expect(await s.getInventoryCount(alice, 1)).toEqual(inventory(0, 0, 4));
 });

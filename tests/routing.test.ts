@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { ensureParams } from "../src/claims/ensure.ts";
 import { ShardMap, uuidHash } from "../src/claims/routing.ts";
-import type { ClaimItem } from "../src/claims/batch.ts";
+import { deviceOne, type ClaimItem } from "../src/claims/batch.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 
 const db = useTestDatabase();
@@ -29,7 +29,7 @@ test("ShardMap finds the shard whose hash range holds an owner's hash, at both e
 });
 
 const item = (target: string, pair: string | null, ref: string | null): ClaimItem => ({
-  target, requester: randomUUID(), want: [0, 0, 1], fallback: false, lastResort: false, final: true, pair, pairPrev: null, ref, refPrev: null, body: ref && randomUUID(),
+  target, requester: randomUUID(), want: [0, 0, 1], fallback: false, lastResort: false, final: true, pair, pairPrev: null, ref, refPrev: null, body: ref && randomUUID(), ...deviceOne,
 });
 
 test("the rows a routed claim updates are created in key order, padded to a power of two by repeating the last (one statement text per size)", async () => {

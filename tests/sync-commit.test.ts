@@ -9,7 +9,7 @@ import { ConnectionGate } from "../src/db/gate.ts";
 import { migrate } from "../src/db/migrate.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { UnavailableError } from "../src/errors.ts";
-import { testClaims } from "./helpers/claims.ts";
+import { testClaims, testCoins } from "./helpers/claims.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 // A PostgreSQL whose commits wait for a synchronous standby that never answers (one named in
@@ -156,16 +156,16 @@ test("a repeated upload is answered 200 only once the coins it repeats are durab
   const { makeCoins } = await import("./helpers/coins.ts");
   const coins = makeCoins(3, "BRONZE");
   const db = new Db(sql, new ConnectionGate(4, 10), { waitMs: 400, prepare: true });
-  const service = coinService(db);
-  expect((await service.uploadCoins(owner, coins)).inserted).toBe(3);
+  const service = testCoins(db);
+  expect((await service.uploadCoins(owner, 1, coins)).inserted).toBe(3);
   await standby("ghost");
   const spy = spyOn(console, "error").mockImplementation(() => {});
   try {
     // the same coins again: stored already (duplicates); the answer must still wait for the standby
-    await expect(service.uploadCoins(owner, coins)).rejects.toBeInstanceOf(UnavailableError);
+    await expect(service.uploadCoins(owner, 1, coins)).rejects.toBeInstanceOf(UnavailableError);
   } finally {
     spy.mockRestore();
     await standby("");
   }
-  expect(await service.uploadCoins(owner, coins)).toMatchObject({ inserted: 0, duplicates: 3 });
+  expect(await service.uploadCoins(owner, 1, coins)).toMatchObject({ inserted: 0, duplicates: 3 });
 });

@@ -6,10 +6,15 @@ import { verifySignature } from "./signature.ts";
 export interface Caller {
   /** The token's subject: the user the request acts for. */
   userId: string;
+  /** The device the token acts for (its `dev` claim; 1 when it has none). */
+  deviceId: number;
   scopes: ReadonlySet<string>;
 }
 
 const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Device ids are 1–127 (as Signal's). */
+export const MAX_DEVICE_ID = 127;
 
 /** Verified tokens kept, so a client's repeated requests skip the signature check. */
 const CACHE_SIZE = 10_000;
@@ -57,8 +62,12 @@ export function tokenVerifier(keys: AuthKeys, { requireExp, maxTtlS, now = Date.
       throw new UnauthorizedError("The token's aud claim is not accepted");
     }
     if (typeof payload.sub !== "string" || !uuid.test(payload.sub)) throw new UnauthorizedError("The token's sub must be a user UUID");
+    const dev = payload.dev ?? 1;
+    if (typeof dev !== "number" || !Number.isInteger(dev) || dev < 1 || dev > MAX_DEVICE_ID) {
+      throw new UnauthorizedError(`The token's dev claim must be a device id, an integer from 1 to ${MAX_DEVICE_ID}`);
+    }
     const scope = typeof payload.scope === "string" ? payload.scope : "";
-    const caller: Caller = { userId: payload.sub.toLowerCase(), scopes: new Set(scope.split(" ").filter(Boolean)) };
+    const caller: Caller = { userId: payload.sub.toLowerCase(), deviceId: dev, scopes: new Set(scope.split(" ").filter(Boolean)) };
     if (verified.size >= CACHE_SIZE) verified.delete(verified.keys().next().value!); // oldest first
     // A token without exp (when allowed) is verified again at least hourly.
     verified.set(token, { caller, expiresAt: Math.min(exp !== undefined ? exp * 1000 : Infinity, at + 3600_000) });
@@ -82,9 +91,9 @@ export function requireSelf(caller: Caller, claimed: string | undefined, field: 
 /** Signs an HS256 token (development and tests; production tokens come from an identity service). */
 export async function signToken(
   secret: Uint8Array, userId: string,
-  { admin = false, ttlSeconds = 3600, issuer, audience }: { admin?: boolean; ttlSeconds?: number; issuer?: string; audience?: string } = {},
+  { admin = false, ttlSeconds = 3600, issuer, audience, device }: { admin?: boolean; ttlSeconds?: number; issuer?: string; audience?: string; device?: number } = {},
 ): Promise<string> {
-  const jwt = new SignJWT(admin ? { scope: "admin" } : {});
+  const jwt = new SignJWT({ ...(admin ? { scope: "admin" } : {}), ...(device !== undefined ? { dev: device } : {}) });
   if (issuer) jwt.setIssuer(issuer);
   if (audience) jwt.setAudience(audience);
   return jwt

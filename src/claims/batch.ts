@@ -20,11 +20,33 @@ export interface ClaimItem {
   ref: string | null;
   refPrev: string | null;
   body: string | null;
+  /**
+   * The devices claimed from, want applying to each: null for every device of the target
+   * (multi), a list for those of them (multi), or, without `multi`, the one device claimed from
+   * whether or not it has a row (device 1: the answer is the single-device one).
+   */
+  devices: number[] | null;
+  multi: boolean;
+  /** Multi: the device to leave out (the caller's own, when it claims from itself); 0 for none. */
+  skip: number;
+}
+
+/** A claim of device 1 alone, answered as before devices existed. */
+export const deviceOne = { devices: [1], multi: false, skip: 0 } as const satisfies Pick<ClaimItem, "devices" | "multi" | "skip">;
+
+/** Multi: one device's part of a claim's answer. */
+export interface DeviceAnswer {
+  device_id: number;
+  ed25519_b64?: string;
+  ml_dsa_b64?: string;
+  ml_dsa?: "ML-DSA-44" | "ML-DSA-65" | "ML-DSA-87";
+  coins: ServedCoin[];
+  short: TierCounts;
 }
 
 export type ClaimOutcome =
-  | { status: "ok"; coins: ServedCoin[]; short: TierCounts; remaining: number }
-  | { status: "replay"; coins: ServedCoin[]; short: TierCounts }
+  | { status: "ok"; coins: ServedCoin[]; short: TierCounts; remaining: number; devices?: DeviceAnswer[] }
+  | { status: "replay"; coins: ServedCoin[]; short: TierCounts; devices?: DeviceAnswer[] }
   /** The Idempotency-Key was used before with another body. */
   | { status: "mismatch" }
   /** The pair quota is spent; it frees a coin in `retryAfterS` seconds. */
@@ -51,6 +73,10 @@ export interface ClaimRow {
   retry_after: number | null;
   /** 'n': the fetched_at of the coins the statement took (its now() when none), as text: microseconds intact. */
   at: string | null;
+  /** 'c': the coin's device. */
+  dev: number | null;
+  /** 'm', multi: per device claimed from, its identity keys and shortfall, in device order. */
+  devices: (Omit<DeviceAnswer, "coins">)[] | null;
 }
 
 const texts = {
@@ -79,7 +105,8 @@ export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, p
   const bool = (b: boolean) => (b ? "t" : "f");
   items.forEach((item, idx) => {
     const values = [idx, item.target, item.requester, item.pair, item.pairPrev, item.want[0], item.want[1], item.want[2],
-      bool(item.fallback), bool(item.lastResort), bool(item.final), item.ref, item.refPrev, item.body];
+      bool(item.fallback), bool(item.lastResort), bool(item.final), item.ref, item.refPrev, item.body,
+      bool(item.multi), item.devices === null ? null : `{${item.devices.join(",")}}`, item.skip];
     values.forEach((v, i) => columns[i]!.push(v));
   });
   const unique = (keys: (string | null)[]) => [...new Set(keys.filter((k): k is string => k !== null))].sort();
@@ -92,6 +119,16 @@ export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, p
 
 /** Routed: the watched owners whose coins the statement took (to notify once it committed). */
 export const watchedOf = (rows: readonly ClaimRow[]): string[] => rows.filter((r) => r.k === "w").map((r) => r.key_id);
+
+/** Multi: the answer per device (each device's coins in the order of `sorted`). */
+function byDevice(m: ClaimRow, sorted: ClaimRow[]): { devices?: DeviceAnswer[] } {
+  if (m.devices === null) return {};
+  return {
+    devices: m.devices.map(({ short, ...device }) => ({
+      ...device, coins: sorted.filter((c) => c.dev === device.device_id).map(served), short,
+    })),
+  };
+}
 
 /**
  * Each request's outcome, in request order; undefined where the statement returned no status row
@@ -107,11 +144,12 @@ export function outcomesOf(rows: readonly ClaimRow[], n: number): (ClaimOutcome 
   }
   return meta.map((m, idx): ClaimOutcome | undefined => {
     if (m === undefined) return undefined;
+    const mine = () => coins[idx]!.sort(order);
     switch (m.status) {
       case "ok":
-        return { status: "ok", coins: coins[idx]!.sort(order).map(served), short: m.short, remaining: m.remaining };
+        return { status: "ok", coins: mine().map(served), short: m.short, remaining: m.remaining, ...byDevice(m, mine()) };
       case "replay":
-        return { status: "replay", coins: coins[idx]!.sort(order).map(served), short: m.short };
+        return { status: "replay", coins: mine().map(served), short: m.short, ...byDevice(m, mine()) };
       case "quota":
         return { status: "quota", retryAfterS: m.retry_after ?? 1 };
       default:

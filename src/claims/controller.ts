@@ -6,7 +6,7 @@ import { problemResponses } from "../http/openapi.ts";
 import type { Throttle } from "../rate-limit/throttle.ts";
 import { countClaim, type Metrics } from "../metrics/registry.ts";
 import type { ClaimResult, ClaimService } from "./service.ts";
-import { ClaimBody, ClaimResult as ClaimResultSchema, FetchQuery, FetchResult } from "../coins/model.ts";
+import { ClaimBody, ClaimDevicesResult, ClaimResult as ClaimResultSchema, FetchQuery, FetchResult } from "../coins/model.ts";
 import { tiers, wireLimits, type TierCounts } from "../coins/tiers.ts";
 
 export interface ClaimRoutesDeps {
@@ -16,6 +16,8 @@ export interface ClaimRoutesDeps {
   metrics?: Metrics;
   holdOpen?: (request: Request, seconds: number) => void;
 }
+
+const tierNumbers = ([gold, silver, bronze]: TierCounts) => ({ gold, silver, bronze });
 
 const countError = { field: "count", message: `must be an integer from 1 to ${wireLimits.coinsPerClaim}` };
 
@@ -67,13 +69,16 @@ export const claimController = ({ claims, verify, throttle, metrics, holdOpen }:
       const waitMs = body.wait_ms ?? 0;
       const allowLastResort = body.allow_last_resort ?? false;
       const key = headers["idempotency-key"]?.toLowerCase();
+      const devices = Array.isArray(body.devices) ? [...body.devices].sort((a, b) => a - b) : body.devices;
       if (waitMs > 0) holdOpen?.(request, Math.ceil(waitMs / 1000) + 10);
       const result = await claims.claim({
-        requester: caller.userId, target, want, fallback, allowLastResort, waitMs, idempotencyKey: key,
-        canonicalBody: key && JSON.stringify([target, want, fallback, waitMs, allowLastResort]), signal: request.signal,
+        requester: caller.userId, target, want, fallback, allowLastResort, waitMs, idempotencyKey: key, devices, requesterDevice: caller.deviceId,
+        canonicalBody: key && JSON.stringify([target, want, fallback, waitMs, allowLastResort, ...(devices === undefined ? [] : [devices])]),
+        signal: request.signal,
       });
       answered(set, result, want, metrics);
-      return { coins: result.coins, short: { gold: result.short[0], silver: result.short[1], bronze: result.short[2] } };
+      if (result.devices !== undefined) return { devices: result.devices.map((d) => ({ ...d, short: tierNumbers(d.short) })) };
+      return { coins: result.coins, short: tierNumbers(result.short) };
     }, {
       body: ClaimBody,
       headers: t.Object({
@@ -83,7 +88,7 @@ export const claimController = ({ claims, verify, throttle, metrics, holdOpen }:
         })),
       }, { additionalProperties: true }),
       parse: "json",
-      response: { 200: ClaimResultSchema, ...problemResponses(400, 401, 413, 415, 422, 429, 503) },
+      response: { 200: t.Union([ClaimResultSchema, ClaimDevicesResult]), ...problemResponses(400, 401, 413, 415, 422, 429, 503) },
       detail: {
         tags: ["coins"], summary: "Claim coins of several tiers in one call, with fallback, waiting, last-resort coins and idempotent retry",
         description: "Each tier is served from its own stock first; with fallback \"down\" a shortfall is filled from lower tiers "

@@ -1,5 +1,5 @@
 import { IdempotencyMismatchError, RateLimitedError, UnavailableError } from "../errors.ts";
-import type { SettledOutcome } from "./batch.ts";
+import { deviceOne, type DeviceAnswer, type SettledOutcome } from "./batch.ts";
 import type { ClaimKeys } from "./keys.ts";
 import type { ClaimQueue } from "./queue.ts";
 import type { ServedCoin } from "../coins/model.ts";
@@ -20,11 +20,20 @@ export interface ClaimRequest {
   canonicalBody?: string;
   /** The client's request: a claim whose client has gone is never sent. */
   signal?: AbortSignal;
+  /**
+   * Claim from several devices, `want` applying to each: "all" of the target's, or these ids.
+   * Absent: device 1 alone, answered without devices. `requesterDevice` is left out when the
+   * requester claims from itself.
+   */
+  devices?: "all" | number[];
+  requesterDevice?: number;
 }
 
 export interface ClaimResult {
   coins: ServedCoin[];
   short: TierCounts;
+  /** With `devices`: per device claimed from (that has a row), its keys, coins and shortfall. */
+  devices?: DeviceAnswer[];
   /** What the pair quota still allows (quota on, and not a replay). */
   remaining?: number;
   replayed: boolean;
@@ -53,13 +62,17 @@ export function claimService({ queue, keys, events, quota, quotaRejected }: Clai
       const [pair, pairPrev] = quota === null ? [null, null] : keys.pair(requester, target);
       const [ref, refPrev] = idempotencyKey ? keys.ref(requester, idempotencyKey) : [null, null];
       const body = idempotencyKey ? keys.body(request.canonicalBody ?? "") : null;
+      const slots = request.devices === undefined ? deviceOne : {
+        devices: request.devices === "all" ? null : request.devices, multi: true,
+        skip: target === requester ? request.requesterDevice ?? 0 : 0,
+      };
       const waitUntil = performance.now() + request.waitMs;
       for (;;) {
         const final = request.waitMs === 0 || performance.now() >= waitUntil || events.isClosed;
         const stock = final ? undefined : await events.subscribe(target);
         try {
           const outcome = await queue.claim({
-            target, requester, want, fallback, lastResort: allowLastResort && final, final, pair, pairPrev, ref, refPrev, body,
+            target, requester, want, fallback, lastResort: allowLastResort && final, final, pair, pairPrev, ref, refPrev, body, ...slots,
           }, signal);
           const result = settle(outcome, quota, quotaRejected);
           if (final || result.coins.length > 0 || result.replayed) return result;
@@ -76,9 +89,9 @@ export function claimService({ queue, keys, events, quota, quotaRejected }: Clai
 function settle(outcome: SettledOutcome, quota: number | null, quotaRejected?: () => void): ClaimResult {
   switch (outcome.status) {
     case "ok":
-      return { coins: outcome.coins, short: outcome.short, remaining: quota === null ? undefined : outcome.remaining, replayed: false };
+      return { coins: outcome.coins, short: outcome.short, devices: outcome.devices, remaining: quota === null ? undefined : outcome.remaining, replayed: false };
     case "replay":
-      return { coins: outcome.coins, short: outcome.short, replayed: true };
+      return { coins: outcome.coins, short: outcome.short, devices: outcome.devices, replayed: true };
     case "mismatch":
       throw new IdempotencyMismatchError();
     case "quota":

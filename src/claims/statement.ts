@@ -32,7 +32,7 @@ import { phases } from "./phases.ts";
 /** Per-request parameters, in order: one array per field, one element per request. */
 export const claimColumns = [
   "idx int", "target uuid", "requester uuid", "pair uuid", "pair_prev uuid", "wg int", "ws int", "wb int",
-  "fb bool", "lr bool", "final bool", "ref uuid", "ref_prev uuid", "body uuid",
+  "fb bool", "lr bool", "final bool", "ref uuid", "ref_prev uuid", "body uuid", "multi bool", "devs text", "skip int",
 ] as const;
 
 /** The current hour as a bucket number (now() is fixed for a statement). */
@@ -81,7 +81,7 @@ req AS (
 -- one request per pair and per idempotency key in a statement (the claimer sends no more); a
 -- further one (dup) runs again in a later statement
 seen AS MATERIALIZED (
-  SELECT r.idx, p.ref, p.body = r.body AS same, p.short, p.last_resort
+  SELECT r.idx, p.ref, p.body = r.body AS same, p.short, p.last_resort, p.devices
   FROM claim_replay p JOIN req r ON p.ref = r.ref OR p.ref = r.ref_prev
   -- any owner's record (a key reused for another target is a mismatch); routed, only the records
   -- of this shard's owners can be read (docs/runbook.md, "Citus": limits)
@@ -117,9 +117,12 @@ grant_ AS (
   WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)
 ),`;
 
+/** The allowance of a claim without quota: more than any claim can ask for. */
+const UNBOUNDED = 1_000_000_000;
+
 const openGrant = `
 grant_ AS (
-  SELECT r.*, true AS existed, NULL::int AS oldest, r.dup AS blocked, false AS moved, CASE WHEN r.dup THEN 0 ELSE r.wg + r.ws + r.wb END AS allowance
+  SELECT r.*, true AS existed, NULL::int AS oldest, r.dup AS blocked, false AS moved, CASE WHEN r.dup THEN 0 ELSE ${UNBOUNDED} END AS allowance
   FROM req r WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)
 ),`;
 
@@ -179,7 +182,7 @@ upd AS (
   UPDATE coin_inventory c SET fetched_by = r.requester, fetched_at = now(), claim_ref = w.ref
   FROM assigned a JOIN won w ON w.idx = a.idx JOIN req r ON r.idx = a.idx
   WHERE ${own("c.user_id")}c.ctid = a.ctid AND c.user_id = a.target
-  RETURNING a.idx, c.record_id, c.fetched_at, ${coinOut("c")}
+  RETURNING a.idx, c.record_id, c.fetched_at, c.device_id, ${coinOut("c")}
 ),
 -- a replay writes its record again (same values): its commit then waits for a synchronous standby
 -- like a claim's, so a replay is answered only once the claim it repeats is durable there too — a
@@ -190,21 +193,21 @@ touched AS (
 ),
 -- owners long-polling their count hear of every claim that takes their coins
 notified AS (
-  SELECT ${routed ? "w.user_id::text AS owner" : "pg_notify('aqm_stock', w.user_id::text)"} FROM stock_watch w
+  SELECT ${routed ? "DISTINCT w.user_id::text AS owner" : "pg_notify('aqm_stock', w.user_id::text)"} FROM stock_watch w
   WHERE ${own("w.user_id")}w.until > now() AND w.user_id IN (SELECT r.target FROM won JOIN req r ON r.idx = won.idx)
 )
 SELECT 'c' AS k, u.idx, u.record_id, u.key_id, u.coin_category, u.public_key_b64, u.signature_b64, false AS lr,
-       NULL AS status, NULL::int[] AS short, NULL::int AS remaining, NULL::int AS retry_after, NULL AS at
+       NULL AS status, NULL::int[] AS short, NULL::int AS remaining, NULL::int AS retry_after, NULL AS at, u.device_id AS dev, NULL::jsonb AS devices
 FROM upd u
 UNION ALL
-SELECT 'c', l.idx, l.rank, ${coinOut("l")}, true, NULL, NULL, NULL, NULL, NULL FROM lrc l JOIN won w ON w.idx = l.idx
+SELECT 'c', l.idx, l.rank, ${coinOut("l")}, true, NULL, NULL, NULL, NULL, NULL, l.dev, NULL FROM lrc l JOIN won w ON w.idx = l.idx
 UNION ALL
-SELECT 'c', s.idx, c.record_id, ${coinOut("c")}, false, NULL, NULL, NULL, NULL, NULL
+SELECT 'c', s.idx, c.record_id, ${coinOut("c")}, false, NULL, NULL, NULL, NULL, NULL, c.device_id, NULL
 FROM seen s JOIN req r ON r.idx = s.idx JOIN coin_inventory c ON c.user_id = r.target AND c.claim_ref = s.ref
 WHERE ${own("c.user_id")}s.same
 UNION ALL
 SELECT 'c', s.idx, e.ord, e.j->>'key_id', e.j->>'coin_category', e.j->>'public_key_b64', e.j->>'signature_b64', true,
-       NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, coalesce((e.j->>'device_id')::smallint, 1), NULL
 FROM seen s CROSS JOIN LATERAL jsonb_array_elements(s.last_resort) WITH ORDINALITY AS e(j, ord) WHERE s.same
 UNION ALL
 SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -220,16 +223,16 @@ SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
        coalesce(s.short, t.short),
        g.allowance - t.served,
        CASE WHEN g.oldest IS NOT NULL THEN greatest(1, ceil((g.oldest + ${WINDOW_HOURS}) * 3600 - extract(epoch FROM now())))::int END,
-       NULL
+       NULL, NULL, CASE WHEN s.idx IS NOT NULL THEN s.devices ELSE t.devices END
 FROM req r LEFT JOIN seen s ON s.idx = r.idx LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
 LEFT JOIN won w ON w.idx = r.idx
 UNION ALL
 -- the time the coins were taken at, as stored (on Citus the UPDATE's now() is the coordinator's,
 -- the worker's may differ); now() when none was
 SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       coalesce((SELECT u.fetched_at FROM upd u LIMIT 1), now())::text${routed ? `
+       coalesce((SELECT u.fetched_at FROM upd u LIMIT 1), now())::text, NULL, NULL${routed ? `
 UNION ALL
-SELECT 'w', NULL, NULL, owner, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM notified` : ""}`;
+SELECT 'w', NULL, NULL, owner, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM notified` : ""}`;
 
 /**
  * The statement text. Parameters: the claimColumns arrays, then, routed, the batch's owners

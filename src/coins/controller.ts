@@ -1,4 +1,4 @@
-import { Elysia } from "elysia";
+import { Elysia, t } from "elysia";
 import { authenticated } from "../auth/plugin.ts";
 import { requireSelf, type TokenVerifier } from "../auth/jwt.ts";
 import type { Config } from "../config.ts";
@@ -7,7 +7,7 @@ import { problemResponses } from "../http/openapi.ts";
 import type { Throttle } from "../rate-limit/throttle.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { CountWatch } from "./count-watch.ts";
-import { CountQuery, Inventory, LastResortBody, UploadBody, UploadResult } from "./model.ts";
+import { CountQuery, Inventory, InventoryByDevice, LastResortBody, UploadBody, UploadResult } from "./model.ts";
 import type { CoinService } from "./service.ts";
 import { checkShapes } from "./shapes.ts";
 
@@ -29,7 +29,7 @@ export const coinsController = ({ coins, countWatch, verify, throttle, metrics, 
       Object.assign(set.headers, throttle("upload", caller.userId));
       requireSelf(caller, body.user_id, "user_id");
       checkShapes(body.coins, config.AQM_TIER_SIZES);
-      const { inserted, duplicates, insertedByTier } = await coins.uploadCoins(caller.userId, body.coins, { signal: request.signal });
+      const { inserted, duplicates, insertedByTier } = await coins.uploadCoins(caller.userId, caller.deviceId, body.coins, { signal: request.signal });
       for (const [tier, n] of Object.entries(insertedByTier)) metrics?.uploaded.inc({ tier }, n);
       return { inserted, duplicates };
     }, {
@@ -52,9 +52,9 @@ export const coinsController = ({ coins, countWatch, verify, throttle, metrics, 
         seen.add(coin.coin_category);
       });
       checkShapes(body.coins, config.AQM_TIER_SIZES);
-      await coins.putLastResort(caller.userId, body.coins, { signal: request.signal });
+      await coins.putLastResort(caller.userId, caller.deviceId, body.coins, { signal: request.signal });
       set.headers["cache-control"] = "no-store";
-      return coins.getInventoryCount(caller.userId, { signal: request.signal });
+      return coins.getInventoryCount(caller.userId, caller.deviceId, { signal: request.signal });
     }, {
       body: LastResortBody,
       parse: "json",
@@ -74,14 +74,16 @@ export const coinsController = ({ coins, countWatch, verify, throttle, metrics, 
       set.headers["cache-control"] = "no-store";
       if (polling && query.below !== undefined && (query.wait_ms ?? 0) > 0) {
         holdOpen?.(request, Math.ceil(query.wait_ms! / 1000) + 10);
-        return countWatch(userId, query.below, query.wait_ms!, request.signal);
+        return countWatch(userId, caller.deviceId, query.below, query.wait_ms!, request.signal);
       }
-      return coins.getInventoryCount(userId, { signal: request.signal });
+      if (query.user_id !== undefined && !polling) return coins.getInventoryByDevice(userId, { signal: request.signal });
+      return coins.getInventoryCount(userId, caller.deviceId, { signal: request.signal });
     }, {
       query: CountQuery,
-      response: { 200: Inventory, ...problemResponses(401, 403, 422, 429, 503) },
+      response: { 200: t.Union([Inventory, InventoryByDevice]), ...problemResponses(401, 403, 422, 429, 503) },
       detail: {
-        tags: ["coins"], summary: "Available coins per tier of a user (default: yourself); long-poll your own with below and wait_ms",
-        description: "With `below=N&wait_ms=…` (your own inventory only) the answer comes as soon as any tier has fewer than N coins — whichever route or instance took them — or at the deadline.",
+        tags: ["coins"], summary: "Available coins per tier: your device's, or with user_id a user's, summed and per device; long-poll your own with below and wait_ms",
+        description: "Without user_id: the token's device. With user_id (yourself or, where counts of others are visible, anyone): the sums over the user's devices and a `devices` list. "
+          + "With `below=N&wait_ms=…` (your own device only) the answer comes as soon as any tier of your device has fewer than N coins — whichever route or instance took them — or at the deadline.",
       },
     });

@@ -16,6 +16,11 @@ export const exampleCoin = {
   signature_b64: exampleBlob(tierShapes.BRONZE.signature[0]!),
 };
 
+export const DeviceId = t.Integer({
+  minimum: 1, maximum: 127, error: { message: "must be a device id, an integer from 1 to 127" },
+  description: "A device of the user (1–127; a token acts for its `dev` claim's device, 1 without one)", examples: [1],
+});
+
 export const Uuid = t.String({ format: "uuid", error: { message: "must be a UUID" }, description: "A user id (UUID)", examples: [exampleUserId] });
 
 export const CoinCategory = t.Union([t.Literal("GOLD"), t.Literal("SILVER"), t.Literal("BRONZE")], {
@@ -94,6 +99,14 @@ export const ClaimBody = t.Object({
     default: false, error: { message: "must be true or false" },
     description: "A tier still short after fallback gets the owner's last-resort coin of that tier (reusable, flagged last_resort)",
   })),
+  devices: t.Optional(t.Union([
+    t.Literal("all"),
+    t.Array(DeviceId, { minItems: 1, maxItems: 127, uniqueItems: true }),
+  ], {
+    error: { message: "must be \"all\" or a list of distinct device ids (1–127)" },
+    description: "Claim from several of the owner's devices, `want` applying to each: \"all\" of them or these ids (devices that exist). "
+      + "The answer is then per device. Claiming from yourself leaves out your own device. Absent: device 1, answered as `coins` and `short`.",
+  })),
 }, { additionalProperties: false, examples: [{ target_user_id: exampleUserId, want: { silver: 1, bronze: 2 }, fallback: "down" }] });
 
 /**
@@ -122,6 +135,24 @@ export const ClaimResult = t.Object({
   short: TierNumbers("Per tier asked for: coins that could not be served, even after fallback (0 for tiers not asked for)"),
 }, { description: "The coins claimed, and per tier how many could not be served", examples: [{ coins: [exampleCoin], short: { gold: 0, silver: 1, bronze: 1 } }] });
 
+const DeviceKeysFields = {
+  device_id: DeviceId,
+  ed25519_b64: t.Optional(t.String({ contentEncoding: "base64", description: "The device's Ed25519 identity key (32 B): SILVER and BRONZE coins are signed with it" })),
+  ml_dsa_b64: t.Optional(t.String({ contentEncoding: "base64", description: "The device's ML-DSA identity key: GOLD coins are signed with it" })),
+  ml_dsa: t.Optional(t.Union([t.Literal("ML-DSA-44"), t.Literal("ML-DSA-65"), t.Literal("ML-DSA-87")], { description: "The ML-DSA parameter set of ml_dsa_b64" })),
+};
+
+export const ClaimDevicesResult = t.Object({
+  devices: t.Array(t.Object({
+    ...DeviceKeysFields,
+    coins: ClaimResult.properties.coins,
+    short: ClaimResult.properties.short,
+  }), { description: "One entry per device claimed from that exists, in device order (the identity keys as registered; none when it registered none)" }),
+}, {
+  description: "With `devices`: per device, its identity keys, the coins claimed of it and its shortfall per tier",
+  examples: [{ devices: [{ device_id: 1, coins: [exampleCoin], short: { gold: 0, silver: 1, bronze: 1 } }] }],
+});
+
 export const CountQuery = t.Object({
   user_id: t.Optional(Uuid),
   below: t.Optional(t.Integer({
@@ -143,7 +174,19 @@ export const Inventory = t.Object({
   }),
 }, { description: "Available (unclaimed) coins per tier", examples: [{ gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true } }] });
 
+export const InventoryByDevice = t.Object({
+  ...Inventory.properties,
+  devices: t.Array(t.Object({ device_id: DeviceId, ...Inventory.properties }), {
+    description: "Each device's counts (the fields above are their sums; last_resort: whether any device has one)",
+  }),
+}, {
+  description: "With user_id: available coins per tier summed over the user's devices, and per device",
+  examples: [{ gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true },
+    devices: [{ device_id: 1, gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true } }] }],
+});
+
 export type Coin = Static<typeof Coin>;
+export type InventoryByDevice = Static<typeof InventoryByDevice>;
 export type ServedCoin = Static<typeof ServedCoin>;
 export type UploadBody = Static<typeof UploadBody>;
 export type UploadResult = Static<typeof UploadResult>;

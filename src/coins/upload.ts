@@ -1,6 +1,6 @@
 import { textArray } from "../db/arrays.ts";
 import type { Db, RunOptions } from "../db/db.ts";
-import { KeyConflictError } from "../errors.ts";
+import { DeviceStateError, KeyConflictError } from "../errors.ts";
 import { routingOf } from "../claims/routing.ts";
 import type { Coin } from "./model.ts";
 import { notifyStock } from "./stock-events.ts";
@@ -12,15 +12,31 @@ export interface UploadOutcome {
   insertedByTier: Partial<Record<Tier, number>>;
 }
 
+/** The device an upload stores coins for, and the generation of its identity keys they were verified against. */
+export interface UploadDevice {
+  deviceId: number;
+  generation: number;
+}
+
+/** The device's keys changed (or it was removed) after the coins were verified: nothing was written (checked again, see service.ts). */
+export class DeviceMovedError extends DeviceStateError {
+  constructor() {
+    super("The device's identity keys changed (or it was removed) during this upload; nothing was written: upload coins signed with its current keys");
+  }
+}
+
 export const inputOf = (coins: Coin[]) => [
   textArray(coins.map((c) => c.key_id)), textArray(coins.map((c) => c.coin_category)),
   textArray(coins.map((c) => c.public_key_b64)), textArray(coins.map((c) => c.signature_b64)),
 ];
 
-/** A stored key_id with other content is returned (inserted false); the statement then raises (aqm_key_conflict). */
+/**
+ * A stored key_id with other content — or another device's — is returned (inserted false); the
+ * statement then raises (aqm_key_conflict). key_ids are unique per user, across its devices.
+ */
 const ON_CONFLICT = `ON CONFLICT (user_id, key_id) DO UPDATE SET key_id = excluded.key_id
-  WHERE (t.coin_category, t.public_key_blob, t.signature_blob)
-        IS DISTINCT FROM (excluded.coin_category, excluded.public_key_blob, excluded.signature_blob)
+  WHERE (t.device_id, t.coin_category, t.public_key_blob, t.signature_blob)
+        IS DISTINCT FROM (excluded.device_id, excluded.coin_category, excluded.public_key_blob, excluded.signature_blob)
   RETURNING t.key_id, t.coin_category, xmax = 0 AS inserted`;
 const BY_TIER = `(SELECT coalesce(json_object_agg(coin_category, n), '{}')
         FROM (SELECT coin_category, count(*)::int AS n FROM written GROUP BY 1) t) AS by_tier`;
@@ -32,9 +48,15 @@ const BY_TIER = `(SELECT coalesce(json_object_agg(coin_category, n), '{}')
  * whole statement back (409): ON CONFLICT DO UPDATE waits for a concurrent insert of the key and
  * compares against what it committed. A coin already claimed and hard-deleted (claimed_key)
  * is never stored again. Stored coins notify waiting claims on every instance (channel aqm_stock).
+ * The coins are stored only while the device row still has the generation of keys they were
+ * verified against: the row is held FOR SHARE until the commit, so a replacement of the keys (or
+ * the device's removal) waits for this upload and then deletes its coins, or went first and
+ * this upload stores nothing (current false).
  */
 const UPLOAD = `
-WITH input AS (
+WITH dev AS MATERIALIZED (
+  SELECT generation FROM device WHERE user_id = $1::uuid AND device_id = $6::smallint FOR SHARE
+), input AS (
   SELECT k AS key_id, c AS coin_category, decode(p, 'base64') AS public_key_blob, decode(s, 'base64') AS signature_blob, ord
   FROM unnest($2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[]) WITH ORDINALITY AS u(k, c, p, s, ord)
 ), repeated AS (
@@ -45,9 +67,9 @@ WITH input AS (
   WHERE NOT EXISTS (SELECT 1 FROM claimed_key k WHERE k.user_id = $1::uuid AND k.key_id = i.key_id)
   ORDER BY key_id, ord
 ), written AS (
-  INSERT INTO coin_inventory AS t (user_id, key_id, coin_category, public_key_blob, signature_blob)
-  SELECT $1::uuid, key_id, coin_category, public_key_blob, signature_blob FROM fresh
-  WHERE NOT EXISTS (SELECT 1 FROM repeated)
+  INSERT INTO coin_inventory AS t (user_id, device_id, key_id, coin_category, public_key_blob, signature_blob)
+  SELECT $1::uuid, $6::smallint, key_id, coin_category, public_key_blob, signature_blob FROM fresh
+  WHERE NOT EXISTS (SELECT 1 FROM repeated) AND EXISTS (SELECT 1 FROM dev WHERE generation = $7::int)
   ORDER BY ord
   ${ON_CONFLICT}
 ), conflicts AS (
@@ -57,6 +79,7 @@ WITH input AS (
 )
 SELECT (SELECT aqm_key_conflict(array_agg(DISTINCT key_id ORDER BY key_id))::text FROM conflicts HAVING count(*) > 0) IS NULL AS ok,
        ${BY_TIER},
+       EXISTS (SELECT 1 FROM dev WHERE generation = $7::int) AS current,
        (SELECT count(*) FROM notified)::int AS notified  -- (a CTE that is not read does not run)`;
 
 /**
@@ -73,10 +96,10 @@ function routedUpload(rows: number): string {
   let text = routedTexts.get(rows);
   if (text === undefined) {
     const values = Array.from({ length: rows }, (_, r) =>
-      `($1::uuid, $${2 + r * 4}::text, $${3 + r * 4}::text, decode($${4 + r * 4}::text, 'base64'), decode($${5 + r * 4}::text, 'base64'))`);
+      `($1::uuid, $2::smallint, $${3 + r * 4}::text, $${4 + r * 4}::text, decode($${5 + r * 4}::text, 'base64'), decode($${6 + r * 4}::text, 'base64'))`);
     text = `
 WITH written AS (
-  INSERT INTO coin_inventory AS t (user_id, key_id, coin_category, public_key_blob, signature_blob)
+  INSERT INTO coin_inventory AS t (user_id, device_id, key_id, coin_category, public_key_blob, signature_blob)
   VALUES ${values.join(", ")}
   ${ON_CONFLICT}
 )
@@ -93,7 +116,10 @@ const sameContent = (a: Coin, b: Coin) => a.coin_category === b.coin_category
   && Buffer.from(a.public_key_b64, "base64").equals(Buffer.from(b.public_key_b64, "base64"))
   && Buffer.from(a.signature_b64, "base64").equals(Buffer.from(b.signature_b64, "base64"));
 
-async function uploadRouted(db: Db, userId: string, coins: Coin[], opts?: RunOptions): Promise<Partial<Record<Tier, number>>> {
+const HOLD_DEVICE = "SELECT generation FROM device WHERE user_id = $1::uuid AND device_id = $2::smallint FOR SHARE";
+
+/** Routed: the claimed key ids read, then, in one transaction, the device row held (as UPLOAD's dev) and the coins inserted. */
+async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins: Coin[], opts?: RunOptions): Promise<Partial<Record<Tier, number>>> {
   const first = new Map<string, Coin>();
   const repeated = new Set<string>();
   for (const coin of coins) {
@@ -107,21 +133,33 @@ async function uploadRouted(db: Db, userId: string, coins: Coin[], opts?: RunOpt
   for (const { key_id } of claimed) first.delete(key_id);
   if (first.size === 0) return {};
   const fresh = [...first.values()];
-  const params = [userId, ...fresh.flatMap((c) => [c.key_id, c.coin_category, c.public_key_b64, c.signature_b64])];
-  const [row] = await db.run((sql) => sql.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(routedUpload(fresh.length), params as never[],
-    { prepare: db.prepare }), { what: "upload", ...opts });
-  if (Object.keys(row!.by_tier).length > 0) await notifyStock(db, [userId]).catch(() => {}); // a missed one costs a waiter its deadline only
-  return row!.by_tier;
+  const params = [userId, device.deviceId, ...fresh.flatMap((c) => [c.key_id, c.coin_category, c.public_key_b64, c.signature_b64])];
+  const byTier = await db.transaction(async (tx) => {
+    const held = await tx.unsafe<{ generation: number }[]>(HOLD_DEVICE, [userId, device.deviceId] as never[], { prepare: db.prepare });
+    if (held[0]?.generation !== device.generation) throw new DeviceMovedError();
+    const [row] = await tx.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(routedUpload(fresh.length), params as never[], { prepare: db.prepare });
+    return row!.by_tier;
+  }, opts);
+  if (Object.keys(byTier).length > 0) await notifyStock(db, [userId]).catch(() => {}); // a missed one costs a waiter its deadline only
+  return byTier;
 }
 
-/** Stores `coins` for `userId` (see the statements above); counts what was new and what was a duplicate. */
-export async function uploadCoins(db: Db, userId: string, coins: Coin[], opts?: RunOptions): Promise<UploadOutcome> {
+/**
+ * Stores `coins` for `userId`'s device (see the statements above); counts what was new and what
+ * was a duplicate. DeviceMovedError: the device's generation is no longer `device.generation`.
+ */
+export async function uploadCoins(db: Db, userId: string, device: UploadDevice, coins: Coin[], opts?: RunOptions): Promise<UploadOutcome> {
   if (coins.length === 0) return { inserted: 0, duplicates: 0, insertedByTier: {} };
   const routing = routingOf(db);
   const routed = await routing.routed();
-  const byTier = routed ? await uploadRouted(db, userId, coins, opts)
-    : (await db.run((sql) => sql.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(UPLOAD, [userId, ...inputOf(coins)] as never[],
-      { prepare: db.prepare }), { what: "upload", ...opts }))[0]!.by_tier;
+  let byTier: Partial<Record<Tier, number>>;
+  if (routed) byTier = await uploadRouted(db, userId, device, coins, opts);
+  else {
+    const [row] = await db.run((sql) => sql.unsafe<{ by_tier: Partial<Record<Tier, number>>; current: boolean }[]>(UPLOAD,
+      [userId, ...inputOf(coins), device.deviceId, device.generation] as never[], { prepare: db.prepare }), { what: "upload", ...opts });
+    if (!row!.current) throw new DeviceMovedError();
+    byTier = row!.by_tier;
+  }
   const inserted = Object.values(byTier).reduce((a, b) => a + b, 0);
   return { inserted, duplicates: coins.length - inserted, insertedByTier: byTier };
 }

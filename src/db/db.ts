@@ -106,6 +106,29 @@ export class Db {
   }
 
   /**
+   * `work` in one transaction (BEGIN … COMMIT), for changes that need several statements, each
+   * seeing what committed before it (READ COMMITTED): the transaction passes the gate like a
+   * statement and must start before the deadline; its statements carry statement_timeout. A
+   * COMMIT reported with a WARNING (its wait for a synchronous standby cancelled: it may not
+   * survive a failover) is answered 503, like a statement's.
+   */
+  async transaction<T>(work: (tx: Sql) => Promise<T>, opts: Pick<RunOptions, "deadline" | "signal"> = {}): Promise<T> {
+    const deadline = opts.deadline ?? this.deadline();
+    try {
+      return await this.gate.run(async () => {
+        if (deadline - performance.now() <= 0) throw new UnavailableError("The database did not answer in time; retry shortly");
+        const warnings = warningCount();
+        const value = await this.sql.begin((tx) => work(tx as unknown as Sql)) as T;
+        if (warningCount() !== warnings) throw new UnavailableError("The change may not have reached the standby; retry shortly");
+        this.lastSuccess = performance.now();
+        return value;
+      }, deadline, opts.signal);
+    } catch (error) {
+      throw translate(error);
+    }
+  }
+
+  /**
    * A connection of its own for `work` (several statements on one session, such as a maintenance
    * run under its advisory lock): it passes the gate like a statement, and the connection must be
    * had before the deadline; then `work` runs without one (its statements carry their own

@@ -11,6 +11,7 @@ import type { Sql } from "./pool.ts";
 export const distributed = [
   ["coin_inventory", "user_id", "default"],
   ["last_resort_coin", "user_id", "coin_inventory"],
+  ["device", "user_id", "coin_inventory"],
   ["claimed_key", "user_id", "coin_inventory"],
   ["stock_watch", "user_id", "coin_inventory"],
   ["claim_quota", "target", "coin_inventory"],

@@ -32,6 +32,8 @@ import up014 from "../../db/migrations/014_owner_keyed_tables.sql" with { type: 
 import down014 from "../../db/migrations/rollback/014_owner_keyed_tables.sql" with { type: "text" };
 import up015 from "../../db/migrations/015_create_claim_key.sql" with { type: "text" };
 import down015 from "../../db/migrations/rollback/015_create_claim_key.sql" with { type: "text" };
+import up016 from "../../db/migrations/016_devices.sql" with { type: "text" };
+import down016 from "../../db/migrations/rollback/016_devices.sql" with { type: "text" };
 
 export interface Migration {
   version: number;
@@ -62,4 +64,5 @@ export const migrations: readonly Migration[] = [
   migration("013_create_claim_refund", up013, down013),
   migration("014_owner_keyed_tables", up014, down014),
   migration("015_create_claim_key", up015, down015),
+  migration("016_devices", up016, down016),
 ];

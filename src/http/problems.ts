@@ -1,6 +1,6 @@
 import { Elysia, ValidationError as ElysiaValidationError } from "elysia";
 import {
-  AppError, BadRequestError, InternalError, KeyConflictError, NotFoundError, PayloadTooLargeError, RateLimitedError,
+  AppError, BadRequestError, BadSignatureError, InternalError, KeyConflictError, NotFoundError, PayloadTooLargeError, RateLimitedError,
   UnauthorizedError, UnavailableError, ValidationError, type FieldError,
 } from "../errors.ts";
 import { requestInfo } from "./request-log.ts";
@@ -16,6 +16,9 @@ export const problemTypes: Record<string, { status: number; title: string }> = {
   "forbidden": { status: 403, title: "Forbidden" },
   "not-found": { status: 404, title: "Not found" },
   "key-conflict": { status: 409, title: "Key id already used with other content" },
+  "bad-signature": { status: 422, title: "Invalid signature" },
+  "device-state": { status: 409, title: "Device not ready for this request" },
+  "digest-mismatch": { status: 409, title: "Digest does not match" },
   "rate-limited": { status: 429, title: "Too many requests" },
   "unavailable": { status: 503, title: "Service unavailable" },
   "internal": { status: 500, title: "Internal server error" },
@@ -94,7 +97,7 @@ export function problemOf(error: AppError): { problem: Problem; headers: Record<
   if (error instanceof ValidationError || error instanceof PayloadTooLargeError) {
     if (error.errors.length || error instanceof ValidationError) problem.errors = error.errors;
   }
-  if (error instanceof KeyConflictError) problem.key_ids = error.keyIds;
+  if (error instanceof KeyConflictError || error instanceof BadSignatureError) problem.key_ids = error.keyIds;
   if (error instanceof UnauthorizedError) headers["WWW-Authenticate"] = 'Bearer realm="aqm"';
   if (error instanceof RateLimitedError) {
     problem.retry_after = error.retryAfterS;

@@ -42,6 +42,9 @@ const DEFAULT_FILES = [
   "tests/maintenance.test.ts",
   "tests/coins.service.test.ts",
   "tests/routing.test.ts",
+  "tests/api.claim-devices.test.ts",
+  "tests/api.devices.test.ts",
+  "tests/devices.race.test.ts",
 ];
 
 const root = join(import.meta.dir, "..", "..");

@@ -30,7 +30,10 @@ export function makeApp(sql: Sql, env: Record<string, string> = {}, keys: AuthKe
   return app;
 }
 
-export const token = (userId: string, opts: { admin?: boolean; ttlSeconds?: number } = {}) => signToken(testSecret, userId, opts);
+export const token = (userId: string, opts: { admin?: boolean; ttlSeconds?: number; device?: number } = {}) => signToken(testSecret, userId, opts);
+
+/** The same user acting as another of its devices (a token with that `dev` claim). */
+export const asDevice = async (user: User, device: number): Promise<User> => ({ id: user.id, token: await token(user.id, { device }) });
 
 export interface User {
   id: string;

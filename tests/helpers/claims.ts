@@ -3,7 +3,11 @@ import { ensureParams } from "../../src/claims/ensure.ts";
 import { claimKeys } from "../../src/claims/keys.ts";
 import { ClaimQueue } from "../../src/claims/queue.ts";
 import { claimService, type ClaimRequest } from "../../src/claims/service.ts";
+import { coinService } from "../../src/coins/service.ts";
 import { StockEvents } from "../../src/coins/stock-events.ts";
+import type { Config } from "../../src/config.ts";
+import { deviceCheck } from "../../src/devices/check.ts";
+import { deviceService } from "../../src/devices/service.ts";
 import { tiers, type Tier, type TierCounts } from "../../src/coins/tiers.ts";
 import { Db } from "../../src/db/db.ts";
 import { ConnectionGate } from "../../src/db/gate.ts";
@@ -21,6 +25,12 @@ export async function claimRows(sql: Sql, items: ClaimItem[], quota: number | nu
   const ensure = isCitus() ? ensureParams(items, quota !== null) : null;
   if (ensure) await sql.unsafe(ensure.text, ensure.params as never[]);
   return claimQuery(sql, items, quota, true, isCitus());
+}
+
+/** The coin service as the app composes it (devices created on first upload; signatures checked for devices with keys). */
+export function testCoins(db: Db, config: Partial<Pick<Config, "AQM_MAX_DEVICES" | "AQM_VERIFY_SIGNATURES">> = {}) {
+  const devices = deviceService(db, { AQM_MAX_DEVICES: config.AQM_MAX_DEVICES ?? 10 });
+  return coinService(db, deviceCheck(devices, config.AQM_VERIFY_SIGNATURES ?? "registered"));
 }
 
 /** The database layer the services run on: a gate as wide as the pool, generous deadlines. */

@@ -211,12 +211,12 @@ export function useTestDatabase(pool: Partial<PoolConfig> = {}): TestDatabase {
 
 /** Empties the coin table between tests of one file. */
 export async function resetCoins(sql: Sql): Promise<void> {
-  await sql`TRUNCATE coin_inventory RESTART IDENTITY`;
+  await sql`TRUNCATE coin_inventory, device RESTART IDENTITY`;
 }
 
 /** Empties every table a claim writes (coins, quotas, replays, claimed key ids, last-resort coins). */
 export async function resetClaims(sql: Sql): Promise<void> {
-  await sql`TRUNCATE coin_inventory, claim_quota, claim_replay, claimed_key, last_resort_coin RESTART IDENTITY`;
+  await sql`TRUNCATE coin_inventory, claim_quota, claim_replay, claimed_key, last_resort_coin, device RESTART IDENTITY`;
 }
 
 /**
