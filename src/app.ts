@@ -18,6 +18,8 @@ import { ConnectionGate } from "./db/gate.ts";
 import { listMigrations } from "./db/migrate.ts";
 import { listen } from "./db/notifications.ts";
 import { SESSION_POOL_MAX, type Sql } from "./db/pool.ts";
+import { devicesController } from "./devices/controller.ts";
+import { deviceService } from "./devices/service.ts";
 import { healthController } from "./health/controller.ts";
 import { jsonBody } from "./http/body.ts";
 import { bodyGate } from "./http/body-gate.ts";
@@ -98,6 +100,7 @@ export function createApp({ sql, session, config, keys, hashSecrets, maintenance
   const claims = claimService({
     queue, events, quota, keys: claimKeys(hashSecrets.current, hashSecrets.previous), quotaRejected: () => metrics.quotaRejections.inc(),
   });
+  const devices = deviceService(db, config);
   const coins = coinService(db);
   const verify = tokenVerifier(keys, { requireExp: config.AQM_JWT_REQUIRE_EXP === "on", maxTtlS: config.AQM_JWT_MAX_TTL_S, now });
   const rateLimit = throttle(config, (group) => metrics.rateLimited.inc({ group }));
@@ -118,6 +121,7 @@ export function createApp({ sql, session, config, keys, hashSecrets, maintenance
     .use(metricsController({ metrics, verify, token: config.AQM_METRICS_TOKEN, available: () => coins.availableByTier() }))
     .use(coinsController({ coins, countWatch: countWatch({ db, coins, events, claimBoundMs }), verify, throttle: rateLimit, metrics, config, holdOpen }))
     .use(claimController({ claims, verify, throttle: rateLimit, metrics, holdOpen }))
+    .use(devicesController({ devices, verify, throttle: rateLimit }))
     .use(adminController({ session: sessionDb, config, verify, throttle: rateLimit, metrics }));
   const built = maintenance ? app.use(maintenanceSchedule({ db: sessionDb, config, metrics })) : app;
   // app.fetch (and app.handle, which calls it) route every request, whatever its Host header, with CORS when configured
