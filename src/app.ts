@@ -19,6 +19,7 @@ import { listMigrations } from "./db/migrate.ts";
 import { listen } from "./db/notifications.ts";
 import { SESSION_POOL_MAX, type Sql } from "./db/pool.ts";
 import { devicesController } from "./devices/controller.ts";
+import { deviceCheck } from "./devices/check.ts";
 import { deviceService } from "./devices/service.ts";
 import { healthController } from "./health/controller.ts";
 import { jsonBody } from "./http/body.ts";
@@ -101,7 +102,7 @@ export function createApp({ sql, session, config, keys, hashSecrets, maintenance
     queue, events, quota, keys: claimKeys(hashSecrets.current, hashSecrets.previous), quotaRejected: () => metrics.quotaRejections.inc(),
   });
   const devices = deviceService(db, config);
-  const coins = coinService(db);
+  const coins = coinService(db, deviceCheck(devices, config.AQM_VERIFY_SIGNATURES));
   const verify = tokenVerifier(keys, { requireExp: config.AQM_JWT_REQUIRE_EXP === "on", maxTtlS: config.AQM_JWT_MAX_TTL_S, now });
   const rateLimit = throttle(config, (group) => metrics.rateLimited.inc({ group }));
   const claimBoundMs = config.AQM_DB_POOL_WAIT_MS + 250;

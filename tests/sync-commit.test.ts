@@ -169,3 +169,25 @@ test("a repeated upload is answered 200 only once the coins it repeats are durab
   }
   expect(await service.uploadCoins(owner, 1, coins)).toMatchObject({ inserted: 0, duplicates: 3 });
 });
+
+test("a device change (several statements in one transaction) whose commit waits for the stalled standby is answered 503 at its deadline, not held until the standby answers", async () => {
+  const { deviceService } = await import("../src/devices/service.ts");
+  const owner = randomUUID();
+  const db = new Db(sql, new ConnectionGate(4, 10), { waitMs: 400, prepare: true });
+  const devices = deviceService(db, { AQM_MAX_DEVICES: 10 });
+  await devices.ensureDevice(owner, 2);
+  await standby("ghost");
+  const spy = spyOn(console, "error").mockImplementation(() => {});
+  let elapsed: number;
+  try {
+    const started = performance.now();
+    await expect(devices.deleteDevice(owner, 2)).rejects.toBeInstanceOf(UnavailableError);
+    elapsed = performance.now() - started;
+  } finally {
+    spy.mockRestore();
+    await standby("");
+  }
+  expect(elapsed).toBeLessThan(400 + 1000); // the deadline, and a second for a busy machine
+  // committed locally (the cancel only ended the wait): a retry finds nothing left to remove
+  await expect(devices.deleteDevice(owner, 2)).rejects.toThrow(/no device 2/);
+});

@@ -107,22 +107,41 @@ export class Db {
 
   /**
    * `work` in one transaction (BEGIN … COMMIT), for changes that need several statements, each
-   * seeing what committed before it (READ COMMITTED): the transaction passes the gate like a
-   * statement and must start before the deadline; its statements carry statement_timeout. A
-   * COMMIT reported with a WARNING (its wait for a synchronous standby cancelled: it may not
-   * survive a failover) is answered 503, like a statement's.
+   * seeing what committed before it (READ COMMITTED), on a connection of its own that passes the
+   * gate like a statement. At the deadline whatever the transaction is running is cancelled —
+   * a statement (rolled back) or the COMMIT's wait for a synchronous standby, which PostgreSQL
+   * then reports as a success with a WARNING: committed here, maybe not on the standby — and the
+   * answer is a 503, as for any statement cancelled at its deadline or reported with a warning.
    */
   async transaction<T>(work: (tx: Sql) => Promise<T>, opts: Pick<RunOptions, "deadline" | "signal"> = {}): Promise<T> {
     const deadline = opts.deadline ?? this.deadline();
     try {
-      return await this.gate.run(async () => {
-        if (deadline - performance.now() <= 0) throw new UnavailableError("The database did not answer in time; retry shortly");
+      return await this.hold(async (conn) => {
         const warnings = warningCount();
-        const value = await this.sql.begin((tx) => work(tx as unknown as Sql)) as T;
-        if (warningCount() !== warnings) throw new UnavailableError("The change may not have reached the standby; retry shortly");
-        this.lastSuccess = performance.now();
-        return value;
-      }, deadline, opts.signal);
+        const [{ pid }] = await conn<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+        let cancelled = false;
+        // (the connection is this transaction's until hold() releases it, after the timer is cleared)
+        const timer = setTimeout(() => {
+          cancelled = true;
+          void this.sql`SELECT pg_cancel_backend(${pid})`.catch(() => {});
+        }, Math.max(0, deadline - performance.now()));
+        try {
+          await conn`BEGIN`;
+          let value: T;
+          try {
+            value = await work(conn);
+          } catch (error) {
+            await conn`ROLLBACK`.catch(() => {});
+            throw error;
+          }
+          await conn`COMMIT`;
+          if (cancelled || warningCount() !== warnings) throw new UnavailableError("The database did not confirm the change in time; retry shortly");
+          this.lastSuccess = performance.now();
+          return value;
+        } finally {
+          clearTimeout(timer);
+        }
+      }, { deadline, signal: opts.signal });
     } catch (error) {
       throw translate(error);
     }
