@@ -23,16 +23,19 @@ CREATE TABLE device (
 );
 
 ALTER TABLE coin_inventory ADD COLUMN device_id smallint NOT NULL DEFAULT 1;
-DROP INDEX coin_inventory_available;
-CREATE INDEX coin_inventory_available
-    ON coin_inventory (user_id, device_id, coin_category, record_id)
-    WHERE fetched_at IS NULL;
+-- (index commands through EXECUTE: Citus sends DROP/CREATE INDEX to the workers as the text they
+-- came in, and the text of a whole migration file is several commands, which it refuses)
+DO $$ BEGIN EXECUTE 'DROP INDEX coin_inventory_available'; END $$;
+DO $$ BEGIN EXECUTE 'CREATE INDEX coin_inventory_available ON coin_inventory (user_id, device_id, coin_category, record_id) WHERE fetched_at IS NULL'; END $$;
 
 ALTER TABLE last_resort_coin ADD COLUMN device_id smallint NOT NULL DEFAULT 1;
-ALTER TABLE last_resort_coin DROP CONSTRAINT last_resort_coin_pkey, ADD PRIMARY KEY (user_id, device_id, coin_category);
+-- (two statements: Citus refuses ADD CONSTRAINT beside other subcommands on a distributed table)
+ALTER TABLE last_resort_coin DROP CONSTRAINT last_resort_coin_pkey;
+ALTER TABLE last_resort_coin ADD PRIMARY KEY (user_id, device_id, coin_category);
 
 ALTER TABLE stock_watch ADD COLUMN device_id smallint NOT NULL DEFAULT 1;
-ALTER TABLE stock_watch DROP CONSTRAINT stock_watch_pkey, ADD PRIMARY KEY (user_id, device_id);
+ALTER TABLE stock_watch DROP CONSTRAINT stock_watch_pkey;
+ALTER TABLE stock_watch ADD PRIMARY KEY (user_id, device_id);
 
 -- An all-devices claim's answer beside its coins: per device, its identity keys as served and
 -- its shortfall (NULL for a claim of one device, whose shortfall is `short`).

@@ -127,3 +127,33 @@ test("one PostgreSQL's database moves onto Citus — pg_dump, pg_restore into th
   await moved.end();
   await admin.end();
 }, 120_000);
+
+test("a Citus deployment at 015 takes migration 016 in place — its coins and last-resort coins become device 1's, the device table is distributed beside them — and rolls it back and forward again", async () => {
+  const admin = connect("aqm");
+  await admin.unsafe("CREATE DATABASE upgraded");
+  await admin.end();
+  const db = connect("upgraded");
+  try {
+    await db.unsafe("CREATE EXTENSION citus");
+    await migrate(db, migrations.filter((m) => m.version <= 15)); // distributed at 015
+    const owner = randomUUID();
+    await db`INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
+             VALUES (${owner}::uuid, 'k1', 'BRONZE', '\\x01', '\\x02'), (${owner}::uuid, 'k2', 'BRONZE', '\\x03', '\\x04')`;
+    await db`INSERT INTO last_resort_coin (user_id, key_id, coin_category, public_key_blob, signature_blob)
+             VALUES (${owner}::uuid, 'l1', 'SILVER', '\\x05', '\\x06')`;
+    expect((await migrate(db)).map((m) => m.version)).toEqual([16]);
+    const placed = await db<{ table: string; colocated: boolean }[]>`
+      SELECT logicalrelid::text AS table, colocationid = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'coin_inventory'::regclass) AS colocated
+      FROM pg_dist_partition WHERE logicalrelid = 'device'::regclass`;
+    expect(placed).toEqual([{ table: "device", colocated: true }]);
+    expect(await db`SELECT user_id, device_id FROM device`).toEqual([{ user_id: owner, device_id: 1 }]);
+    expect((await db`SELECT key_id, device_id FROM coin_inventory ORDER BY record_id`).map((r) => `${r.key_id}@${r.device_id}`)).toEqual(["k1@1", "k2@1"]);
+    expect((await db`SELECT key_id, device_id FROM last_resort_coin`).map((r) => `${r.key_id}@${r.device_id}`)).toEqual(["l1@1"]);
+    const { rollbackLatest } = await import("../../src/db/migrate.ts");
+    expect((await rollbackLatest(db))?.version).toBe(16);
+    expect((await db`SELECT key_id FROM coin_inventory ORDER BY record_id`).map((r) => r.key_id)).toEqual(["k1", "k2"]);
+    expect((await migrate(db)).map((m) => m.version)).toEqual([16]);
+  } finally {
+    await db.end();
+  }
+}, 120_000);
