@@ -1,20 +1,44 @@
 import { t, type Static } from "elysia";
 import { KeyConflictError, PayloadTooLargeError, ValidationError, type AppError } from "../errors.ts";
+import { namedExamples } from "../http/openapi.ts";
 import { tierShapes, wireLimits } from "./tiers.ts";
 
 /** Standard base64 with padding; the decoded size is checked separately (413 or 422, not a pattern). */
 export const base64Pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
 
-// The documented examples (OpenAPI, Swagger UI): a user and a BRONZE coin of the exact wire sizes.
+// The documented examples (OpenAPI, Swagger UI): a user and a BRONZE coin of the exact wire sizes,
+// genuinely signed by the example identity key (devices/model.ts: RFC 8032's first Ed25519 test
+// vector, whose private key is published there), so the example uploads as shown to a device that
+// registered that key.
 export const exampleUserId = "6f1c0a9e-3b5d-4c1e-9a43-2f0f7d8b1c2a";
 /** Bytes 0, 1, 2, … in standard base64. */
 const exampleBlob = (bytes: number) => btoa(String.fromCharCode(...Array.from({ length: bytes }, (_, i) => i % 256)));
+/**
+ * The example coin. Its signature was made once, with WebCrypto, and written here (Ed25519 is
+ * deterministic: the same key and message always give these bytes):
+ *
+ *   const seed = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60"; // RFC 8032, 7.1, TEST 1
+ *   const pkcs8 = Buffer.from("302e020100300506032b657004220420" + seed, "hex"); // RFC 8410 prefix + seed
+ *   const key = await crypto.subtle.importKey("pkcs8", pkcs8, { name: "Ed25519" }, false, ["sign"]);
+ *   const message = Buffer.concat([Buffer.from(`aqm-coin-v1:BRONZE:${key_id}:`), publicKey]); // devices/signatures.ts, coinMessage
+ *   Buffer.from(await crypto.subtle.sign("Ed25519", key, message)).toString("base64");
+ *
+ * tests/api.docs.test.ts verifies it with devices/signatures.ts.
+ */
 export const exampleCoin = {
   key_id: "0b6f7c52-7d1e-4d0e-8d7a-3f54f6f1f0a1",
   coin_category: "BRONZE" as const,
   public_key_b64: exampleBlob(tierShapes.BRONZE.publicKey[0]!),
-  signature_b64: exampleBlob(tierShapes.BRONZE.signature[0]!),
+  signature_b64: "mPezIK7rWsXeJ9EzGuvZG+Dcz4Xo8n0lx4rjYqfuqyCLpL0eeHwabGWogIJWmwP3LkOBz6LjtTXWrAb1cTMfCw==",
 };
+/** The last-resort example: the same public key under key_id `last-resort-bronze-1`, signed as exampleCoin. */
+export const exampleLastResortCoin = {
+  ...exampleCoin,
+  key_id: "last-resort-bronze-1",
+  signature_b64: "77Qq+EEJmyTppVfaBwfawT9SUNGNT5ZF/PoqcmCiX1v3vOp6c6hfMJf0htr0xRCHjv5N+g3hX6m2Et5uQxJfDw==",
+};
+/** The example identity key (Ed25519, RFC 8032 TEST 1's public key), standard base64: what signed the examples above. */
+export const exampleIdentityKey = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
 
 export const DeviceId = t.Integer({
   minimum: 1, maximum: 127, error: { message: "must be a device id, an integer from 1 to 127" },
@@ -68,7 +92,7 @@ export const UploadResult = t.Object({
 
 export const LastResortBody = t.Object({
   coins: t.Array(Coin, { minItems: 1, maxItems: 3, description: "At most one coin per tier; each replaces your last-resort coin of its tier" }),
-}, { additionalProperties: false, examples: [{ coins: [{ ...exampleCoin, key_id: "last-resort-bronze-1" }] }] });
+}, { additionalProperties: false, examples: [{ coins: [exampleLastResortCoin] }] });
 
 export const FetchQuery = t.Object({
   target_user_id: Uuid,
@@ -107,7 +131,13 @@ export const ClaimBody = t.Object({
     description: "Claim from several of the owner's devices, `want` applying to each: \"all\" of them or these ids (devices that exist). "
       + "The answer is then per device. Claiming from yourself leaves out your own device. Absent: device 1, answered as `coins` and `short`.",
   })),
-}, { additionalProperties: false, examples: [{ target_user_id: exampleUserId, want: { silver: 1, bronze: 2 }, fallback: "down" }] });
+}, {
+  additionalProperties: false,
+  ...namedExamples({
+    "device 1": { target_user_id: exampleUserId, want: { silver: 1, bronze: 2 }, fallback: "down" },
+    "all devices": { target_user_id: exampleUserId, want: { bronze: 2 }, devices: "all" },
+  }),
+});
 
 /**
  * A claimed coin as served. The same fields as an uploaded one, without the base64 patterns:
@@ -133,7 +163,10 @@ const TierNumbers = (description: string) => t.Object({
 export const ClaimResult = t.Object({
   coins: t.Array(ServedCoin, { description: "GOLD first, then SILVER, then BRONZE, oldest first within a tier; last-resort coins last. Each says its real tier" }),
   short: TierNumbers("Per tier asked for: coins that could not be served, even after fallback (0 for tiers not asked for)"),
-}, { description: "The coins claimed, and per tier how many could not be served", examples: [{ coins: [exampleCoin], short: { gold: 0, silver: 1, bronze: 1 } }] });
+}, {
+  title: "ClaimResult", description: "Without `devices`: the coins claimed (of device 1), and per tier how many could not be served",
+  examples: [{ coins: [exampleCoin], short: { gold: 0, silver: 1, bronze: 1 } }],
+});
 
 const DeviceKeysFields = {
   device_id: DeviceId,
@@ -149,8 +182,12 @@ export const ClaimDevicesResult = t.Object({
     short: ClaimResult.properties.short,
   }), { description: "One entry per device claimed from that exists, in device order (the identity keys as registered; none when it registered none)" }),
 }, {
-  description: "With `devices`: per device, its identity keys, the coins claimed of it and its shortfall per tier",
-  examples: [{ devices: [{ device_id: 1, coins: [exampleCoin], short: { gold: 0, silver: 1, bronze: 1 } }] }],
+  title: "ClaimDevicesResult",
+  description: "With `devices`: per device, its identity keys (verify each coin's signature against them), the coins claimed of it and its shortfall per tier",
+  examples: [{ devices: [
+    { device_id: 1, ed25519_b64: exampleIdentityKey, coins: [exampleCoin], short: { gold: 0, silver: 0, bronze: 1 } },
+    { device_id: 2, coins: [], short: { gold: 0, silver: 0, bronze: 2 } },
+  ] }],
 });
 
 export const CountQuery = t.Object({
@@ -172,7 +209,10 @@ export const Inventory = t.Object({
   last_resort: t.Object({ gold: t.Boolean(), silver: t.Boolean(), bronze: t.Boolean() }, {
     description: "Whether a last-resort coin of each tier is stored (it is not counted above)",
   }),
-}, { description: "Available (unclaimed) coins per tier", examples: [{ gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true } }] });
+}, {
+  title: "Inventory", description: "Without user_id (or while long-polling): your device's available (unclaimed) coins per tier",
+  examples: [{ gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true } }],
+});
 
 export const InventoryByDevice = t.Object({
   ...Inventory.properties,
@@ -180,9 +220,12 @@ export const InventoryByDevice = t.Object({
     description: "Each device's counts (the fields above are their sums; last_resort: whether any device has one)",
   }),
 }, {
-  description: "With user_id: available coins per tier summed over the user's devices, and per device",
-  examples: [{ gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true },
-    devices: [{ device_id: 1, gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true } }] }],
+  title: "InventoryByDevice", description: "With user_id: available coins per tier summed over the user's devices, and per device",
+  examples: [{ gold: 7, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true },
+    devices: [
+      { device_id: 1, gold: 5, silver: 6, bronze: 4, last_resort: { gold: false, silver: false, bronze: true } },
+      { device_id: 2, gold: 2, silver: 0, bronze: 0, last_resort: { gold: false, silver: false, bronze: false } },
+    ] }],
 });
 
 export type Coin = Static<typeof Coin>;

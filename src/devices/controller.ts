@@ -2,11 +2,11 @@ import { Elysia } from "elysia";
 import { authenticated } from "../auth/plugin.ts";
 import { MAX_DEVICE_ID, type Caller, type TokenVerifier } from "../auth/jwt.ts";
 import { DigestMismatchError, ForbiddenError, ValidationError } from "../errors.ts";
-import { problemResponses } from "../http/openapi.ts";
+import { problemExample, problemResponses } from "../http/openapi.ts";
 import type { Throttle } from "../rate-limit/throttle.ts";
 import {
-  CheckBody, CheckResult, DeleteResult, DeviceList, DeviceParams, deviceIdMessage, ed25519Message, RegisterBody, RegisterResult, ResetResult,
-  UserParams, type DeviceInfo,
+  CheckBody, CheckResult, DeleteResult, DeviceList, DeviceParams, deviceIdMessage, deviceProblemExamples as examples, ed25519Message, RegisterBody,
+  RegisterResult, ResetResult, UserParams, type DeviceInfo,
 } from "./model.ts";
 import type { DeviceService } from "./service.ts";
 import { mlDsaSizes, validEd25519Key, validMlDsaKey, type DeviceKeys } from "./signatures.ts";
@@ -77,7 +77,10 @@ export const devicesController = ({ devices, verify, throttle }: DevicesDeps) =>
       params: DeviceParams,
       body: RegisterBody,
       parse: "json",
-      response: { 200: RegisterResult, ...problemResponses(400, 401, 403, 409, 413, 415, 422, 429, 503) },
+      response: {
+        200: RegisterResult, ...problemResponses(400, 401, 413, 415, 429, 503),
+        403: problemExample(examples.notOwnDevice), 409: problemExample(examples.deviceLimit), 422: problemExample(examples.badKey),
+      },
       detail: {
         tags, summary: "Register or replace your device's identity keys",
         description: "The token's own device only (its `dev` claim). Coins the device uploads are verified against these keys. "
@@ -93,7 +96,7 @@ export const devicesController = ({ devices, verify, throttle }: DevicesDeps) =>
       return { devices: list.map((d) => served(d.deviceId, d.keys)) };
     }, {
       params: UserParams,
-      response: { 200: DeviceList, ...problemResponses(401, 422, 429, 503) },
+      response: { 200: DeviceList, ...problemResponses(401, 429, 503), 422: problemExample(examples.badUserId) },
       detail: {
         tags, summary: "A user's devices and their public identity keys",
         description: "Any authenticated user may read them: identity keys are public. A device without registered keys is listed without key fields; an unknown user has no devices.",
@@ -107,7 +110,7 @@ export const devicesController = ({ devices, verify, throttle }: DevicesDeps) =>
     }, {
       transform: decimalDeviceId,
       params: DeviceParams,
-      response: { 200: DeleteResult, ...problemResponses(401, 404, 422, 429, 503) },
+      response: { 200: DeleteResult, ...problemResponses(401, 429, 503), 404: problemExample(examples.noDevice), 422: problemExample(examples.badDeviceId) },
       detail: {
         tags, summary: "Remove one of your devices, with its unclaimed and last-resort coins",
         description: "Any device of the token's user. Once this answers, no coin of the device is handed out any more; coins claimed before stay with their claimers. 404 when the server holds nothing of the device.",
@@ -138,7 +141,10 @@ export const devicesController = ({ devices, verify, throttle }: DevicesDeps) =>
       params: DeviceParams,
       body: CheckBody,
       parse: "json",
-      response: { 200: CheckResult, ...problemResponses(400, 401, 403, 409, 413, 415, 422, 429, 503) },
+      response: {
+        200: CheckResult, ...problemResponses(400, 401, 413, 415, 429, 503),
+        403: problemExample(examples.notOwnDevice), 409: problemExample(examples.mismatch), 422: problemExample(examples.badDigest),
+      },
       detail: {
         tags, summary: "Check that the server holds what your device believes it holds",
         description: "The token's own device only. Send the SHA-256 digest (version 1) of your identity keys and last-resort coins: "

@@ -1,12 +1,23 @@
 import { t, type Static } from "elysia";
 import { MAX_DEVICE_ID } from "../auth/jwt.ts";
-import { base64Pattern, Uuid } from "../coins/model.ts";
+import { base64Pattern, exampleIdentityKey, Uuid } from "../coins/model.ts";
+import { DeviceStateError, DigestMismatchError, ForbiddenError, NotFoundError, ValidationError } from "../errors.ts";
+import { namedExamples } from "../http/openapi.ts";
 import { ed25519Sizes, mlDsaSets, mlDsaSizes } from "./signatures.ts";
 
-/** The Ed25519 public key of RFC 8032, TEST 1: a real key, so the documented example registers as shown. */
-export const exampleEd25519 = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+/**
+ * The Ed25519 public key of RFC 8032, TEST 1: a real key, so the documented example registers as
+ * shown; the documented coins are signed by it (coins/model.ts, exampleCoin).
+ */
+export const exampleEd25519 = exampleIdentityKey;
 /** The digest of a device the server holds nothing for (digest.ts): what a fresh device sends. */
 export const exampleDigest = "c/rtpcs1C7uX6JwzGsnp0XEn7G/iKa60ipjJKjS8s14=";
+/**
+ * The digest of a device holding the example key (exampleEd25519) and no ML-DSA key nor
+ * last-resort coin: what the documented examples leave your device holding, register → upload →
+ * claim (none of which stores a last-resort coin). tests/api.docs.test.ts computes it again.
+ */
+export const exampleKeyedDigest = "9WHWbhYOfzAIzA9xUnaDK9H7Ot3zQfTOIVzTqzs4unw=";
 
 export const deviceIdMessage = `must be an integer from 1 to ${MAX_DEVICE_ID}`;
 
@@ -71,16 +82,36 @@ export const ResetResult = t.Object({
   deleted: t.Integer({ minimum: 0, description: "Unclaimed and last-resort coins of the token's device deleted" }),
 }, { examples: [{ deleted: 16 }] });
 
+const digestMessage = "must be a 32-byte SHA-256 digest, standard base64 with padding (44 characters)";
+
 export const CheckBody = t.Object({
   digest_b64: t.String({
     // 32 bytes: 43 characters and one '=', the last character's unused bits zero
     pattern: "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$",
-    error: { message: "must be a 32-byte SHA-256 digest, standard base64 with padding (44 characters)" },
+    error: { message: digestMessage },
     description: "SHA-256 over what the device believes the server holds for it (see the route's description)",
   }),
-}, { additionalProperties: false, examples: [{ digest_b64: exampleDigest }] });
+}, {
+  additionalProperties: false,
+  ...namedExamples({
+    "the example key registered": { digest_b64: exampleKeyedDigest },
+    "nothing held (a new device)": { digest_b64: exampleDigest },
+  }),
+});
 
 export const CheckResult = t.Object({ match: t.Literal(true) }, { examples: [{ match: true }] });
+
+/** The documented examples of the errors only the device routes answer with (the others are the coin routes' and http/openapi.ts's). */
+export const deviceProblemExamples = {
+  notOwnDevice: new ForbiddenError("device_id must be the token's own device (1); a token acts for one device only"),
+  deviceLimit: new DeviceStateError("This user already has 10 devices, the most this server allows (AQM_MAX_DEVICES=10); remove one with DELETE /v1/devices/{id} first"),
+  badKey: new ValidationError("The request body is invalid: ed25519_b64", [{ field: "ed25519_b64", message: ed25519Message }]),
+  badDeviceId: new ValidationError("The request params is invalid: device_id", [{ field: "device_id", message: deviceIdMessage }]),
+  badUserId: new ValidationError("The request params is invalid: user_id", [{ field: "user_id", message: "must be a UUID" }]),
+  noDevice: new NotFoundError("This user has no device 2"),
+  mismatch: new DigestMismatchError(),
+  badDigest: new ValidationError("The request body is invalid: digest_b64", [{ field: "digest_b64", message: digestMessage }]),
+};
 
 export type RegisterBody = Static<typeof RegisterBody>;
 export type DeviceInfo = Static<typeof DeviceInfo>;

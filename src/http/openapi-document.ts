@@ -66,17 +66,41 @@ function restoreEnumAnnotations(original: Schema | undefined, generated: Schema 
   if (generated.items) restoreEnumAnnotations(original.items, generated.items);
 }
 
-/** A media type object whose schema's own first example is the media type's example (what Swagger UI shows and Redocly checks). */
+/** Schema key under which namedExamples() (openapi.ts) gives the names of a schema's `examples`, in order. */
+export const exampleNames = "x-example-names";
+
+/** Response schema key under which problemExample() (openapi.ts) carries a route's own example of an error status. */
+export const routeProblemExample = Symbol.for("aqm.problemExample");
+
+const named = (entries: [string, { summary?: string; value: unknown }][]) => Object.fromEntries(entries);
+
+/**
+ * A media type object with the schema's examples as the media type's (what Swagger UI shows and
+ * Redocly checks): its first example as `example`; named ones (namedExamples) as `examples`, by
+ * name; and a union (anyOf) without examples of its own gets one named example per variant, named
+ * by the variant's title, summarised by its description.
+ */
 function withExample(media: Schema): Schema {
-  const schema = cleanSchema(media.schema);
-  if (!Array.isArray(schema.examples)) return { ...media, schema };
-  const { examples, ...rest } = schema;
-  return { ...media, schema: rest, example: examples[0] };
+  const { [exampleNames]: names, ...schema } = cleanSchema(media.schema);
+  if (Array.isArray(schema.examples)) {
+    const { examples, ...rest } = schema;
+    if (!Array.isArray(names) || examples.length < 2) return { ...media, schema: rest, example: examples[0] };
+    return { ...media, schema: rest, examples: named(examples.map((value: unknown, i: number) => [names[i] ?? `example ${i + 1}`, { value }])) };
+  }
+  const variants = schema.anyOf as Schema[] | undefined;
+  if (variants?.length && variants.every((v) => Array.isArray(v.examples) && v.examples.length > 0)) {
+    return {
+      ...media, schema,
+      examples: named(variants.map((v, i) => [v.title ?? `variant ${i + 1}`, { ...(v.description ? { summary: v.description } : {}), value: v.examples[0] }])),
+    };
+  }
+  return { ...media, schema };
 }
 
-function problemResponse(status: number, examples: Record<number, AppError>): Schema {
-  const error = examples[status];
+function problemResponse(status: number, examples: Record<number, AppError>, own?: AppError): Schema {
+  const error = own ?? examples[status];
   if (!error) throw new Error(`no problem example for status ${status} (http/openapi.ts)`);
+  if (problemTypes[error.kind]?.status !== status) throw new Error(`the example of status ${status} is a ${error.kind} problem, which is not answered with ${status}`);
   const { problem } = problemOf(error);
   return {
     description: problemTypes[error.kind]!.title,
@@ -93,7 +117,8 @@ export interface DocumentOptions {
 
 /**
  * The generated document, corrected: integers are integers; errors are application/problem+json
- * with one example per status; every schema example becomes its media type's example; a required
+ * with one example per status (the route's own, else the status's); every schema example becomes
+ * its media type's example (named ones, and a union's per variant, its named examples); a required
  * parameter's example is pre-filled by Swagger UI; bodies the route accepts without are optional;
  * the Authorization header is not a parameter (OpenAPI ignores it; the security scheme covers it).
  */
@@ -101,7 +126,8 @@ export function exactDocument(generated: Schema, routes: readonly Route[], { pro
   const doc = structuredClone(generated);
   for (const [path, operations] of Object.entries(doc.paths as Record<string, Record<string, Schema>>)) {
     for (const [method, operation] of Object.entries(operations)) {
-      const hooks = routes.find((r) => r.path === path && r.method.toLowerCase() === method)?.hooks ?? {};
+      // (Elysia's `/v1/devices/:device_id` is the document's `/v1/devices/{device_id}`)
+      const hooks = routes.find((r) => r.path.replace(/:(\w+)/g, "{$1}") === path && r.method.toLowerCase() === method)?.hooks ?? {};
       if (operation.parameters) {
         const parameters = (operation.parameters as Schema[])
           .filter((p) => !(p.in === "header" && String(p.name).toLowerCase() === "authorization"))
@@ -124,7 +150,7 @@ export function exactDocument(generated: Schema, routes: readonly Route[], { pro
       for (const [status, response] of Object.entries((operation.responses ?? {}) as Record<string, Schema>)) {
         const json = response.content?.["application/json"];
         if (json?.schema?.description === problemSchema.description) {
-          operation.responses[status] = problemResponse(Number(status), problemExamples);
+          operation.responses[status] = problemResponse(Number(status), problemExamples, hooks.response?.[status]?.[routeProblemExample]);
           continue;
         }
         for (const [type, media] of Object.entries((response.content ?? {}) as Record<string, Schema>)) {

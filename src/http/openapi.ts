@@ -5,7 +5,7 @@ import {
   BadRequestError, ForbiddenError, NotFoundError, RateLimitedError, UnauthorizedError, UnavailableError, UnsupportedMediaTypeError,
   type AppError,
 } from "../errors.ts";
-import { exactDocument } from "./openapi-document.ts";
+import { exactDocument, exampleNames, routeProblemExample } from "./openapi-document.ts";
 
 // @elysiajs/openapi registers TypeBox's string formats through its bundled Zod, building a Zod schema
 // on every check: that was a tenth of the server's CPU under claim load. Every UUID in a request
@@ -24,6 +24,26 @@ export const ProblemSchema = t.Object({
 /** OpenAPI response entries for the error statuses a route can answer with. */
 export function problemResponses<const S extends number>(...statuses: S[]): Record<S, typeof ProblemSchema> {
   return Object.fromEntries(statuses.map((s) => [s, ProblemSchema])) as Record<S, typeof ProblemSchema>;
+}
+
+/**
+ * A problem response whose documented example is `error` rather than its status's usual one (a
+ * 409 that is a digest mismatch, not a key conflict): `response: { 409: problemExample(new …) }`.
+ * The same schema as problemResponses' (clients and Eden type it alike); the example rides along
+ * under a symbol, which neither validation nor the generated document sees.
+ */
+export function problemExample(error: AppError): typeof ProblemSchema {
+  return { ...ProblemSchema, [routeProblemExample]: error } as typeof ProblemSchema;
+}
+
+/**
+ * Schema options for several documented examples, each with the name Swagger UI lists it by (the
+ * first is shown first): `t.Object({…}, { ...namedExamples({ "one device": …, "all devices": … }) })`.
+ * `examples` stays the JSON Schema array; the names travel beside it and become the media type's
+ * named examples (openapi-document.ts).
+ */
+export function namedExamples(named: Record<string, unknown>): { examples: unknown[]; [exampleNames]: string[] } {
+  return { examples: Object.values(named), [exampleNames]: Object.keys(named) };
 }
 
 /** The example each documented error status shows: what the server answers in a typical case. */
@@ -47,15 +67,20 @@ export interface DocsOptions {
 const description = `Stores the signed public halves of one-time key pairs (coins) and hands each out exactly once.
 Every error is \`application/problem+json\` (RFC 9457).
 
-**Getting a token.** Every route but the health routes needs a JWT whose \`sub\` is your user UUID.
+**Getting a token.** Every route but the health routes needs a JWT whose \`sub\` is your user UUID
+(and whose \`dev\` claim names the device it acts for, 1 to 127; 1 when absent).
 On a development server (no \`AQM_JWT_SECRET\` or \`AQM_JWT_PUBLIC_KEY\` set), run
-\`bun run token <your-user-uuid>\` in the server's directory (\`--admin\` adds the admin scope);
+\`bun run token <your-user-uuid>\` in the server's directory (\`--device N\` for another device, \`--admin\` adds the admin scope);
 in production your identity service issues them. Click **Authorize** and paste the token alone, without \`Bearer \`.
 
-**The examples work as shown** with any valid token: the upload example stores new coins each time
-(this page replaces the example's \`key_id\` with a fresh UUID when it sends it; your own clients
-choose their key ids), fetch and claim answer 200 (with no coins while the example target has
-none), count shows your own inventory. The admin routes and /metrics need the admin scope.`;
+**The examples work as shown** with any valid token, top to bottom. The example identity key is the public key of
+RFC 8032's first Ed25519 test vector (its private key is published there): register it for your device 1
+(PUT /v1/devices/{device_id}); the upload example is a BRONZE coin signed by it, so it verifies, and it stores a new coin
+each time (this page gives the example's \`key_id\` a fresh UUID and signs the coin again with that test key as it
+sends it; your own clients choose their key ids and sign with their own keys). Count shows your device's inventory;
+fetch and claim (one device, or all of them) answer 200 (with no coins while the example target has none); the check
+example's digest is that of a device holding the example key and no last-resort coins; DELETE /v1/coins empties your
+device again. The admin routes and /metrics need the admin scope.`;
 
 const documentation = {
   info: {
@@ -66,6 +91,7 @@ const documentation = {
   servers: [{ url: "/", description: "This server" }],
   tags: [
     { name: "coins", description: "Upload, claim and count coins" },
+    { name: "devices", description: "Your devices' identity keys, removal, reset and state check" },
     { name: "admin", description: "Maintenance; needs the admin scope" },
     { name: "health", description: "Liveness, readiness and metrics" },
   ],
@@ -73,7 +99,7 @@ const documentation = {
     securitySchemes: {
       bearer: {
         type: "http", scheme: "bearer", bearerFormat: "JWT",
-        description: "Paste the JWT alone, without `Bearer `. Development: `bun run token <your-user-uuid> [--admin]`.",
+        description: "Paste the JWT alone, without `Bearer `. Development: `bun run token <your-user-uuid> [--device N] [--admin]`.",
       },
     },
   },

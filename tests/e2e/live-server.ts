@@ -9,8 +9,8 @@ const secret = "e2e-secret-e2e-secret-e2e-secret-0123456";
 
 export interface LiveServer {
   url: string;
-  /** A token for `userId`, signed with the server's secret. */
-  token(userId: string, opts?: { admin?: boolean }): Promise<string>;
+  /** A token for `userId` (acting for `device`, 1 when absent), signed with the server's secret. */
+  token(userId: string, opts?: { admin?: boolean; device?: number }): Promise<string>;
   stop(): Promise<void>;
 }
 
