@@ -135,7 +135,7 @@ tally AS (
          CASE WHEN g.multi THEN coalesce(x.devices, '[]') END AS devices
   FROM grant_ g LEFT JOIN (
     SELECT s.idx, ARRAY[sum(s.short[1]), sum(s.short[2]), sum(s.short[3])]::int[] AS short, sum(s.served)::int AS served,
-           jsonb_agg(coalesce(s.keys, '{}') || jsonb_build_object('device_id', s.dev, 'short', s.short) ORDER BY s.dev) AS devices
+           jsonb_agg(s.keys || jsonb_build_object('device_id', s.dev, 'short', s.short) ORDER BY s.dev) FILTER (WHERE s.keys IS NOT NULL) AS devices
     FROM stally s GROUP BY s.idx) x ON x.idx = g.idx
 ),
 -- an idempotent request records its answer (unless a concurrent retry did) before it may claim;
