@@ -237,5 +237,5 @@ describe("across server processes", () => {
     const rows = await db.sql<{ device_id: number; key_id: string }[]>`
       SELECT device_id, key_id FROM coin_inventory WHERE user_id = ${user.id}::uuid AND fetched_at IS NOT NULL`;
     expect(new Set(rows.map((r) => `${r.device_id}:${r.key_id}`))).toEqual(new Set(served));
-  });
+  }, 60_000);
 });
