@@ -124,6 +124,19 @@ describe("the pair quota counts coins across devices", () => {
     expect((await claim(quota, bob, user.id, { bronze: 1 }, { devices: "all" })).status).toBe(429);
     expect((await claim(quota, bob, user.id, { bronze: 1 })).status).toBe(429); // the same pair, whatever the form
   });
+
+  test("what the quota leaves goes to coins that exist: an empty device takes none of it, nor an empty tier", async () => {
+    const quota = makeApp(db.sql, { AQM_PAIR_QUOTA: "2" });
+    const user = await newUser();
+    const [one, two] = [await asDevice(user, 1), await asDevice(user, 2)];
+    await stock(one, { GOLD: 1 });
+    await call(app, "POST", "/v1/coins/claim", { token: (await newUser()).token, body: { target_user_id: user.id, want: { gold: 1 } } }); // device 1 now empty
+    const coins = await stock(two, { SILVER: 2 });
+    const res = await claim(quota, await newUser(), user.id, { gold: 2, silver: 2 }, { devices: "all", fallback: "none" });
+    expect(res.json.devices[0]).toMatchObject({ device_id: 1, coins: [], short: { gold: 2, silver: 2, bronze: 0 } });
+    expect(res.json.devices[1]).toMatchObject({ device_id: 2, coins, short: { gold: 2, silver: 0, bronze: 0 } });
+    expect(res.headers.get("x-pair-quota-remaining")).toBe("0");
+  });
 });
 
 describe("Idempotency-Key and waiting", () => {

@@ -27,18 +27,20 @@ const pick = (own: Shape["own"], groups: string, tier: string, after: string) =>
 /** The highest record_id that phase 1 picked for this target, device and tier (0: none). */
 const pastPhase1 = (tier: string) => `coalesce((SELECT max(x.record_id) FROM p1 x WHERE x.target = g.target AND x.dev = g.dev AND x.tier = ${tier}), 0)`;
 
+const tierRank = (tier: string) => `CASE ${tier} WHEN 'GOLD' THEN 1 WHEN 'SILVER' THEN 2 ELSE 3 END`;
+
 const b64 = (bytes: string) => `translate(encode(${bytes}, 'base64'), E'\\n', '')`;
 
 /**
  * Each request's slots — the devices it claims from, want applying to each — then demand per
- * slot, cut to the request's allowance in device order, tier order; then the three phases of
- * picking, per (target, device). A claim without `devices` has one slot, device 1 (whether or not
+ * slot and the three phases of picking, per (target, device); then the request's allowance (the
+ * pair quota left) applied to the coins found, in device order, tier order. A claim without `devices` has one slot, device 1 (whether or not
  * it has a row); one with `devices` (multi) claims from the devices that have a row, the caller's
  * own device skipped when it claims from itself, and answers each with its identity keys.
  */
 export const phases = ({ routed, own }: Shape) => `
 slot AS (
-  SELECT g.idx, s.dev, s.keys, (row_number() OVER (PARTITION BY g.idx ORDER BY s.dev) - 1)::int AS k
+  SELECT g.idx, s.dev, s.keys
   FROM grant_ g CROSS JOIN LATERAL (
     SELECT d.dev::smallint AS dev, NULL::jsonb AS keys FROM unnest(g.devs::smallint[]) AS d(dev) WHERE NOT g.multi
     UNION ALL
@@ -47,12 +49,11 @@ slot AS (
     WHERE ${own("v.user_id")}g.multi AND v.user_id = g.target AND (g.devs IS NULL OR v.device_id = ANY(g.devs::smallint[])) AND v.device_id <> g.skip
   ) s
 ),
+-- demand is what was asked, picked in full; the allowance is applied to what was found (assigned)
 dem AS (
-  SELECT g.*, s.dev, s.keys, g.idx * 128 + s.dev AS sid, x.dg, y.ds, least(g.wb, l.rest - x.dg - y.ds) AS db
+  SELECT g.*, s.dev, s.keys, g.idx * 128 + s.dev AS sid, g.wg AS dg, g.ws AS ds, g.wb AS db
   FROM grant_ g JOIN slot s ON s.idx = g.idx
-  CROSS JOIN LATERAL (SELECT greatest(0, g.allowance - s.k * (g.wg + g.ws + g.wb)) AS rest) l
-  CROSS JOIN LATERAL (SELECT least(g.wg, l.rest) AS dg) x
-  CROSS JOIN LATERAL (SELECT least(g.ws, l.rest - x.dg) AS ds) y
+  WHERE g.allowance > 0
 ),
 d1 AS (
   SELECT d.sid, d.idx, d.target, d.dev, v.tier, v.n, sum(v.n) OVER (PARTITION BY d.target, d.dev, v.tier ORDER BY d.sid) - v.n AS lo
@@ -96,10 +97,18 @@ a3 AS (
   SELECT p.ctid, p.record_id, p.target, d.sid, d.idx, d.part FROM p3 p
   JOIN d3 d ON d.target = p.target AND d.dev = p.dev AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
-assigned AS (
+picked AS (
   SELECT ctid, record_id, target, sid, idx, for_tier FROM a1
   UNION ALL SELECT ctid, record_id, target, sid, idx, 'GOLD' FROM a2
   UNION ALL SELECT ctid, record_id, target, sid, idx, CASE part WHEN 1 THEN 'GOLD' ELSE 'SILVER' END FROM a3
+),
+-- what the quota allows of what was found: per request, in device order, tier order (the tier a
+-- coin serves), oldest first; the rest stays in stock (its lock ends with the statement)
+assigned AS (
+  SELECT p.ctid, p.record_id, p.target, p.sid, p.idx, p.for_tier
+  FROM (SELECT p.*, row_number() OVER (PARTITION BY p.idx ORDER BY p.sid, ${tierRank("p.for_tier")}, p.record_id) AS n FROM picked p) p
+  JOIN grant_ g ON g.idx = p.idx
+  WHERE p.n <= g.allowance
 ),
 -- per slot, the coins it got for each tier asked (grouped once: no per-request subqueries,
 -- which would make a batch of n requests cost n²)
@@ -110,11 +119,17 @@ got AS (
 ),
 -- a tier still short after fallback gets the device's last-resort coin, when the request allows it
 lrc AS (
-  SELECT d.sid, d.idx, d.dev, v.rank, l.coin_category, l.key_id, l.public_key_blob, l.signature_blob
-  FROM dem d LEFT JOIN got o ON o.sid = d.sid
-  CROSS JOIN LATERAL ${tierRows("d.dg", "d.ds", "d.db")} v(rank, tier, n)
-  JOIN last_resort_coin l ON ${own("l.user_id")}l.user_id = d.target AND l.device_id = d.dev AND l.coin_category = v.tier
-  WHERE d.lr AND v.n > CASE v.rank WHEN 1 THEN coalesce(o.g, 0) WHEN 2 THEN coalesce(o.s, 0) ELSE coalesce(o.b, 0) END
+  SELECT x.* FROM (
+    SELECT d.sid, d.idx, d.dev, v.rank, l.coin_category, l.key_id, l.public_key_blob, l.signature_blob, d.allowance,
+           row_number() OVER (PARTITION BY d.idx ORDER BY d.sid, v.rank) + coalesce(k.n, 0) AS n
+    FROM dem d LEFT JOIN got o ON o.sid = d.sid
+    LEFT JOIN (SELECT idx, count(*) AS n FROM assigned GROUP BY idx) k ON k.idx = d.idx
+    CROSS JOIN LATERAL ${tierRows("d.dg", "d.ds", "d.db")} v(rank, tier, n)
+    JOIN last_resort_coin l ON ${own("l.user_id")}l.user_id = d.target AND l.device_id = d.dev AND l.coin_category = v.tier
+    WHERE d.lr AND v.n > CASE v.rank WHEN 1 THEN coalesce(o.g, 0) WHEN 2 THEN coalesce(o.s, 0) ELSE coalesce(o.b, 0) END
+  ) x
+  -- (last-resort coins count against the quota too, after every ordinary coin)
+  WHERE x.n <= x.allowance
 ),
 stally AS (
   SELECT d.sid, d.idx, d.dev, d.keys,

@@ -145,8 +145,8 @@ test("a Citus deployment at 015 takes migration 016 in place — its coins and l
     const placed = await db<{ table: string; colocated: boolean }[]>`
       SELECT logicalrelid::text AS table, colocationid = (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = 'coin_inventory'::regclass) AS colocated
       FROM pg_dist_partition WHERE logicalrelid = 'device'::regclass`;
-    expect(placed).toEqual([{ table: "device", colocated: true }]);
-    expect(await db`SELECT user_id, device_id FROM device`).toEqual([{ user_id: owner, device_id: 1 }]);
+    expect([...placed]).toEqual([{ table: "device", colocated: true }]);
+    expect([...await db`SELECT user_id, device_id FROM device`]).toEqual([{ user_id: owner, device_id: 1 }]);
     expect((await db`SELECT key_id, device_id FROM coin_inventory ORDER BY record_id`).map((r) => `${r.key_id}@${r.device_id}`)).toEqual(["k1@1", "k2@1"]);
     expect((await db`SELECT key_id, device_id FROM last_resort_coin`).map((r) => `${r.key_id}@${r.device_id}`)).toEqual(["l1@1"]);
     const { rollbackLatest } = await import("../../src/db/migrate.ts");
