@@ -30,7 +30,7 @@ test("a listed origin gets its preflight answered and may read every answer, err
   const pre = await preflight(listed, front);
   expect(pre.status).toBe(204);
   expect(pre.headers.get("access-control-allow-origin")).toBe(front);
-  expect(pre.headers.get("access-control-allow-methods")).toBe("GET, POST, PUT");
+  expect(pre.headers.get("access-control-allow-methods")).toBe("GET, POST, PUT, DELETE");
   expect(pre.headers.get("access-control-allow-headers")).toContain("authorization");
   expect(pre.headers.get("access-control-allow-headers")).toContain("idempotency-key");
   expect(pre.headers.get("access-control-allow-credentials")).toBeNull(); // bearer tokens, never cookies

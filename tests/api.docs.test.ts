@@ -21,7 +21,7 @@ beforeAll(async () => {
 /** Every route, with the error statuses its documentation must declare. */
 const routes = [
   ["post", "/v1/coins/upload", ["401", "403", "409", "413", "422", "429", "503"]],
-  ["put", "/v1/coins/last-resort", ["401", "413", "422", "429", "503"]],
+  ["put", "/v1/coins/last-resort", ["401", "409", "413", "422", "429", "503"]],
   ["get", "/v1/coins/fetch", ["401", "403", "422", "429", "503"]],
   ["post", "/v1/coins/claim", ["401", "422", "429", "503"]],
   ["get", "/v1/coins/count", ["401", "403", "422", "429", "503"]],

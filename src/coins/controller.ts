@@ -3,7 +3,8 @@ import { authenticated } from "../auth/plugin.ts";
 import { requireSelf, type TokenVerifier } from "../auth/jwt.ts";
 import type { Config } from "../config.ts";
 import { ForbiddenError, ValidationError } from "../errors.ts";
-import { problemResponses } from "../http/openapi.ts";
+import { deviceProblemExamples } from "../devices/model.ts";
+import { problemExample, problemResponses } from "../http/openapi.ts";
 import type { Throttle } from "../rate-limit/throttle.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { CountWatch } from "./count-watch.ts";
@@ -58,7 +59,7 @@ export const coinsController = ({ coins, countWatch, verify, throttle, metrics, 
     }, {
       body: LastResortBody,
       parse: "json",
-      response: { 200: Inventory, ...problemResponses(400, 401, 413, 415, 422, 429, 503) },
+      response: { 200: Inventory, ...problemResponses(400, 401, 413, 415, 422, 429, 503), 409: problemExample(deviceProblemExamples.deviceLimit) },
       detail: {
         tags: ["coins"], summary: "Store your last-resort coin of each tier sent (replacing the previous one)",
         description: "A last-resort coin is reusable: a claim that allows it gets it when the tier has nothing left, and never deletes it. Answers your counts.",

@@ -239,7 +239,8 @@ function startVerifiers(): Verifier[] {
     let worker: Worker;
     try {
       worker = new Worker(workerUrl, { type: "module" });
-    } catch {
+    } catch (error) {
+      fellBack(error);
       break;
     }
     const verifier: Verifier = { worker, load: 0, jobs: new Map() };
@@ -255,12 +256,23 @@ function startVerifiers(): Verifier[] {
     // A worker that fails to load or breaks is dropped; what it held is verified here instead.
     worker.onerror = (event) => {
       event.preventDefault();
+      fellBack(event.message);
       retire(verifier);
     };
     worker.onmessageerror = () => retire(verifier);
     verifiers.push(verifier);
   }
   return verifiers;
+}
+
+let warned = false;
+/** Said once per process: GOLD uploads then hold up the requests around them (README, runbook: the signature worker). */
+function fellBack(reason: unknown): void {
+  if (warned) return;
+  warned = true;
+  console.error(JSON.stringify({
+    time: new Date().toISOString(), level: "warn", msg: "the ML-DSA verifier thread could not run: GOLD signatures are verified on the request thread", error: String(reason).slice(0, 300),
+  }));
 }
 
 function retire(verifier: Verifier): void {

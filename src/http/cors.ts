@@ -1,6 +1,6 @@
 type Handler = (request: Request) => Response | Promise<Response>;
 
-const allowMethods = "GET, POST, PUT";
+const allowMethods = "GET, POST, PUT, DELETE";
 const allowHeaders = "authorization, content-type, idempotency-key, x-request-id";
 /** What a browser client may read besides the CORS-safelisted response headers. */
 const exposeHeaders = [
