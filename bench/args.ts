@@ -26,13 +26,13 @@ export interface Options {
   save: boolean;
   /** With --url: the configuration the server runs (default: rate limits and quota on). */
   mode: "default" | "off";
-  /** Run only these phases (claim, hot, multi, wait, upload, count, burst); empty: all. */
+  /** Run only these phases (claim, hot, multi, devices, wait, upload, verify, count, burst); empty: all. */
   only: string[];
   /** Start the `default` server with Bun's CPU profiler; the profile is saved next to the result file. */
   profile: boolean;
 }
 
-export const phaseNames = ["claim", "hot", "multi", "wait", "upload", "count", "burst"] as const;
+export const phaseNames = ["claim", "hot", "multi", "devices", "wait", "upload", "verify", "count", "burst"] as const;
 
 export const usage = `bun bench/run.ts [options]
 
@@ -53,7 +53,8 @@ export const usage = `bun bench/run.ts [options]
   --check                exit 3 when a target is missed or the claim ratio fell > 15 % below bench/results/baseline.json
   --save                 write the results to bench/results/ (tracked) instead of bench/results/local/
   --mode default|off     with --url: the configuration that server runs (labels its rows)
-  --only <list>          run only these phases: claim,hot,multi,wait,upload,count,burst
+  --only <list>          run only these phases: claim,hot,multi,devices,wait,upload,verify,count,burst
+                         (devices: all-devices claims vs device 1; verify: uploads verified vs unverified per tier)
                          (writes <stamp>-only-<list>.json, never latest.*)
   --profile              run the default server under Bun's CPU profiler (--cpu-prof, --cpu-prof-md);
                          writes <stamp>-default-cpu-profile.{cpuprofile,md} and a per-segment summary

@@ -13,6 +13,8 @@ import { openFilesLimit } from "./relaunch.ts";
 import { addCpuPerUnit, isServer, machineInfo, num, type Config, type MachineInfo, type Row } from "./report.ts";
 import { perGroupFor, randomBytesSql, tiers, topUp, type RandomBytesSql } from "./seed.ts";
 import type { Mode, Stack } from "./stack.ts";
+import { devicesPhase } from "./devices.ts";
+import { verifyPhase } from "./verify.ts";
 import { waitPhase } from "./wait.ts";
 
 /** Everything a phase needs. */
@@ -89,7 +91,7 @@ const claims = (phase: string) => phase.includes("claim") || phase.startsWith("b
  * Runs one segment with the resource monitor on (watching `config`'s server, if it is one), and
  * records it as a row; a server's claim segments also read how many claims it sent per statement.
  */
-async function measure(b: Bench, config: Config, phase: string, mode: string, run: () => Promise<Stats & Partial<Row>>): Promise<Row> {
+export async function measure(b: Bench, config: Config, phase: string, mode: string, run: () => Promise<Stats & Partial<Row>>): Promise<Row> {
   const duplicatesBefore = b.ledger.duplicates;
   const server = isServer(config) ? b.stack.servers[config] : undefined;
   const probe = server && claims(phase) ? await startBatchProbe(server.baseUrl, b.stack.secret) : undefined;
@@ -105,7 +107,7 @@ async function measure(b: Bench, config: Config, phase: string, mode: string, ru
   if (claims(phase)) row.duplicates = b.ledger.duplicates - duplicatesBefore;
   b.rows.push(row);
   const shortNote = row.short > 0 ? `, ${row.short} short claims (stock ran dry)` : "";
-  const perUnit = row.phase === "upload" ? `srv ${num(row.serverUsPerCoin, 1)} / pg ${num(row.pgUsPerCoin, 1)} µs/coin`
+  const perUnit = row.phase.startsWith("upload") ? `srv ${num(row.serverUsPerCoin, 1)} / pg ${num(row.pgUsPerCoin, 1)} µs/coin`
     : row.serverUsPerClaim !== undefined || row.pgUsPerClaim !== undefined ? `srv ${num(row.serverUsPerClaim)} / pg ${num(row.pgUsPerClaim)} (backends ${num(row.pgBackendUsPerClaim)}) µs/claim` : "";
   log(`${elapsed(b)}  ${config.padEnd(11)} ${phase.padEnd(18)} ${mode.padEnd(20)} ${row.reqPerS.toFixed(0).padStart(6)} req/s  p99 ${row.p99} ms  ${row.errors} errors  ${perUnit}${shortNote}`);
   return row;
@@ -250,8 +252,10 @@ export async function runPhases(b: Bench): Promise<Row[]> {
   }
   if (on("hot")) await hotPhase(b);
   if (on("multi")) await multiTierPhase(b);
+  if (on("devices")) await devicesPhase(b);
   if (on("wait") && b.stack.servers.default) await waitPhase(b, (row) => b.rows.push(row));
   if (on("upload")) await uploadPhase(b);
+  if (on("verify")) await verifyPhase(b);
   if (on("count") && b.stack.servers.default) await throughput(b, "count", httpCount(baseUrl(b, "default"), b.pop));
   if (on("burst")) await burstPhase(b);
   return b.rows;

@@ -66,7 +66,7 @@ export function addCpuPerUnit(row: Row): void {
     row.pgUsPerClaim = per(row.pgCpuS, claims);
     row.pgBackendUsPerClaim = per(row.pgCpuByKindS?.backends, claims);
   }
-  if (isClaimPhase(row.phase) || row.phase === "upload") {
+  if (isClaimPhase(row.phase) || row.phase.startsWith("upload")) {
     row.serverUsPerCoin = per(row.serverCpuS, row.coins);
     row.pgUsPerCoin = per(row.pgCpuS, row.coins);
   }
@@ -114,6 +114,8 @@ export function cpuPerUnitNote(rows: Row[], urlMode: boolean): string {
 const closedRows = (rows: Row[], config: Config, phase: string) => rows.filter((r) => r.config === config && r.phase === phase && r.mode.startsWith("closed"));
 const closedRow = (rows: Row[], config: Config, phase: string) => closedRows(rows, config, phase)[0];
 const ratio = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+/** Coins/s over several segments: their coins ÷ their time. */
+const coinsPerS = (segments: Row[]) => segments.reduce((n, r) => n + r.coins, 0) / segments.reduce((t, r) => t + r.elapsedS, 0);
 
 /** Closed-loop server claims/s over the seed baseline's, per claim phase and configuration ("claim count=1 default": 1.02). */
 export function serverToSeed(rows: Row[]): Record<string, number> {
@@ -196,6 +198,17 @@ export function checkTargets(rows: Row[], duplicatesTotal: number): Target[] {
   const wait = rows.find((r) => r.phase.startsWith("wait"));
   if (wait) {
     out.push({ target: `${wait.phase} waiting claims: all released, on a few connections`, measured: `${wait.coins} released, upload→answer p99 ${ms(wait.p99)} ms, ${wait.dbConnections} database connections`, pass: wait.errors === 0 && wait.coins === wait.requests && (wait.dbConnections ?? 99) <= 10 });
+  }
+  for (const tier of ["SILVER", "BRONZE"]) {
+    const verified = closedRows(rows, "default", `upload ${tier} verified`);
+    const unverified = closedRows(rows, "default", `upload ${tier} unverified`);
+    if (verified.length && unverified.length) {
+      const [v, u] = [coinsPerS(verified), coinsPerS(unverified)];
+      out.push({
+        target: `upload ${tier}: verified ≥ 0.5× unverified (issue 20; default, ${verified.length} + ${unverified.length} interleaved segments)`,
+        measured: `${num(v)} vs ${num(u)} coins/s (${ratio(v, u).toFixed(2)}×)`, pass: v >= 0.5 * u,
+      });
+    }
   }
   out.push({ target: "no coin handed out twice (every claim of the run)", measured: `${duplicatesTotal} duplicates`, pass: duplicatesTotal === 0 });
   return out;
