@@ -45,6 +45,7 @@ const DEFAULT_FILES = [
   "tests/api.claim-devices.test.ts",
   "tests/api.devices.test.ts",
   "tests/devices.race.test.ts",
+  "tests/api.verified-upload.test.ts",
 ];
 
 const root = join(import.meta.dir, "..", "..");
