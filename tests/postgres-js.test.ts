@@ -112,3 +112,27 @@ test("the fence: cancelAtDatabase waits until the query runs, so the pool comes 
   expect(seen.next).toBe("next");
   expect(["answered", "error 57014"]).toContain(seen.first); // it ran (then was cancelled, or had already finished)
 });
+
+test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1208): a statement on a reserved connection whose backend died settles — rejected CONNECTION_CLOSED, or answered on the connection opened again — instead of crashing the process", async () => {
+  const sql = postgres(db.directUrl, { max: 2, onnotice: () => {}, backoff: () => 0.5 });
+  const admin = onePool();
+  try {
+    const conn = await sql.reserve();
+    const [{ pid }] = await conn<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+    const other = sql`SELECT pg_sleep(1)`; // the pool's other connection busy: the next pooled statement takes the closed one
+    const running = conn`SELECT pg_sleep(5)`.then(() => "ok", (e) => e.code);
+    await Bun.sleep(200);
+    await admin`SELECT pg_terminate_backend(${pid})`;
+    expect(["57P01", "CONNECTION_CLOSED"]).toContain(await running); // (the termination message, or the close, whichever postgres.js reads first)
+    const pooled = sql`SELECT 1 AS one`.then(() => "ok", (e) => e.code);
+    // unpatched, this write reaches a null socket from a setImmediate: an uncaught TypeError ends the process
+    const second = await Promise.race([conn`SELECT 1`.then(() => "ok", (e) => e.code), Bun.sleep(3000).then(() => "no answer")]);
+    expect(["CONNECTION_CLOSED", "ok"]).toContain(second);
+    expect(await pooled).toBe("ok");
+    await other;
+    conn.release();
+  } finally {
+    await sql.end({ timeout: 1 });
+    await admin.end({ timeout: 1 });
+  }
+});

@@ -111,39 +111,61 @@ export class Db {
    * gate like a statement. At the deadline whatever the transaction is running is cancelled —
    * a statement (rolled back) or the COMMIT's wait for a synchronous standby, which PostgreSQL
    * then reports as a success with a WARNING: committed here, maybe not on the standby — and the
-   * answer is a 503, as for any statement cancelled at its deadline or reported with a warning.
+   * answer is a 503, as for any statement cancelled at its deadline or reported with a warning;
+   * at the latest `graceMs` after the deadline (then its outcome is unknown: a late finish).
    */
-  async transaction<T>(work: (tx: Sql) => Promise<T>, opts: Pick<RunOptions, "deadline" | "signal"> = {}): Promise<T> {
+  async transaction<T>(work: (tx: Sql) => Promise<T>, opts: Pick<RunOptions, "deadline" | "signal" | "what"> = {}): Promise<T> {
     const deadline = opts.deadline ?? this.deadline();
-    try {
-      return await this.hold(async (conn) => {
-        const warnings = warningCount();
-        const [{ pid }] = await conn<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
-        let cancelled = false;
-        // (the connection is this transaction's until hold() releases it, after the timer is cleared)
-        const timer = setTimeout(() => {
-          cancelled = true;
-          void this.sql`SELECT pg_cancel_backend(${pid})`.catch(() => {});
-        }, Math.max(0, deadline - performance.now()));
+    const grace = this.options.graceMs ?? 250;
+    let answered = false;
+    let giveUp: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      giveUp = setTimeout(() => {
+        answered = true;
+        reject(new UnavailableError("The database did not confirm the change in time; retry shortly"));
+      }, Math.max(0, deadline - performance.now()) + grace);
+    });
+    const running = this.hold(async (conn) => {
+      const warnings = warningCount();
+      let current: PendingQuery<Row[]> | undefined;
+      // every statement of the transaction, so that the one running at the deadline can be cancelled
+      const tx = new Proxy(conn, {
+        apply: (target, self, args) => (current = Reflect.apply(target, self, args) as PendingQuery<Row[]>),
+        get: (target, prop, receiver) => (prop === "unsafe"
+          ? (...args: Parameters<Sql["unsafe"]>) => (current = target.unsafe(...args))
+          : Reflect.get(target, prop, receiver)),
+      });
+      let cancelled = false;
+      const cancel = setTimeout(() => {
+        cancelled = true;
+        if (current) cancelAtDatabase(current);
+      }, Math.max(0, deadline - performance.now()));
+      try {
+        await tx`BEGIN`;
+        let value: T;
         try {
-          await conn`BEGIN`;
-          let value: T;
-          try {
-            value = await work(conn);
-          } catch (error) {
-            await conn`ROLLBACK`.catch(() => {});
-            throw error;
-          }
-          await conn`COMMIT`;
-          if (cancelled || warningCount() !== warnings) throw new UnavailableError("The database did not confirm the change in time; retry shortly");
-          this.lastSuccess = performance.now();
-          return value;
-        } finally {
-          clearTimeout(timer);
+          value = await work(tx);
+        } catch (error) {
+          await conn`ROLLBACK`.catch(() => {});
+          throw error;
         }
-      }, { deadline, signal: opts.signal });
+        await tx`COMMIT`;
+        if (cancelled || warningCount() !== warnings) throw new UnavailableError("The database did not confirm the change in time; retry shortly");
+        this.lastSuccess = performance.now();
+        return value;
+      } finally {
+        clearTimeout(cancel);
+      }
+    }, { deadline, signal: opts.signal });
+    try {
+      return await Promise.race([running, late]);
     } catch (error) {
       throw translate(error);
+    } finally {
+      clearTimeout(giveUp);
+      if (answered) {
+        running.then(() => this.options.late?.(opts.what ?? "transaction"), () => {});
+      }
     }
   }
 
