@@ -46,7 +46,7 @@ proof() {
 # A production install: what the Dockerfile's deps stage runs, then the server from it.
 production() {
   mkdir -p "$work/prod"
-  cp -r package.json bun.lock bunfig.toml tsconfig.json src db "$work/prod/"
+  cp -r package.json bun.lock bunfig.toml tsconfig.json patches src db "$work/prod/"
   (cd "$work/prod" && bun install --frozen-lockfile --production) || return 1
   local size
   size=$(du -sm "$work/prod/node_modules" | cut -f1)
