@@ -209,7 +209,7 @@ test("a shard group moves to the other worker (citus_move_shard_placement, logic
   const placed = await sql<{ t: string; nodeport: number }[]>`
     SELECT table_name::text AS t, nodeport FROM citus_shards WHERE colocation_id = (SELECT colocation_id FROM citus_shards WHERE shardid = ${Number(busy.shard)})
       AND shardid IN (SELECT shardid FROM pg_dist_shard WHERE shardminvalue = (SELECT shardminvalue FROM pg_dist_shard WHERE shardid = ${Number(busy.shard)}))`;
-  expect(placed.length).toBe(7); // the group: coins, last-resort coins, claimed keys, watches, quota, replays, refunds
+  expect(placed.length).toBe(8); // the group: coins, last-resort coins, devices, claimed keys, watches, quota, replays, refunds
   expect(new Set(placed.map((p) => p.nodeport))).toEqual(new Set([to]));
 }, 180_000);
 
