@@ -88,6 +88,13 @@ async function cancelWhileConnecting(cancel: (query: postgres.PendingQuery<postg
   const { username, password, pathname } = new URL(db.directUrl);
   const url = `postgres://${username}:${password}@127.0.0.1:${dead},127.0.0.1:${port}${pathname}`;
   const sql = postgres(url, { max: 1, onnotice: () => {}, backoff: () => 0.05, connect_timeout: 2 });
+  // postgres.js drops the promise of a cancel request; one sent to the dead host is refused
+  // (the server absorbs these: src/db/stray-errors.ts)
+  const stray = (reason: unknown) => {
+    if ((reason as { code?: string; port?: number })?.code !== "ECONNREFUSED" || (reason as { port?: number }).port !== dead) throw reason;
+  };
+  process.on("unhandledRejection", stray);
+  process.on("uncaughtException", stray);
   const first = sql`SELECT 'first' AS v`;
   const firstSettled = first.then(() => "answered", (e: { code?: string }) => `error ${e.code}`);
   await Bun.sleep(100); // refused, and tried again: the query is the connecting connection's first
@@ -99,6 +106,10 @@ async function cancelWhileConnecting(cancel: (query: postgres.PendingQuery<postg
   } finally {
     await sql.end({ timeout: 0 });
     proxy.stop(true);
+    setTimeout(() => {
+      process.off("unhandledRejection", stray);
+      process.off("uncaughtException", stray);
+    }, 1000);
   }
 }
 
