@@ -1,8 +1,7 @@
 // Verifying coin signatures against a device's registered identity keys (issue 20). SILVER and
-// BRONZE coins carry an Ed25519 signature (the runtime's, below), GOLD coins a pure ML-DSA one (FIPS 204,
+// BRONZE coins carry an Ed25519 signature (WebCrypto), GOLD coins a pure ML-DSA one (FIPS 204,
 // empty context) checked by @noble/post-quantum in worker threads (verify-worker.ts), so the
 // milliseconds each one takes never hold up the request thread.
-import { createPublicKey, verify as nodeVerify, type KeyObject } from "node:crypto";
 import { ml_dsa44, ml_dsa65, ml_dsa87 } from "@noble/post-quantum/ml-dsa.js";
 import type { Tier } from "../coins/tiers.ts";
 
@@ -116,8 +115,6 @@ function ed25519Key(publicKey: Uint8Array): Promise<CryptoKey | null> {
 /** Never throws: a key WebCrypto refuses, or a malformed signature, does not verify. */
 export async function verifyEd25519(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): Promise<boolean> {
   if (publicKey.length !== ed25519Sizes.publicKey || signature.length !== ed25519Sizes.signature) return false;
-  const native = nativeKey(publicKey);
-  if (native) return verifyNative(native, message, signature);
   const key = await ed25519Key(publicKey);
   if (!key) return false;
   try {
@@ -125,35 +122,6 @@ export async function verifyEd25519(publicKey: Uint8Array, message: Uint8Array, 
   } catch {
     return false;
   }
-}
-
-// The runtime's native Ed25519 through node:crypto (Bun and Deno both have it), where it takes the
-// key: measured on 2 cores, 59 µs of CPU per BRONZE coin against 74–79 through WebCrypto, whose
-// verify Bun runs on a thread pool (less waiting, more CPU), and an upload is CPU-bound
-// (bench/README.md, "Verified uploads"). WebCrypto where it does not.
-const nativeKeys = new Map<string, KeyObject | null>();
-
-function verifyNative(key: KeyObject, message: Uint8Array, signature: Uint8Array): boolean {
-  try {
-    return nodeVerify(null, message, key, signature);
-  } catch {
-    return false;
-  }
-}
-
-function nativeKey(publicKey: Uint8Array): KeyObject | null {
-  const id = String.fromCharCode(...publicKey);
-  let key = nativeKeys.get(id);
-  if (key === undefined) {
-    try {
-      key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(publicKey).toString("base64url") }, format: "jwk" });
-    } catch {
-      key = null;
-    }
-    if (nativeKeys.size >= keyCacheSize) nativeKeys.delete(nativeKeys.keys().next().value!);
-    nativeKeys.set(id, key);
-  }
-  return key;
 }
 
 /**
@@ -172,9 +140,7 @@ export async function verifyCoins(keys: DeviceKeys, coins: SignedCoin[]): Promis
       gold.push(i);
       goldMessages.push(message);
     } else if ((coin.coin_category === "SILVER" || coin.coin_category === "BRONZE") && keys.ed25519) {
-      const native = keys.ed25519.length === ed25519Sizes.publicKey && coin.signature.length === ed25519Sizes.signature ? nativeKey(keys.ed25519) : null;
-      if (native) valid[i] = verifyNative(native, message, coin.signature);
-      else checks.push(verifyEd25519(keys.ed25519, message, coin.signature).then((ok) => { valid[i] = ok; }));
+      checks.push(verifyEd25519(keys.ed25519, message, coin.signature).then((ok) => { valid[i] = ok; }));
     }
   });
   const { mlDsa: key, mlDsaSet: set } = keys;
