@@ -1,7 +1,7 @@
 import type { Db, RunOptions } from "../db/db.ts";
 import { DeviceStateError } from "../errors.ts";
 import type { Coin, Inventory, InventoryByDevice } from "./model.ts";
-import { DeviceMovedError, inputOf, uploadCoins, type UploadDevice, type UploadOutcome } from "./upload.ts";
+import { DeviceMovedError, holdDevice, inputOf, uploadCoins, type UploadDevice, type UploadOutcome } from "./upload.ts";
 import { tiers, type Tier } from "./tiers.ts";
 
 const COUNT = `
@@ -19,8 +19,6 @@ UNION ALL SELECT 'l', device_id, coin_category, 1 FROM last_resort_coin WHERE us
 UNION ALL SELECT 'd', device_id, NULL, 0 FROM device WHERE user_id = $1::uuid`;
 
 const AVAILABLE = "SELECT coin_category AS tier, count(*)::int AS n FROM coin_inventory WHERE fetched_at IS NULL GROUP BY 1";
-
-const HOLD_DEVICE = "SELECT generation FROM device WHERE user_id = $1::uuid AND device_id = $2::smallint FOR SHARE";
 
 const PUT_LAST_RESORT = `
 INSERT INTO last_resort_coin AS l (user_id, device_id, key_id, coin_category, public_key_blob, signature_blob)
@@ -108,8 +106,7 @@ export function coinService(db: Db, checkDevice: CheckDevice) {
     /** Stores (or replaces) the device's last-resort coin of each tier sent; other tiers keep theirs. */
     async putLastResort(userId: string, deviceId: number, coins: Coin[], opts?: RunOptions): Promise<void> {
       await forDevice(userId, deviceId, coins, opts, (device) => db.transaction(async (tx) => {
-        const held = await tx.unsafe<{ generation: number }[]>(HOLD_DEVICE, [userId, deviceId] as never[], { prepare: db.prepare });
-        if (held[0]?.generation !== device.generation) throw new DeviceMovedError();
+        await holdDevice(tx, db.prepare, userId, device);
         await tx.unsafe(PUT_LAST_RESORT, [userId, ...inputOf(coins), deviceId] as never[], { prepare: db.prepare });
       }, opts));
     },

@@ -1,5 +1,6 @@
 import { textArray } from "../db/arrays.ts";
 import type { Db, RunOptions } from "../db/db.ts";
+import type { Sql } from "../db/pool.ts";
 import { DeviceStateError, KeyConflictError } from "../errors.ts";
 import { routingOf } from "../claims/routing.ts";
 import type { Coin } from "./model.ts";
@@ -118,6 +119,15 @@ const sameContent = (a: Coin, b: Coin) => a.coin_category === b.coin_category
 
 const HOLD_DEVICE = "SELECT generation FROM device WHERE user_id = $1::uuid AND device_id = $2::smallint FOR SHARE";
 
+/**
+ * In a transaction (db.transaction): holds the device row FOR SHARE until the commit, as UPLOAD's
+ * dev does; DeviceMovedError when it no longer has the generation the coins were verified against.
+ */
+export async function holdDevice(tx: Sql, prepare: boolean, userId: string, device: UploadDevice): Promise<void> {
+  const held = await tx.unsafe<{ generation: number }[]>(HOLD_DEVICE, [userId, device.deviceId] as never[], { prepare });
+  if (held[0]?.generation !== device.generation) throw new DeviceMovedError();
+}
+
 /** Routed: the claimed key ids read, then, in one transaction, the device row held (as UPLOAD's dev) and the coins inserted. */
 async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins: Coin[], opts?: RunOptions): Promise<Partial<Record<Tier, number>>> {
   const first = new Map<string, Coin>();
@@ -135,8 +145,7 @@ async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins:
   const fresh = [...first.values()];
   const params = [userId, device.deviceId, ...fresh.flatMap((c) => [c.key_id, c.coin_category, c.public_key_b64, c.signature_b64])];
   const byTier = await db.transaction(async (tx) => {
-    const held = await tx.unsafe<{ generation: number }[]>(HOLD_DEVICE, [userId, device.deviceId] as never[], { prepare: db.prepare });
-    if (held[0]?.generation !== device.generation) throw new DeviceMovedError();
+    await holdDevice(tx, db.prepare, userId, device);
     const [row] = await tx.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(routedUpload(fresh.length), params as never[], { prepare: db.prepare });
     return row!.by_tier;
   }, opts);
