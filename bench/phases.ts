@@ -1,6 +1,7 @@
 import postgres from "postgres";
 import { randomUUID } from "node:crypto";
 import type { Tier } from "../src/coins/tiers.ts";
+import { citusInstalled } from "../src/db/distribution.ts";
 import { closePool, createPool, type Sql } from "../src/db/pool.ts";
 import type { Options } from "./args.ts";
 import { seedClaim, sqlUpload, stageUploads } from "./ceiling.ts";
@@ -75,13 +76,19 @@ export async function closeBench(b: Bench): Promise<void> {
 
 /**
  * Tops every (target, tier) up to its share of `expectedCoins` claimed coins, with a margin, and at
- * least --coins. Resolves to the coins each (target, tier) then has at least.
+ * least --coins, then vacuums the coin and quota tables. Resolves to the coins each (target, tier)
+ * then has at least.
  */
 export async function stock(b: Bench, pop: Population, drainTiers: readonly Tier[], expectedCoins: number): Promise<number> {
   const perGroup = Math.max(b.options.coinsPerTier, perGroupFor(expectedCoins, pop.targets.length * drainTiers.length));
   const t = performance.now();
   const inserted = await topUp(b.sql, b.random, pop.targets, drainTiers, perGroup);
-  if (inserted > 0) log(`${elapsed(b)}  seeded ${inserted.toLocaleString("en-US")} coins (${perGroup} per user and tier) in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+  // Each segment starts without the dead index entries of the claims before it: a claim takes the
+  // oldest coins, so its scan steps over every entry claimed since the last vacuum, and the
+  // ceilings measured late in a phase came out at half the rate of the same ceiling measured early
+  // (2,060 vs 4,310 claims/s at B=16, two runs of 2026-12-04 18:40 UTC) — not comparable otherwise.
+  await b.sql`VACUUM coin_inventory, claim_quota`;
+  log(`${elapsed(b)}  seeded ${inserted.toLocaleString("en-US")} coins (${perGroup} per user and tier), vacuumed, in ${((performance.now() - t) / 1000).toFixed(1)} s`);
   return perGroup;
 }
 
@@ -139,8 +146,9 @@ const baseUrl = (b: Bench, mode: Mode) => b.stack.servers[mode]!.baseUrl;
 /**
  * The coalesced ceiling of one quota variant (sql:default, quota on; sql:off, quota off): the
  * server's claim statement with B claims each, on `--pool` connections, ceil(pool / 2) statements
- * at once as the server sends them; at B = 16, and at the server's mean batch in the segment just
- * measured (rounded) when that differs. B = 16 alone when its /metrics could not be read.
+ * at once as the server sends them; at B = 16 (the batched ceiling issue 21's targets and the
+ * regression check compare with), and at the server's mean batch in the segment just measured
+ * (rounded) when that differs. B = 16 alone when its /metrics could not be read.
  */
 async function coalescedCeilings(b: Bench, sql: Sql, mode: Mode, count: number, sent: number | null | undefined): Promise<void> {
   const { warmupS, durationS, pool } = b.options;
@@ -169,7 +177,9 @@ async function claimPhase(b: Bench, count: number): Promise<void> {
   const { stack, options, pop, ledger } = b;
   const drain = { pop, tiers, count };
   const phase = `claim count=${count}`;
-  const pool = createPool(stack.databaseUrl, { AQM_DB_POOL_MAX: options.pool });
+  // as the servers' request pool: generic plans, unless the database is a Citus coordinator (src/db/open.ts)
+  const [engine] = await citusInstalled(b.sql);
+  const pool = createPool(stack.databaseUrl, { AQM_DB_POOL_MAX: options.pool }, undefined, !engine!.citus);
   try {
     const seed = seedClaim(pool, pop, count, ledger);
     await closed(b, "seed", phase, seed, drain);

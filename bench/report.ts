@@ -173,6 +173,19 @@ export function checkTargets(rows: Row[], duplicatesTotal: number): Target[] {
       out.push({ target: `${phase}: default ≥ 0.9× off`, measured: `${num(deployed.reqPerS)} vs ${num(off.reqPerS)} req/s (${ratio(deployed.reqPerS, off.reqPerS).toFixed(2)}×)`, pass: deployed.reqPerS >= 0.9 * off.reqPerS });
     }
   }
+  const deployed1 = closedRow(rows, "default", "claim count=1");
+  const batched = closedRows(rows, "sql:default", "claim count=1").find((r) => r.claimsPerStatement === 16 && !r.mode.includes("as sent"))
+    ?? closedRows(rows, "sql:default", "claim count=1").find((r) => r.claimsPerStatement === 16);
+  if (deployed1 && batched) {
+    out.push({ target: "claim count=1: default ≥ 0.9× the batched ceiling (sql:default, B=16; issue 21)", measured: `${num(deployed1.reqPerS)} vs ${num(batched.reqPerS)} claims/s (${ratio(deployed1.reqPerS, batched.reqPerS).toFixed(2)}×, ${batched.mode})`, pass: deployed1.reqPerS >= 0.9 * batched.reqPerS });
+  }
+  if (deployed1?.serverUsPerClaim !== undefined) {
+    out.push({ target: "claim count=1: server CPU ≤ 60 µs per claim (default, closed; issue 21)", measured: `${num(deployed1.serverUsPerClaim)} µs (PostgreSQL ${num(deployed1.pgUsPerClaim)} µs) at ${num(deployed1.reqPerS)} claims/s`, pass: deployed1.serverUsPerClaim <= 60 });
+  }
+  const off1 = closedRow(rows, "off", "claim count=1");
+  if (deployed1 && off1) {
+    out.push({ target: "claim count=1: off ≤ 1.1× default (the quota costs little; issue 21)", measured: `${num(off1.reqPerS)} vs ${num(deployed1.reqPerS)} claims/s (${ratio(off1.reqPerS, deployed1.reqPerS).toFixed(2)}×)`, pass: off1.reqPerS <= 1.1 * deployed1.reqPerS });
+  }
   for (const row of rows.filter((r) => r.config === "default" && r.mode.startsWith("open 50%"))) {
     const seed = rows.find((r) => r.config === "seed" && r.phase === row.phase && r.mode.startsWith("open 50%"));
     const beside = seed ? `; the seed baseline alone at ${num(seed.offeredRate)}/s: p99 ${ms(seed.p99)} ms` : "";

@@ -165,3 +165,31 @@ describe("openDatabase with AQM_DATABASE_DIRECT_URL", () => {
     }
   });
 });
+
+describe("openDatabase on one PostgreSQL", () => {
+  test("the request pool plans each prepared statement once (plan_cache_mode force_generic_plan); the session pool is left to PostgreSQL", async () => {
+    const name = await createDatabase();
+    const database = await openDatabase(testConfig({ DATABASE_URL: databaseUrl(name) }));
+    try {
+      const mode = async (sql: Sql) => ((await sql`SELECT current_setting('plan_cache_mode') AS m`) as never as [{ m: string }])[0].m;
+      expect(await mode(database.sql)).toBe("force_generic_plan");
+      expect(await mode(database.session)).toBe("auto");
+      // claims and uploads run on it, past the five runs after which PostgreSQL would choose a plan itself
+      const config = testConfig({ DATABASE_URL: databaseUrl(name) });
+      const app = createApp({ sql: database.sql, session: database.session, config, keys: testKeys, hashSecrets: testHashSecrets });
+      const [owner, requester] = await Promise.all([newUser(), newUser()]);
+      expect((await call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: makeCoins(3, "BRONZE") } })).status).toBe(200);
+      const served: number[] = [];
+      for (let i = 0; i < 7; i++) {
+        const answer = await call(app, "GET", `/v1/coins/fetch?target_user_id=${owner.id}&coin_category=BRONZE&count=1`, { token: requester.token });
+        expect(answer.status).toBe(200);
+        served.push(answer.json.coins.length);
+      }
+      expect(served).toEqual([1, 1, 1, 0, 0, 0, 0]);
+      await app.decorator.aqm.close();
+    } finally {
+      await database.close();
+      await dropDatabase(name);
+    }
+  });
+});

@@ -1,6 +1,7 @@
 import { ConfigError, type Config } from "../config.ts";
 import type { EmbeddedDatabase } from "./embedded.ts";
 import { migrate } from "./migrate.ts";
+import { citusInstalled } from "./distribution.ts";
 import { closePool, createPool, createSessionPool, hostsOf, type Sql } from "./pool.ts";
 
 export interface Database {
@@ -61,15 +62,18 @@ export async function openDatabase(config: Config, { migrate: runMigrations = tr
   } else {
     ({ url, direct } = choice);
   }
-  const sql = createPool(url, config);
   // A small pool: a maintenance run holds one connection, LISTEN opens its own from these options.
   const session = createSessionPool(direct ?? url, config);
+  let sql: Sql | undefined;
   const close = async (timeoutSeconds = 5) => {
-    await Promise.all([closePool(sql, timeoutSeconds), closePool(session, timeoutSeconds)]);
+    await Promise.all([sql && closePool(sql, timeoutSeconds), closePool(session, timeoutSeconds)]);
     await embedded?.stop();
   };
   try {
     if (runMigrations) await migrate(session);
+    // generic plans on one PostgreSQL, not on Citus (createPool)
+    const [row] = await citusInstalled(session);
+    sql = createPool(url, config, undefined, !row!.citus);
   } catch (error) {
     await close();
     throw error;
