@@ -24,8 +24,8 @@ WITH picked AS (
 UPDATE coin_inventory c SET fetched_by = $4::uuid, fetched_at = now()
 FROM picked WHERE c.user_id = $1::uuid AND c.record_id = picked.record_id
 RETURNING c.key_id, c.coin_category,
-  translate(encode(c.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64,
-  translate(encode(c.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
+  replace(encode(c.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64,
+  replace(encode(c.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
 
 export function seedClaim(sql: Sql, pop: Population, count: number, ledger: ClaimLedger): Job {
   const next = rotation(pop.targets, tiers);

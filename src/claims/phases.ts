@@ -29,7 +29,7 @@ const pastPhase1 = (tier: string) => `coalesce((SELECT max(x.record_id) FROM p1 
 
 const tierRank = (tier: string) => `CASE ${tier} WHEN 'GOLD' THEN 1 WHEN 'SILVER' THEN 2 ELSE 3 END`;
 
-const b64 = (bytes: string) => `translate(encode(${bytes}, 'base64'), E'\\n', '')`;
+const b64 = (bytes: string) => `replace(encode(${bytes}, 'base64'), E'\\n', '')`;
 
 /**
  * Each request's slots — the devices it claims from, want applying to each — then demand per
