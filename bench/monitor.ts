@@ -36,6 +36,9 @@ function read(path: string): string | undefined {
   }
 }
 
+/** CPU seconds (utime + stime) a live process has used so far. */
+export const cpuSecondsOf = (pid: number): number => (ticksOf(pid)?.self ?? NaN) / clockTicks;
+
 /** utime + stime (self) and cutime + cstime (reaped children) of a process, in clock ticks; undefined: gone. */
 function ticksOf(pid: number): { self: number; children: number } | undefined {
   const stat = read(`/proc/${pid}/stat`);

@@ -1,7 +1,7 @@
 import postgres from "postgres";
 import { randomUUID } from "node:crypto";
 import type { Tier } from "../src/coins/tiers.ts";
-import { citusInstalled } from "../src/db/distribution.ts";
+import { createRequestPool } from "../src/db/open.ts";
 import { closePool, createPool, type Sql } from "../src/db/pool.ts";
 import type { Options } from "./args.ts";
 import { seedClaim, sqlUpload, stageUploads } from "./ceiling.ts";
@@ -177,9 +177,7 @@ async function claimPhase(b: Bench, count: number): Promise<void> {
   const { stack, options, pop, ledger } = b;
   const drain = { pop, tiers, count };
   const phase = `claim count=${count}`;
-  // as the servers' request pool: generic plans, unless the database is a Citus coordinator (src/db/open.ts)
-  const [engine] = await citusInstalled(b.sql);
-  const pool = createPool(stack.databaseUrl, { AQM_DB_POOL_MAX: options.pool }, undefined, !engine!.citus);
+  const pool = await createRequestPool(stack.databaseUrl, { AQM_DB_POOL_MAX: options.pool }, b.sql); // as the servers'
   try {
     const seed = seedClaim(pool, pop, count, ledger);
     await closed(b, "seed", phase, seed, drain);

@@ -9,7 +9,7 @@
  */
 import postgres from "postgres";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { claimQuery, deviceOne, type ClaimItem } from "../src/claims/batch.ts";
@@ -18,6 +18,7 @@ import type { TierCounts } from "../src/coins/tiers.ts";
 import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import { migrate } from "../src/db/migrate.ts";
 import type { Sql } from "../src/db/pool.ts";
+import { cpuSecondsOf } from "./monitor.ts";
 import { randomBytesSql, tiers, topUp } from "./seed.ts";
 
 const modes = ["auto", "force_generic_plan", "force_custom_plan"] as const;
@@ -45,11 +46,7 @@ try {
     // a connection of its own per mode: the plan cache (and auto's choice) is per connection
     const sql = postgres(pg.url, { max: 1, onnotice: () => {}, connection: { plan_cache_mode: mode, synchronous_commit: "off" } });
     const [{ pid }] = await sql<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
-    const cpuMs = () => {
-      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms
-    };
+    const cpuMs = () => cpuSecondsOf(pid) * 1000;
     for (const batch of batches) {
       await topUp(admin as unknown as Sql, random.expr, users, tiers, 300);
       await admin`VACUUM coin_inventory, claim_quota`;

@@ -1,4 +1,4 @@
-import { phases } from "./phases.ts";
+import { b64, phases } from "./phases.ts";
 
 /**
  * The claim statement: one statement and one commit serve a whole batch of claims — any mix of
@@ -169,11 +169,8 @@ newrows AS (
 const openSpend = `
 won AS (SELECT idx, ref FROM go),`;
 
-// replace(), not translate(): the same text (encode's line breaks removed), at about 5 µs of
-// PostgreSQL CPU per GOLD coin instead of 42 (bench/README.md, "Issue 21, second round")
 const coinOut = (c: string) =>
-  `${c}.key_id, ${c}.coin_category, replace(encode(${c}.public_key_blob, 'base64'), E'\\n', '') AS public_key_b64, `
-  + `replace(encode(${c}.signature_blob, 'base64'), E'\\n', '') AS signature_b64`;
+  `${c}.key_id, ${c}.coin_category, ${b64(`${c}.public_key_blob`)} AS public_key_b64, ${b64(`${c}.signature_blob`)} AS signature_b64`;
 
 /**
  * The claim itself, then one result set: coin rows ('c'), one status row per request ('m'), 'n'

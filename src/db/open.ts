@@ -2,7 +2,7 @@ import { ConfigError, type Config } from "../config.ts";
 import type { EmbeddedDatabase } from "./embedded.ts";
 import { migrate } from "./migrate.ts";
 import { citusInstalled } from "./distribution.ts";
-import { closePool, createPool, createSessionPool, hostsOf, type Sql } from "./pool.ts";
+import { closePool, createPool, createSessionPool, hostsOf, type PoolConfig, type Sql } from "./pool.ts";
 
 export interface Database {
   /** The request pool: through the pooler when there is one. */
@@ -46,6 +46,12 @@ export function chooseDatabase(config: Config): "embedded" | { url: string; dire
   return { url, direct: direct || undefined };
 }
 
+/** The request pool on `url`: generic plans on one PostgreSQL, not on Citus (createPool), asked through `session`. */
+export async function createRequestPool(url: string, config: Partial<PoolConfig>, session: Sql): Promise<Sql> {
+  const [engine] = await citusInstalled(session);
+  return createPool(url, config, undefined, !engine!.citus);
+}
+
 /**
  * Connects to DATABASE_URL, or starts the embedded PostgreSQL when it is empty (and allowed);
  * migrates over a session connection by default.
@@ -71,9 +77,7 @@ export async function openDatabase(config: Config, { migrate: runMigrations = tr
   };
   try {
     if (runMigrations) await migrate(session);
-    // generic plans on one PostgreSQL, not on Citus (createPool)
-    const [row] = await citusInstalled(session);
-    sql = createPool(url, config, undefined, !row!.citus);
+    sql = await createRequestPool(url, config, session);
   } catch (error) {
     await close();
     throw error;
