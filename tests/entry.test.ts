@@ -64,7 +64,7 @@ describe("bun run migrate while a server holds the embedded PostgreSQL", () => {
   });
 });
 
-test("the rejections postgres.js leaves unhandled (a new connection's type read timing out, a cancel request refused) are logged and the process goes on; any other unhandled rejection still ends it", async () => {
+test("the rejections postgres.js leaves unhandled (a new connection's type read timing out or cut by a reset, a cancel request refused) are logged and the process goes on; any other unhandled rejection still ends it", async () => {
   const script = "tests/helpers/stray-rejection.ts";
   const logged = (stderr: string) => stderr.split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
   const stray = (code: string) => (l: Record<string, unknown>) => l.code === code && l.msg === "database error outside any request (postgres.js)";
@@ -74,6 +74,13 @@ test("the rejections postgres.js leaves unhandled (a new connection's type read 
   expect(cancel.stdout).toContain("statement: answered"); // the cancel never reached PostgreSQL
   expect(cancel.stdout).toContain("still running");
   expect(logged(cancel.stderr).some(stray("ECONNREFUSED"))).toBe(true);
+
+  // the read's ECONNRESET names no port: it is recognised by the query postgres.js names on it
+  const reset = await run([script], { DATABASE_URL: db.directUrl, STRAY: "reset" });
+  expect(reset.code, reset.stderr).toBe(0);
+  expect(reset.stdout).toContain("connections reset: 1");
+  expect(reset.stdout).toContain("still running");
+  expect(logged(reset.stderr).some(stray("ECONNRESET"))).toBe(true);
 
   const holder = await db.sql.reserve();
   try {

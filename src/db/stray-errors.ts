@@ -11,17 +11,23 @@ export function recordDatabasePorts(ports: readonly (number | string)[]): void {
   for (const port of ports) databasePorts.add(Number(port));
 }
 
-/** A PostgreSQL error, a postgres.js connection error, or a socket error on a database port. */
+/**
+ * A PostgreSQL error, a postgres.js connection error, or a socket error on a database port or
+ * that postgres.js rejected one of its queries with (it names the query on the error: a read's
+ * ECONNRESET carries no port).
+ */
 function fromTheDatabase(reason: unknown): reason is { code: string; message: string } {
   if (reason instanceof postgres.PostgresError) return true;
-  const { code, syscall, port } = (reason ?? {}) as { code?: unknown; syscall?: unknown; port?: unknown };
+  const { code, syscall, port, query } = (reason ?? {}) as { code?: unknown; syscall?: unknown; port?: unknown; query?: unknown };
   if (typeof code !== "string") return false;
-  return connectionCodes.has(code) || (typeof syscall === "string" && databasePorts.has(Number(port)));
+  return connectionCodes.has(code) || (typeof syscall === "string" && (databasePorts.has(Number(port)) || typeof query === "string"));
 }
 
 /**
  * postgres.js (3.4) leaves two promises of its own unhandled: the array-type read of every new
- * connection (rejected when PostgreSQL stalls just then: statement_timeout) and the cancel
+ * connection (rejected when PostgreSQL stalls just then: statement_timeout; or when it goes down
+ * just then: the read is left pending and rejected by the next connection's socket error, e.g.
+ * ECONNRESET from a PostgreSQL in immediate shutdown) and the cancel
  * request behind `query.cancel()` (rejected when PostgreSQL is down: ECONNREFUSED on its port).
  * An unhandled rejection ends a Bun or Deno process — each took a server down in the outage
  * tests. Such an error is logged (its code and message) and the process goes on: the statements

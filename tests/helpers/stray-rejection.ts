@@ -2,6 +2,9 @@
 // rejections postgres.js leaves unhandled — then, with THEN_A_BUG, one of another kind.
 // STRAY=types: a new connection whose array-type read times out (the test holds pg_type locked).
 // STRAY=cancel: a cancel request that cannot connect (PostgreSQL's port stops listening).
+// STRAY=reset: a new connection reset (TCP RST) while its array-type read runs: a read error,
+// ECONNRESET without a port, as when PostgreSQL crashes just then (tests/outage.test.ts).
+import { connect, createServer, type Socket } from "node:net";
 import postgres from "postgres";
 import { createPool } from "../../src/db/pool.ts";
 import { onUnhandledRejection } from "../../src/db/stray-errors.ts";
@@ -15,7 +18,31 @@ const handled: unknown[] = [];
 process.on("unhandledRejection", (reason) => void handled.push(reason));
 const target = new URL(process.env.DATABASE_URL!);
 
-if (process.env.STRAY === "types") {
+if (process.env.STRAY === "reset") {
+  // a proxy that resets the client's connection when the array-type read (pg_type's typarray) passes
+  const resets: Socket[] = [];
+  const proxy = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    upstream.on("data", (chunk) => client.write(chunk));
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    client.on("data", (chunk) => {
+      if (chunk.includes("typarray")) {
+        resets.push(client);
+        client.resetAndDestroy();
+        upstream.destroy();
+      } else upstream.write(chunk);
+    });
+  });
+  await new Promise<void>((listening) => proxy.listen(0, "127.0.0.1", listening));
+  const viaProxy = new URL(target);
+  viaProxy.port = String((proxy.address() as { port: number }).port);
+  const sql = createPool(viaProxy.toString(), { AQM_DB_POOL_MAX: 1 });
+  const first = await sql`SELECT 1 AS one`.then(() => "answered", (e: { code?: string }) => `failed ${e.code}`);
+  console.log(`first statement: ${first}; connections reset: ${resets.length}`);
+  await sql.end({ timeout: 1 });
+  proxy.close();
+} else if (process.env.STRAY === "types") {
   const sql = createPool(target.toString(), { AQM_DB_POOL_MAX: 1, AQM_DB_STATEMENT_TIMEOUT_MS: 300 });
   const first = await sql`SELECT 1 AS one`.then(() => "answered", (e: { code?: string }) => `failed ${e.code}`);
   console.log(`first statement: ${first}`);
