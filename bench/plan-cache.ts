@@ -9,7 +9,7 @@
  */
 import postgres from "postgres";
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { claimQuery, deviceOne, type ClaimItem } from "../src/claims/batch.ts";
@@ -19,6 +19,7 @@ import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import { migrate } from "../src/db/migrate.ts";
 import type { Sql } from "../src/db/pool.ts";
 import { cpuSecondsOf } from "./monitor.ts";
+import { writeResult } from "./report.ts";
 import { randomBytesSql, tiers, topUp } from "./seed.ts";
 
 const modes = ["auto", "force_generic_plan", "force_custom_plan"] as const;
@@ -69,8 +70,6 @@ try {
   await pg.stop();
   rmSync(dataDir, { recursive: true, force: true });
 }
-const dir = join(import.meta.dir, "results", process.argv.includes("--save") ? "" : "local");
-mkdirSync(dir, { recursive: true });
-const file = join(dir, `${new Date().toISOString().replace(/:/g, "-").replace(/\.\d+Z$/, "Z")}-plan-cache.json`);
-writeFileSync(file, JSON.stringify({ what: "PostgreSQL CPU per claim statement by plan_cache_mode (bench/plan-cache.ts)", postgresql: "embedded", claimsPerRun, results }, null, 2));
+const file = writeResult({ what: "PostgreSQL CPU per claim statement by plan_cache_mode (bench/plan-cache.ts)", postgresql: "embedded", claimsPerRun, results },
+  "-plan-cache", process.argv.includes("--save"));
 console.log(`written: ${file}`);

@@ -283,6 +283,15 @@ export function resultsDir(save: boolean): string {
   return join(import.meta.dir, "results", ...(save ? [] : ["local"]));
 }
 
+/** Writes one result, <stamp><suffix>.json (the stamp of now), as resultsDir(save) says; returns its path. */
+export function writeResult(result: object, suffix: string, save: boolean): string {
+  const dir = resultsDir(save);
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, `${stampOf(new Date())}${suffix}.json`);
+  writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
+  return file;
+}
+
 /**
  * Writes <stamp><suffix>.json, and with `latest` also latest<suffix>.json and latest<suffix>.svg,
  * under bench/results/local/ (untracked), or under bench/results/ (tracked) with `save`. A run of

@@ -139,3 +139,63 @@ test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1208): a statemen
     await admin.end({ timeout: 1 });
   }
 });
+
+/** A FATAL ErrorResponse as PostgreSQL sends it when it terminates a backend (pg_terminate_backend, or an immediate shutdown). */
+function terminationMessage(): Buffer {
+  const fields = Buffer.from("SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0RProcessInterrupts\0\0");
+  const head = Buffer.alloc(5);
+  head.write("E");
+  head.writeUInt32BE(4 + fields.length, 1);
+  return Buffer.concat([head, fields]);
+}
+
+test("patched (porsager/postgres#1223): a new connection terminated while it reads its array types opens again, and the first statement is answered there — not failed with the terminated backend's 57P01", async () => {
+  const { connect, createServer } = await import("node:net");
+  const target = new URL(db.directUrl);
+  let terminated = 0;
+  // the first connection's array-type read gets PostgreSQL's termination message and the socket closes; later ones pass
+  const proxy = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    upstream.on("data", (chunk) => client.write(chunk));
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    client.on("close", () => upstream.destroy());
+    client.on("data", (chunk) => {
+      if (terminated === 0 && chunk.includes("typarray")) {
+        terminated++;
+        upstream.destroy();
+        client.end(terminationMessage());
+      } else upstream.write(chunk);
+    });
+  });
+  await new Promise<void>((listening) => proxy.listen(0, "127.0.0.1", listening));
+  const viaProxy = new URL(target);
+  viaProxy.port = String((proxy.address() as { port: number }).port);
+  const sql = postgres(viaProxy.toString(), { max: 1, onnotice: () => {}, backoff: () => 0 });
+  try {
+    const first = await sql`SELECT 1 AS one`.then((rows) => rows[0], (e: { code?: string }) => `failed ${e.code}`);
+    expect(terminated).toBe(1);
+    expect(first).toEqual({ one: 1 });
+  } finally {
+    await sql.end({ timeout: 1 });
+    proxy.close();
+  }
+});
+
+test("patched (porsager/postgres#1223): after a running statement's backend is terminated, the next statement runs on the connection opened again — not failed with the old backend's 57P01", async () => {
+  const sql = onePool();
+  const admin = onePool();
+  try {
+    const [{ pid }] = await sql<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+    const running = sql`SELECT pg_sleep(5)`.then(() => "ok", (e: { code?: string }) => String(e.code));
+    await waitFor(async () => (await admin`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${pid} AND state = 'active'`)[0]!.n === 1, "the statement running");
+    await admin`SELECT pg_terminate_backend(${pid})`;
+    expect(["57P01", "CONNECTION_CLOSED"]).toContain(await running);
+    const next = await sql<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`.then((rows) => rows[0]!.pid, (e: { code?: string }) => `failed ${e.code}`);
+    expect(typeof next).toBe("number");
+    expect(next).not.toBe(pid);
+  } finally {
+    await sql.end({ timeout: 1 });
+    await admin.end({ timeout: 1 });
+  }
+});

@@ -25,9 +25,8 @@ function fromTheDatabase(reason: unknown): reason is { code: string; message: st
 
 /**
  * postgres.js (3.4) leaves two promises of its own unhandled: the array-type read of every new
- * connection (rejected when PostgreSQL stalls just then: statement_timeout; or when it goes down
- * just then: the read is left pending and rejected by the next connection's socket error, e.g.
- * ECONNRESET from a PostgreSQL in immediate shutdown) and the cancel
+ * connection (rejected when PostgreSQL stalls just then: statement_timeout; or when the connection
+ * is reset just then, as by a PostgreSQL in immediate shutdown: a read's ECONNRESET) and the cancel
  * request behind `query.cancel()` (rejected when PostgreSQL is down: ECONNREFUSED on its port).
  * An unhandled rejection ends a Bun or Deno process — each took a server down in the outage
  * tests. Such an error is logged (its code and message) and the process goes on: the statements

@@ -150,64 +150,68 @@ async function scenario(name: string, disrupt: (leader: string) => Promise<{ eve
   await Bun.sleep(2000); // the rate before: a measured window
   before[1] = performance.now();
   const { eventAt, killed } = await disrupt(leader);
-  const promoted = await promotion(leader);
-  await waitFor(() => load.attempts.some((a) => a.status === 200 && a.start >= promoted.at), "a 200 after the promotion", 30_000);
-  const after: [number, number] = [performance.now(), 0];
-  await Bun.sleep(2000); // the rate after: a measured window
-  after[1] = performance.now();
-  await load.stop();
-  // on the new primary, before the killed node is back (commits wait for the other standby only)
-  const extra = afterPromotion ? await afterPromotion() : {};
+  try {
+    const promoted = await promotion(leader);
+    await waitFor(() => load.attempts.some((a) => a.status === 200 && a.start >= promoted.at), "a 200 after the promotion", 30_000);
+    const after: [number, number] = [performance.now(), 0];
+    await Bun.sleep(2000); // the rate after: a measured window
+    after[1] = performance.now();
+    await load.stop();
+    // on the new primary, before the killed node is back (commits wait for the other standby only)
+    const extra = afterPromotion ? await afterPromotion() : {};
 
-  const figures = { scenario: name, ...report(load, { eventAt, promotedAt: promoted.at, before, after }), duplicates: 0, lost: 0, misattributed: 0 };
-  // none twice: a coin reached one claim (one Idempotency-Key) only, in this scenario and all before it
-  for (const [key, coins] of load.received) {
-    for (const coin of coins) {
-      if (handedOut.has(coin) && handedOut.get(coin) !== key) figures.duplicates++;
-      handedOut.set(coin, key);
+    const figures = { scenario: name, ...report(load, { eventAt, promotedAt: promoted.at, before, after }), duplicates: 0, lost: 0, misattributed: 0 };
+    // none twice: a coin reached one claim (one Idempotency-Key) only, in this scenario and all before it
+    for (const [key, coins] of load.received) {
+      for (const coin of coins) {
+        if (handedOut.has(coin) && handedOut.get(coin) !== key) figures.duplicates++;
+        handedOut.set(coin, key);
+      }
     }
-  }
-  for (const [coin, device] of load.deviceOf) deviceOf.set(coin, device);
-  // none lost: the coins claimed on the primary that survived are exactly those handed out — of
-  // every device, from answers of either shape — each claimed of the device its answer named
-  const rows = await sql<{ key_id: string; device_id: number }[]>`SELECT key_id, device_id FROM coin_inventory WHERE fetched_at IS NOT NULL`;
-  const claimed = new Set(rows.map((r) => r.key_id));
-  figures.lost = rows.filter((r) => !handedOut.has(r.key_id)).length;
-  figures.misattributed = rows.filter((r) => handedOut.has(r.key_id) && deviceOf.get(r.key_id) !== r.device_id).length;
-  const vanished = [...handedOut.keys()].filter((k) => !claimed.has(k));
-  const claimedPerDevice = Object.fromEntries(devices.map((d) => [d.id, rows.filter((r) => r.device_id === d.id).length]));
-  // the stock never ran out: every device still had unclaimed BRONZE coins when the load stopped
-  const left = await sql<{ device_id: number; n: number }[]>`
-    SELECT device_id, count(*)::int AS n FROM coin_inventory
-    WHERE user_id = ${owner.id}::uuid AND coin_category = 'BRONZE' AND fetched_at IS NULL GROUP BY device_id`;
-  const stockLeft = Object.fromEntries(devices.map((d) => [d.id, left.find((r) => r.device_id === d.id)?.n ?? 0]));
-  results.push({ ...figures, vanished: vanished.length, claimedPerDevice, stockLeft, ...extra });
-  console.log(`failover ${JSON.stringify(results.at(-1))}`);
+    for (const [coin, device] of load.deviceOf) deviceOf.set(coin, device);
+    // none lost: the coins claimed on the primary that survived are exactly those handed out — of
+    // every device, from answers of either shape — each claimed of the device its answer named
+    const rows = await sql<{ key_id: string; device_id: number }[]>`SELECT key_id, device_id FROM coin_inventory WHERE fetched_at IS NOT NULL`;
+    const claimed = new Set(rows.map((r) => r.key_id));
+    figures.lost = rows.filter((r) => !handedOut.has(r.key_id)).length;
+    figures.misattributed = rows.filter((r) => handedOut.has(r.key_id) && deviceOf.get(r.key_id) !== r.device_id).length;
+    const vanished = [...handedOut.keys()].filter((k) => !claimed.has(k));
+    const claimedPerDevice = Object.fromEntries(devices.map((d) => [d.id, rows.filter((r) => r.device_id === d.id).length]));
+    // the stock never ran out: every device still had unclaimed BRONZE coins when the load stopped
+    const left = await sql<{ device_id: number; n: number }[]>`
+      SELECT device_id, count(*)::int AS n FROM coin_inventory
+      WHERE user_id = ${owner.id}::uuid AND coin_category = 'BRONZE' AND fetched_at IS NULL GROUP BY device_id`;
+    const stockLeft = Object.fromEntries(devices.map((d) => [d.id, left.find((r) => r.device_id === d.id)?.n ?? 0]));
+    results.push({ ...figures, vanished: vanished.length, claimedPerDevice, stockLeft, ...extra });
+    console.log(`failover ${JSON.stringify(results.at(-1))}`);
 
-  if (load.odd.length || figures.networkErrors > 0) {
-    for (const s of servers) {
-      const exited = await Promise.race([s.exited, Bun.sleep(0).then(() => null)]);
-      console.log(`server ${s.url}${exited === null ? "" : ` exited with ${exited}`} log: ${JSON.stringify(s.lines.filter((l) => l.level === "error").slice(-5))}\n${s.stderr().slice(-3000)}`);
+    if (load.odd.length || figures.networkErrors > 0) {
+      for (const s of servers) {
+        const exited = await Promise.race([s.exited, Bun.sleep(0).then(() => null)]);
+        console.log(`server ${s.url}${exited === null ? "" : ` exited with ${exited}`} log: ${JSON.stringify(s.lines.filter((l) => l.level === "error").slice(-5))}\n${s.stderr().slice(-3000)}`);
+      }
     }
-  }
-  expect(load.odd).toEqual([]);
-  expect(load.gaveUp).toEqual([]);
-  expect(figures.duplicates).toBe(0);
-  expect(figures.lost).toBe(0);
-  expect(vanished).toEqual([]); // every coin answered 200 is claimed on the node that survived
-  expect(figures.misattributed).toBe(0); // … of the device its answer named
-  for (const d of devices) {
-    expect(claimedPerDevice[d.id]).toBeGreaterThan(0); // coins of both devices were handed out …
-    expect(stockLeft[d.id]).toBeGreaterThan(0); // … and neither ran out
-  }
-  // every request answered (the servers stay up: no network error) within the deadline bound
-  expect(load.attempts.filter((a) => a.status === 0).length).toBe(0);
-  expect(figures.slowestMs).toBeLessThanOrEqual(BOUND_MS);
-  expect(figures.firstOkAfterPromotionMs!).toBeLessThanOrEqual(5000);
-  expect(figures.firstOkAfterEventMs).toBeLessThanOrEqual(maxFirstOkAfterEventMs);
-  if (killed) {
-    await cluster.start(killed);
-    await cluster.waitHealthy(120_000);
+    expect(load.odd).toEqual([]);
+    expect(load.gaveUp).toEqual([]);
+    expect(figures.duplicates).toBe(0);
+    expect(figures.lost).toBe(0);
+    expect(vanished).toEqual([]); // every coin answered 200 is claimed on the node that survived
+    expect(figures.misattributed).toBe(0); // … of the device its answer named
+    for (const d of devices) {
+      expect(claimedPerDevice[d.id]).toBeGreaterThan(0); // coins of both devices were handed out …
+      expect(stockLeft[d.id]).toBeGreaterThan(0); // … and neither ran out
+    }
+    // every request answered (the servers stay up: no network error) within the deadline bound
+    expect(load.attempts.filter((a) => a.status === 0).length).toBe(0);
+    expect(figures.slowestMs).toBeLessThanOrEqual(BOUND_MS);
+    expect(figures.firstOkAfterPromotionMs!).toBeLessThanOrEqual(5000);
+    expect(figures.firstOkAfterEventMs).toBeLessThanOrEqual(maxFirstOkAfterEventMs);
+  } finally {
+    // the killed node comes back even when this scenario failed, so the next one starts from a healthy cluster
+    if (killed) {
+      await cluster.start(killed);
+      await cluster.waitHealthy(120_000);
+    }
   }
 }
 
