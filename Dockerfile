@@ -6,7 +6,7 @@
 FROM oven/bun:1.4.5-slim AS deps
 WORKDIR /app
 COPY package.json bun.lock bunfig.toml ./
-# the patched postgres.js (package.json, patchedDependencies: porsager/postgres#1208 and #1223)
+# the patched postgres.js (package.json, patchedDependencies: porsager/postgres#1208 and #1223, tests/postgres-js.test.ts)
 COPY patches ./patches
 # --frozen-lockfile: fail instead of resolving anything new. --production leaves out the dev
 # dependencies, among them the embedded PostgreSQL (60 MB of binaries and a second driver), and

@@ -116,7 +116,7 @@ test("the fence: cancelAtDatabase waits until the query runs, so the pool comes 
   expect(["answered", "error 57014"]).toContain(seen.first); // it ran (then was cancelled, or had already finished)
 });
 
-test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1208): a statement on a reserved connection whose backend died settles — rejected CONNECTION_CLOSED, or answered on the connection opened again — instead of crashing the process", async () => {
+test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1208): a statement on a reserved connection whose backend died is rejected CONNECTION_CLOSED — never run on the connection opened again, outside its session — instead of crashing the process", async () => {
   const sql = postgres(db.directUrl, { max: 2, onnotice: () => {}, backoff: () => 0.5 });
   const admin = onePool();
   try {
@@ -128,9 +128,12 @@ test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1208): a statemen
     await admin`SELECT pg_terminate_backend(${pid})`;
     expect(["57P01", "CONNECTION_CLOSED"]).toContain(await running); // (the termination message, or the close, whichever postgres.js reads first)
     const pooled = sql`SELECT 1 AS one`.then(() => "ok", (e) => e.code);
-    // unpatched, this write reaches a null socket from a setImmediate: an uncaught TypeError ends the process
+    // unpatched, this write reaches a null socket from a setImmediate (an uncaught TypeError ends the
+    // process), or, once the pool opened the connection again, runs there: a COMMIT would "succeed"
     const second = await Promise.race([conn`SELECT 1`.then(() => "ok", (e) => e.code), Bun.sleep(3000).then(() => "no answer")]);
-    expect(["CONNECTION_CLOSED", "ok"]).toContain(second);
+    expect(second).toBe("CONNECTION_CLOSED");
+    const afterReopen = await Promise.race([conn`SELECT 1`.then(() => "ok", (e) => e.code), Bun.sleep(3000).then(() => "no answer")]);
+    expect(afterReopen).toBe("CONNECTION_CLOSED");
     expect(await pooled).toBe("ok");
     await other;
     conn.release();
@@ -194,6 +197,49 @@ test("patched (porsager/postgres#1223): after a running statement's backend is t
     const next = await sql<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`.then((rows) => rows[0]!.pid, (e: { code?: string }) => `failed ${e.code}`);
     expect(typeof next).toBe("number");
     expect(next).not.toBe(pid);
+  } finally {
+    await sql.end({ timeout: 1 });
+    await admin.end({ timeout: 1 });
+  }
+});
+
+test("patched (porsager/postgres#1223): with several hosts, a connection's first statement whose backend is terminated is rejected — not left pending — and the next statement is answered", async () => {
+  const target = new URL(db.directUrl);
+  const twoHosts = `postgres://${target.username}:${target.password}@${target.hostname}:${target.port},${target.hostname}:${target.port}${target.pathname}`;
+  const sql = postgres(twoHosts, { max: 1, onnotice: () => {}, backoff: () => 0.05 });
+  const admin = onePool();
+  try {
+    // the connection's first statement (postgres.js runs it while the connection still counts as connecting)
+    const first = sql`SELECT 'first-of-its-connection' AS v, pg_sleep(5)::text`.then(() => "ok", (e: { code?: string }) => String(e.code));
+    const pid = await waitFor(async () => (await admin<{ pid: number }[]>`SELECT pid FROM pg_stat_activity
+      WHERE query LIKE '%first-of-its-connection%' AND pid <> pg_backend_pid() AND state = 'active'`)[0]?.pid, "the first statement running");
+    await admin`SELECT pg_terminate_backend(${pid})`;
+    expect(await Promise.race([first, Bun.sleep(3000).then(() => "pending")])).toBe("CONNECTION_CLOSED");
+    const next = await Promise.race([sql`SELECT 2 AS two`.then((rows) => rows[0], (e: { code?: string }) => `failed ${e.code}`), Bun.sleep(3000).then(() => "pending")]);
+    expect(next).toEqual({ two: 2 });
+  } finally {
+    await sql.end({ timeout: 1 });
+    await admin.end({ timeout: 1 });
+  }
+});
+
+test("patched (patches/postgres@3.4.9.patch): once the pool opened a reserved connection again after its backend died, a statement on the old reserved handle is rejected CONNECTION_CLOSED, not run on the new session", async () => {
+  const sql = onePool();
+  const admin = onePool();
+  try {
+    const conn = await sql.reserve();
+    const [{ pid }] = await conn<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+    await conn`BEGIN`;
+    await admin`SELECT pg_terminate_backend(${pid})`;
+    await waitFor(async () => (await admin`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${pid}`)[0]!.n === 0, "the backend gone");
+    expect(await conn`SELECT 1`.then(() => "ok", (e: { code?: string }) => String(e.code))).not.toBe("ok"); // the close is seen
+    // the pool's only connection, opened again for a pooled statement: a new backend, no transaction
+    const [{ pid: reopened }] = await sql<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+    expect(reopened).not.toBe(pid);
+    // the old handle's COMMIT must not reach the new session (it would "succeed" there: no transaction in progress)
+    expect(await conn`COMMIT`.then(() => "committed", (e: { code?: string }) => String(e.code))).toBe("CONNECTION_CLOSED");
+    conn.release();
+    expect((await sql<[{ one: number }]>`SELECT 1 AS one`)[0]).toEqual({ one: 1 });
   } finally {
     await sql.end({ timeout: 1 });
     await admin.end({ timeout: 1 });
