@@ -3,7 +3,7 @@ import postgres from "postgres";
 import { cancelAtDatabase } from "../src/db/cancel.ts";
 import { freePort } from "../src/db/embedded.ts";
 import { useTestDatabase } from "./helpers/db.ts";
-import { tcpProxy } from "./helpers/proxy.ts";
+import { tcpProxy, typeReadProxy } from "./helpers/proxy.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 // Canaries for the postgres.js behaviour src/db/ fences. cancel.ts reads private fields of a
@@ -153,31 +153,12 @@ function terminationMessage(): Buffer {
 }
 
 test("patched (porsager/postgres#1223): a new connection terminated while it reads its array types opens again, and the first statement is answered there — not failed with the terminated backend's 57P01", async () => {
-  const { connect, createServer } = await import("node:net");
-  const target = new URL(db.directUrl);
-  let terminated = 0;
   // the first connection's array-type read gets PostgreSQL's termination message and the socket closes; later ones pass
-  const proxy = createServer((client) => {
-    const upstream = connect(Number(target.port), target.hostname);
-    upstream.on("data", (chunk) => client.write(chunk));
-    upstream.on("error", () => client.destroy());
-    client.on("error", () => upstream.destroy());
-    client.on("close", () => upstream.destroy());
-    client.on("data", (chunk) => {
-      if (terminated === 0 && chunk.includes("typarray")) {
-        terminated++;
-        upstream.destroy();
-        client.end(terminationMessage());
-      } else upstream.write(chunk);
-    });
-  });
-  await new Promise<void>((listening) => proxy.listen(0, "127.0.0.1", listening));
-  const viaProxy = new URL(target);
-  viaProxy.port = String((proxy.address() as { port: number }).port);
-  const sql = postgres(viaProxy.toString(), { max: 1, onnotice: () => {}, backoff: () => 0 });
+  const proxy = await typeReadProxy(new URL(db.directUrl), (client) => client.end(terminationMessage()));
+  const sql = postgres(proxy.url, { max: 1, onnotice: () => {}, backoff: () => 0 });
   try {
     const first = await sql`SELECT 1 AS one`.then((rows) => rows[0], (e: { code?: string }) => `failed ${e.code}`);
-    expect(terminated).toBe(1);
+    expect(proxy.cuts()).toBe(1);
     expect(first).toEqual({ one: 1 });
   } finally {
     await sql.end({ timeout: 1 });

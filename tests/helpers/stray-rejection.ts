@@ -4,11 +4,10 @@
 // STRAY=cancel: a cancel request that cannot connect (PostgreSQL's port stops listening).
 // STRAY=reset: a new connection reset (TCP RST) while its array-type read runs: a read error,
 // ECONNRESET without a port, as when PostgreSQL crashes just then (tests/outage.test.ts).
-import { connect, createServer, type Socket } from "node:net";
 import postgres from "postgres";
 import { createPool } from "../../src/db/pool.ts";
 import { onUnhandledRejection } from "../../src/db/stray-errors.ts";
-import { tcpProxy } from "./proxy.ts";
+import { tcpProxy, typeReadProxy } from "./proxy.ts";
 import { waitFor } from "./wait.ts";
 
 process.on("unhandledRejection", onUnhandledRejection);
@@ -19,27 +18,11 @@ process.on("unhandledRejection", (reason) => void handled.push(reason));
 const target = new URL(process.env.DATABASE_URL!);
 
 if (process.env.STRAY === "reset") {
-  // a proxy that resets the client's connection when the array-type read (pg_type's typarray) passes
-  const resets: Socket[] = [];
-  const proxy = createServer((client) => {
-    const upstream = connect(Number(target.port), target.hostname);
-    upstream.on("data", (chunk) => client.write(chunk));
-    upstream.on("error", () => client.destroy());
-    client.on("error", () => upstream.destroy());
-    client.on("data", (chunk) => {
-      if (chunk.includes("typarray")) {
-        resets.push(client);
-        client.resetAndDestroy();
-        upstream.destroy();
-      } else upstream.write(chunk);
-    });
-  });
-  await new Promise<void>((listening) => proxy.listen(0, "127.0.0.1", listening));
-  const viaProxy = new URL(target);
-  viaProxy.port = String((proxy.address() as { port: number }).port);
-  const sql = createPool(viaProxy.toString(), { AQM_DB_POOL_MAX: 1 });
+  // the first connection's array-type read is answered with a TCP reset
+  const proxy = await typeReadProxy(target, (client) => client.resetAndDestroy());
+  const sql = createPool(proxy.url, { AQM_DB_POOL_MAX: 1 });
   const first = await sql`SELECT 1 AS one`.then(() => "answered", (e: { code?: string }) => `failed ${e.code}`);
-  console.log(`first statement: ${first}; connections reset: ${resets.length}`);
+  console.log(`first statement: ${first}; connections reset: ${proxy.cuts()}`);
   await sql.end({ timeout: 1 });
   proxy.close();
 } else if (process.env.STRAY === "types") {
