@@ -34,7 +34,7 @@ export function regressionOf(ratios: CeilingRatio[]): Regression | undefined {
   const r = ratios.find((x) => x.phase === "claim count=1" && x.config === "default");
   if (!r) return undefined;
   // the fixed batched ceiling (issue 21), not the as-sent row, which follows whatever the server batches
-  const c = r.ceilings.find((x) => x.batch === 16);
+  const c = r.ceilings.find((x) => x.batch === 16 && !x.asSent);
   if (!c) return undefined;
   return { metric, phase: r.phase, serverClaimsPerS: r.serverClaimsPerS, ceilingClaimsPerS: c.claimsPerS, batch: c.batch, ratio: c.ratio };
 }

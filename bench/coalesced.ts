@@ -12,8 +12,14 @@ import { tiers } from "./seed.ts";
 /** The pair quota the `default` server runs with: AQM_PAIR_QUOTA from the environment (it reaches the servers too), else the default. */
 export const pairQuota = Number(process.env.AQM_PAIR_QUOTA ?? settings.AQM_PAIR_QUOTA.default);
 
-/** Claim statements a server sends at once: ceil(pool / 2), as src/app.ts sets the claim queue's maxInFlight. */
+/**
+ * Statements at once of the batched ceiling (issue 21's definition, kept since the servers send
+ * one at a time): ceil(pool / 2), what the servers sent until 2026-12-05 — PostgreSQL's best of the two.
+ */
 export const statementsInFlight = (pool: number) => Math.max(1, Math.ceil(pool / 2));
+
+/** Claim statements a server on one PostgreSQL sends at once: AQM_CLAIM_STATEMENTS from the environment (it reaches the servers), 0 meaning one (src/app.ts). */
+export const serverStatementsInFlight = () => Number(process.env.AQM_CLAIM_STATEMENTS || 0) || 1;
 
 /** What one claim statement did, per claim. */
 interface Statement {

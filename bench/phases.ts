@@ -5,7 +5,7 @@ import { createRequestPool } from "../src/db/open.ts";
 import { closePool, createPool, type Sql } from "../src/db/pool.ts";
 import type { Options } from "./args.ts";
 import { seedClaim, sqlUpload, stageUploads } from "./ceiling.ts";
-import { closedBatches, coalescedClaims, pairQuota, startBatchProbe, statementsInFlight, type CeilingStats } from "./coalesced.ts";
+import { closedBatches, coalescedClaims, pairQuota, serverStatementsInFlight, startBatchProbe, statementsInFlight, type CeilingStats } from "./coalesced.ts";
 import { ClaimLedger, httpClaim, httpCount, httpMultiClaim, httpUpload, signTokens, type Population } from "./client.ts";
 import { burst, closedLoop, openLoop, type Job, type Stats } from "./load.ts";
 import { connectionsTo, startMonitor } from "./monitor.ts";
@@ -145,24 +145,25 @@ const baseUrl = (b: Bench, mode: Mode) => b.stack.servers[mode]!.baseUrl;
 
 /**
  * The coalesced ceiling of one quota variant (sql:default, quota on; sql:off, quota off): the
- * server's claim statement with B claims each, on `--pool` connections, ceil(pool / 2) statements
- * at once as the server sends them; at B = 16 (the batched ceiling issue 21's targets and the
- * regression check compare with), and at the server's mean batch in the segment just measured
- * (rounded) when that differs. B = 16 alone when its /metrics could not be read.
+ * server's claim statement with B claims each, on `--pool` connections: ceil(pool / 2) statements
+ * at once at B = 16 (the batched ceiling issue 21's targets and the regression check compare
+ * with), and as the server sent them (its statements at once, its mean batch in the segment just
+ * measured, rounded) when that differs. The batched ceiling alone when its /metrics could not be read.
  */
 async function coalescedCeilings(b: Bench, sql: Sql, mode: Mode, count: number, sent: number | null | undefined): Promise<void> {
   const { warmupS, durationS, pool } = b.options;
-  const workers = statementsInFlight(pool);
   const quota = mode === "default" ? pairQuota : null;
   const asSent = sent ? Math.max(1, Math.round(sent)) : undefined;
-  const batches = asSent === undefined || asSent === 16 ? [16] : [16, asSent];
+  const batched = { workers: statementsInFlight(pool), batch: 16, sent: false };
+  const server = { workers: serverStatementsInFlight(), batch: asSent ?? 16, sent: true };
+  const runs = asSent === undefined || (server.workers === batched.workers && asSent === 16) ? [batched] : [batched, server];
   // A ceiling running dry would count cheap empty claims: it stops at 90 % of the claims the stock can serve in full.
   const fullClaims = (perGroup: number) => Math.floor((perGroup * b.pop.targets.length * tiers.length * 0.9) / count);
-  for (const batch of batches) {
+  for (const { workers, batch, sent: isSent } of runs) {
     const run = coalescedClaims(sql, b.pop, count, quota, batch, b.ledger);
     const warm = await closedBatches(run, workers, warmupS, fullClaims(await stock(b, b.pop, tiers, 0)));
     const cap = fullClaims(await stock(b, b.pop, tiers, warm.reqPerS * 2 * durationS * count));
-    const label = `closed ${workers}×B=${batch}${batch === asSent ? " (as sent)" : ""}`;
+    const label = `closed ${workers}×B=${batch}${isSent ? " (as sent)" : ""}`;
     const row = await measure(b, `sql:${mode}`, `claim count=${count}`, label, (): Promise<CeilingStats> => closedBatches(run, workers, durationS, cap));
     if (row.elapsedS < durationS * 0.95) log(`        (stopped after ${row.elapsedS} s: the ${cap.toLocaleString("en-US")} claims the stock could serve in full)`);
   }

@@ -174,7 +174,7 @@ export function checkTargets(rows: Row[], duplicatesTotal: number): Target[] {
     }
   }
   const deployed1 = closedRow(rows, "default", "claim count=1");
-  const batched = closedRows(rows, "sql:default", "claim count=1").find((r) => r.claimsPerStatement === 16);
+  const batched = closedRows(rows, "sql:default", "claim count=1").find((r) => r.claimsPerStatement === 16 && !r.mode.includes("as sent"));
   if (deployed1 && batched) {
     out.push({ target: "claim count=1: default ≥ 0.9× the batched ceiling (sql:default, B=16; issue 21)", measured: `${num(deployed1.reqPerS)} vs ${num(batched.reqPerS)} claims/s (${ratio(deployed1.reqPerS, batched.reqPerS).toFixed(2)}×, ${batched.mode})`, pass: deployed1.reqPerS >= 0.9 * batched.reqPerS });
   }

@@ -7,7 +7,7 @@ import { relaunchWithSocketLimits } from "./relaunch.ts";
 import { compareToBaseline, regressionOf } from "./baseline.ts";
 import { profileBySegment } from "./profile.ts";
 import { checkTargets, cpuPerUnitNote, formatCeilingRatios, formatTable, formatTargets, resultsDir, serverToCeiling, serverToSeed, stampOf, writeResults, type Row } from "./report.ts";
-import { pairQuota, statementsInFlight } from "./coalesced.ts";
+import { pairQuota, serverStatementsInFlight, statementsInFlight } from "./coalesced.ts";
 import { formatSoak, runSoak } from "./soak.ts";
 import { startStack, stopStack, type ProfileTarget } from "./stack.ts";
 
@@ -20,7 +20,7 @@ function settingsOf(b: Bench) {
     pool: o.pool, concurrency: o.concurrency, duration_s: o.durationS, warmup_s: o.warmupS,
     open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, requesters: o.requesters, coins_per_user_tier: o.coinsPerTier,
     burst: o.burst, soak_s: o.soakS ?? null, only: o.only.length ? o.only : null, seed_random_bytes: b.randomSource, profile: o.profile,
-    claim_statements_in_flight: statementsInFlight(o.pool), pair_quota: pairQuota,
+    claim_statements_in_flight: serverStatementsInFlight(), batched_ceiling_statements_in_flight: statementsInFlight(o.pool), pair_quota: pairQuota,
   };
 }
 
@@ -34,7 +34,7 @@ const notes = {
   cpu_per_unit: "serverCpuS / pgCpuS: CPU seconds over the segment from /proc (utime + stime at its start and end; PostgreSQL: the postmaster's whole process tree, "
     + "exited backends through cutime + cstime); serverUsPerClaim, pgUsPerClaim, serverUsPerCoin, pgUsPerCoin: those ÷ the claims served (requests − errors) or coins "
     + "claimed or uploaded; pgCpuByKindS splits pgCpuS by process (client backends, autovacuum workers, other background processes, processes that exited in the segment) and pgBackendUsPerClaim is its backends ÷ claims; absent: not measured (no pid: --url, or no server behind the row) or not applicable. pgCpuPct before 2026-12-04 09:00 sampled live backends only",
-  regression: "default claims/s ÷ sql:default (as sent), claim count=1: what --check compares with bench/results/baseline.json (same machine only)",
+  regression: "default claims/s ÷ sql:default at B=16, ceil(pool / 2) statements at once (the batched ceiling), claim count=1: what --check compares with bench/results/baseline.json (same machine only)",
 };
 
 interface PhasesOutcome {

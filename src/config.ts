@@ -53,6 +53,7 @@ export const settings = {
   AQM_VERIFY_SIGNATURES: oneOf(["registered", "required", "off"], "registered", "Coin signatures checked against the device's identity keys at upload. `registered`: for devices that registered keys (PUT /v1/devices/{id}); `required`: a device without keys cannot upload (409); `off`: never."),
   AQM_TIER_SIZES: oneOf(["strict", "loose"], "strict", "`strict`: a coin's key and signature must have its tier's exact sizes; `loose`: up to 2,048 / 5,120 bytes."),
   AQM_DB_POOL_WAIT_MS: int(1, 60000, 2000, "Deadline of each database statement, from when it asks for a connection: past it the statement is cancelled (nothing commits) and the request gets 503."),
+  AQM_CLAIM_STATEMENTS: int(0, 250, 0, "Claim statements at the database at once (each carries every claim queued when it leaves). `0`: one on a single PostgreSQL — one batch of B costs PostgreSQL less than two of B/2 (bench/README.md, issue 21) — and half of AQM_DB_POOL_MAX on Citus, where each statement serves one shard."),
   AQM_CLAIM_QUEUE_MAX_MS: int(1, 600000, 10000, "Longest a claim may wait for its turn while the database keeps answering; when it stops answering, claims get 503 after AQM_DB_POOL_WAIT_MS."),
   AQM_DB_POOL_QUEUE_MAX: int(0, 100000, 2000, "Requests that may wait for a connection at once; beyond that, 503 at once."),
   AQM_CRON: onOff("on", "Run the maintenance schedule in this process (one instance runs each tick)."),

@@ -91,6 +91,50 @@ test("a claim that waited for a pair's quota row counts what the other transacti
   expect((await db.sql`SELECT count(*)::int AS n FROM coin_inventory WHERE fetched_at IS NOT NULL`)[0]!.n).toBe(0);
 });
 
+/**
+ * Three bursts of 20 claims, each burst in one tick and the next a turn of the event loop later
+ * (while the first statement is still at the database): the most claim statements that ran at
+ * once, how many ran, and the coins served.
+ */
+async function bursts(options: { maxInFlight: number; maxInFlightRouted?: number }) {
+  const owners = await sameShardOwners(4);
+  for (const owner of owners) await upload(owner, makeCoins(15, "BRONZE"));
+  const { db: instance, fetch } = testClaims(db.sql, { size: 4, ...options });
+  await fetch(randomUUID(), randomUUID(), "GOLD", 1); // the queue reads the engine once, before its first statement
+  let running = 0;
+  let most = 0;
+  let statements = 0;
+  const run = instance.run.bind(instance);
+  instance.run = ((make, opts) => {
+    if (opts?.what !== "claim") return run(make, opts);
+    statements++;
+    most = Math.max(most, ++running);
+    return run(make, opts).finally(() => running--);
+  }) as typeof instance.run;
+  const claims: Promise<{ key_id: string }[]>[] = [];
+  for (let burst = 0; burst < 3; burst++) {
+    for (let i = 0; i < 20; i++) claims.push(fetch(owners[i % 4]!, randomUUID(), "BRONZE", 1));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const keys = (await Promise.all(claims)).flat().map((c) => c.key_id);
+  return { most, statements, keys };
+}
+
+test("claim statements at once (AQM_CLAIM_STATEMENTS): one keeps one at the database and the claims queued meanwhile leave together", async () => {
+  // the routed limit applies on Citus (tests/citus/suite.ts), the plain one on PostgreSQL
+  const limit = isCitus() ? 2 : 1;
+  const one = await bursts({ maxInFlight: 1, maxInFlightRouted: 2 });
+  expect(one.most).toBe(limit);
+  expect(one.keys).toHaveLength(60);
+  expect(new Set(one.keys).size).toBe(60);
+  if (!isCitus()) expect(one.statements).toBeLessThanOrEqual(2); // the first burst, then the two queued behind it
+  // the same bursts with two allowed: a second statement runs beside the first (what the count above rules out)
+  await resetClaims(db.sql);
+  const two = await bursts({ maxInFlight: 2 });
+  expect(two.most).toBe(2);
+  expect(new Set(two.keys).size).toBe(60);
+});
+
 test("200 concurrent claims through the queues of three instances: no key twice, min(demand, supply) handed out", async () => {
   const owner = randomUUID();
   const supply = makeCoins(500, "SILVER");

@@ -12,8 +12,9 @@ const tierRows = (g: string, s: string, b: string) => `(VALUES (1, 'GOLD', ${g})
 /**
  * The pick rule, the same for every phase: per group (target, device [, tier]) the oldest `total`
  * available coins of `tier` with record_id above `after`, numbered in FIFO order. The rows' ctid
- * goes along: the claim updates them by it (a locked row cannot move), one TID lookup each,
- * whatever the planner guesses of the batch's size.
+ * goes along: the claim updates them by it (a locked row cannot move) through a TID scan of
+ * `ctid = ANY(…)`, which no estimate of the batch's size makes the planner trade for reading the
+ * table (statement.ts).
  */
 const pick = (own: Shape["own"], groups: string, tier: string, after: string) => `
   SELECT p.ctid, p.record_id, g.target, g.dev, p.tier, row_number() OVER (PARTITION BY g.target, g.dev, p.tier ORDER BY p.record_id) AS rn

@@ -22,8 +22,10 @@ interface Job {
 export interface ClaimQueueOptions {
   /** The pair quota, or null when rate limits are off (benchmarks only). */
   quota: number | null;
-  /** Statements at the database at once; the rest of the pool stays free for uploads and counts. */
+  /** Statements at the database at once on one PostgreSQL; the rest of the pool stays free for uploads and counts. */
   maxInFlight: number;
+  /** The same on Citus, where each statement serves one shard (default: maxInFlight). */
+  maxInFlightRouted?: number;
   /** The longest a claim may wait for its turn while the database keeps answering (AQM_CLAIM_QUEUE_MAX_MS). */
   maxWaitMs: number;
   maxBatch?: number;
@@ -105,7 +107,8 @@ export class ClaimQueue {
       }
       return;
     }
-    while (this.inFlight < this.options.maxInFlight && this.queue.length > 0) {
+    const limit = shards === null ? this.options.maxInFlight : this.options.maxInFlightRouted ?? this.options.maxInFlight;
+    while (this.inFlight < limit && this.queue.length > 0) {
       const batch = this.take(shards);
       this.options.queued?.(this.queue.length);
       if (batch.length === 0) continue;
