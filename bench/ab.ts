@@ -10,7 +10,7 @@
  * vacuumed before each segment. Per segment: claims/s, p50/p99, the server's and PostgreSQL's CPU
  * per claim (/proc), claims per statement (/metrics). Writes bench/results[/local]/<stamp>-ab.json.
  *
- *   bun bench/ab.ts AQM_CLAIM_STATEMENTS=2 AQM_CLAIM_STATEMENTS=1 --rounds 5 --save
+ *   bun bench/ab.ts AQM_CLAIM_OVERLAP_MS=0 AQM_CLAIM_OVERLAP_MS=50 --rounds 6 --save
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";

@@ -18,8 +18,13 @@ export const pairQuota = Number(process.env.AQM_PAIR_QUOTA ?? settings.AQM_PAIR_
  */
 export const statementsInFlight = (pool: number) => Math.max(1, Math.ceil(pool / 2));
 
-/** Claim statements a server on one PostgreSQL sends at once: AQM_CLAIM_STATEMENTS from the environment (it reaches the servers), 0 meaning one (src/app.ts). */
-export const serverStatementsInFlight = () => Number(process.env.AQM_CLAIM_STATEMENTS || 0) || 1;
+/**
+ * Claim statements a server on one PostgreSQL sends at once under the bench's load, whose
+ * statements take far less than AQM_CLAIM_OVERLAP_MS (from the environment, it reaches the
+ * servers; 50 by default): one, or ceil(pool / 2) when that is 0 (src/claims/queue.ts).
+ */
+export const serverStatementsInFlight = (pool: number) =>
+  Number(process.env.AQM_CLAIM_OVERLAP_MS ?? settings.AQM_CLAIM_OVERLAP_MS.default) > 0 ? 1 : statementsInFlight(pool);
 
 /** What one claim statement did, per claim. */
 interface Statement {

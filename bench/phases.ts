@@ -155,7 +155,7 @@ async function coalescedCeilings(b: Bench, sql: Sql, mode: Mode, count: number, 
   const quota = mode === "default" ? pairQuota : null;
   const asSent = sent ? Math.max(1, Math.round(sent)) : undefined;
   const batched = { workers: statementsInFlight(pool), batch: 16, sent: false };
-  const server = { workers: serverStatementsInFlight(), batch: asSent ?? 16, sent: true };
+  const server = { workers: serverStatementsInFlight(pool), batch: asSent ?? 16, sent: true };
   const runs = asSent === undefined || (server.workers === batched.workers && asSent === 16) ? [batched] : [batched, server];
   // A ceiling running dry would count cheap empty claims: it stops at 90 % of the claims the stock can serve in full.
   const fullClaims = (perGroup: number) => Math.floor((perGroup * b.pop.targets.length * tiers.length * 0.9) / count);

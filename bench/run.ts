@@ -20,7 +20,7 @@ function settingsOf(b: Bench) {
     pool: o.pool, concurrency: o.concurrency, duration_s: o.durationS, warmup_s: o.warmupS,
     open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, requesters: o.requesters, coins_per_user_tier: o.coinsPerTier,
     burst: o.burst, soak_s: o.soakS ?? null, only: o.only.length ? o.only : null, seed_random_bytes: b.randomSource, profile: o.profile,
-    claim_statements_in_flight: serverStatementsInFlight(), batched_ceiling_statements_in_flight: statementsInFlight(o.pool), pair_quota: pairQuota,
+    claim_statements_in_flight: serverStatementsInFlight(o.pool), batched_ceiling_statements_in_flight: statementsInFlight(o.pool), pair_quota: pairQuota,
   };
 }
 

@@ -78,9 +78,8 @@ export function createApp({ sql, session, config, keys, hashSecrets, maintenance
   const quota = config.AQM_RATE_LIMITS === "on" ? config.AQM_PAIR_QUOTA : null;
   const events = new StockEvents((message, ready) => listen(session, "aqm_stock", message, ready), (n) => metrics.claimWaiting.set(n));
   const queue = new ClaimQueue(db, {
-    quota, maxWaitMs: config.AQM_CLAIM_QUEUE_MAX_MS,
-    // the rest of the pool stays free for uploads and counts
-    maxInFlight: config.AQM_CLAIM_STATEMENTS || 1, maxInFlightRouted: config.AQM_CLAIM_STATEMENTS || Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)),
+    quota, maxInFlight: Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)), maxWaitMs: config.AQM_CLAIM_QUEUE_MAX_MS, // the rest of the pool stays free for uploads and counts
+    overlapAfterMs: config.AQM_CLAIM_OVERLAP_MS,
     queued: (n) => metrics.claimQueue.set(n),
     sent: (claims, seconds) => {
       metrics.claimBatch.observe(claims);

@@ -92,47 +92,62 @@ test("a claim that waited for a pair's quota row counts what the other transacti
 });
 
 /**
- * Three bursts of 20 claims, each burst in one tick and the next a turn of the event loop later
- * (while the first statement is still at the database): the most claim statements that ran at
- * once, how many ran, and the coins served.
+ * Three bursts of 20 claims, each in one tick, a turn of the event loop apart; the first claim
+ * statement is held at the database (not sent) until `holdMs` after the third burst is queued.
+ * Reports the most claim statements in flight at once, how many ran, when each left (ms after
+ * the first) and the coins served.
  */
-async function bursts(options: { maxInFlight: number; maxInFlightRouted?: number }) {
+async function bursts(options: { maxInFlight: number; overlapAfterMs?: number }, holdMs = 0) {
   const owners = await sameShardOwners(4);
   for (const owner of owners) await upload(owner, makeCoins(15, "BRONZE"));
   const { db: instance, fetch } = testClaims(db.sql, { size: 4, ...options });
   await fetch(randomUUID(), randomUUID(), "GOLD", 1); // the queue reads the engine once, before its first statement
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
   let running = 0;
   let most = 0;
-  let statements = 0;
+  const left: number[] = [];
   const run = instance.run.bind(instance);
   instance.run = ((make, opts) => {
     if (opts?.what !== "claim") return run(make, opts);
-    statements++;
+    left.push(performance.now());
     most = Math.max(most, ++running);
-    return run(make, opts).finally(() => running--);
+    return (left.length === 1 ? held.then(() => run(make, opts)) : run(make, opts)).finally(() => running--);
   }) as typeof instance.run;
   const claims: Promise<{ key_id: string }[]>[] = [];
   for (let burst = 0; burst < 3; burst++) {
     for (let i = 0; i < 20; i++) claims.push(fetch(owners[i % 4]!, randomUUID(), "BRONZE", 1));
     await new Promise((resolve) => setImmediate(resolve));
   }
+  await Bun.sleep(holdMs);
+  release();
   const keys = (await Promise.all(claims)).flat().map((c) => c.key_id);
-  return { most, statements, keys };
+  return { most, statements: left.length, after: left.map((t) => t - left[0]!), keys };
 }
 
-test("claim statements at once (AQM_CLAIM_STATEMENTS): one keeps one at the database and the claims queued meanwhile leave together", async () => {
-  // the routed limit applies on Citus (tests/citus/suite.ts), the plain one on PostgreSQL
-  const limit = isCitus() ? 2 : 1;
-  const one = await bursts({ maxInFlight: 1, maxInFlightRouted: 2 });
-  expect(one.most).toBe(limit);
-  expect(one.keys).toHaveLength(60);
-  expect(new Set(one.keys).size).toBe(60);
-  if (!isCitus()) expect(one.statements).toBeLessThanOrEqual(2); // the first burst, then the two queued behind it
-  // the same bursts with two allowed: a second statement runs beside the first (what the count above rules out)
+test("claim statements at once (AQM_CLAIM_OVERLAP_MS): on one PostgreSQL a second leaves only once the first has run that long, and the claims queued meanwhile leave together", async () => {
+  // a first statement that never reaches the wait: bursts 2 and 3 leave together after it
+  const waiting = await bursts({ maxInFlight: 2, overlapAfterMs: 60_000 });
+  expect(new Set(waiting.keys).size).toBe(60);
+  if (isCitus()) {
+    expect(waiting.most).toBe(2); // not on Citus: each statement serves one shard
+  } else {
+    expect(waiting.most).toBe(1);
+    expect(waiting.statements).toBe(2);
+  }
+  // without the wait, burst 2 leaves beside the held first statement
   await resetClaims(db.sql);
-  const two = await bursts({ maxInFlight: 2 });
-  expect(two.most).toBe(2);
-  expect(new Set(two.keys).size).toBe(60);
+  const atOnce = await bursts({ maxInFlight: 2, overlapAfterMs: 0 });
+  expect(atOnce.most).toBe(2);
+  expect(atOnce.after[1]!).toBeLessThan(100);
+  expect(new Set(atOnce.keys).size).toBe(60);
+  // a first statement held 400 ms: the second leaves beside it once it has run 100 ms, not before
+  await resetClaims(db.sql);
+  const stuck = await bursts({ maxInFlight: 2, overlapAfterMs: 100 }, 400);
+  expect(stuck.most).toBe(2);
+  if (!isCitus()) expect(stuck.after[1]!).toBeGreaterThanOrEqual(100);
+  expect(stuck.after[1]!).toBeLessThan(400);
+  expect(new Set(stuck.keys).size).toBe(60);
 });
 
 test("200 concurrent claims through the queues of three instances: no key twice, min(demand, supply) handed out", async () => {

@@ -125,7 +125,7 @@ test("a Host header shorter than four characters cannot shift routing", async ()
 });
 
 test("a queued claim whose client has gone leaves its batch: no coin is claimed for it", async () => {
-  const app = makeApp(db.sql, { AQM_DB_POOL_MAX: "4", AQM_CLAIM_STATEMENTS: "2" }); // two claim statements in flight at most
+  const app = makeApp(db.sql, { AQM_DB_POOL_MAX: "4" }); // two claim statements in flight at most (the second once the first waited AQM_CLAIM_OVERLAP_MS)
   const [owner, r1, r2, r3] = await Promise.all([newUser(), newUser(), newUser(), newUser()]);
   await upload(app, owner, makeCoins(10));
   // hold the quota rows of r1's and r2's pairs: their claim statements wait at the database
@@ -159,7 +159,7 @@ test("a queued claim whose client has gone leaves its batch: no coin is claimed 
 });
 
 test("a client that leaves while its claim runs at the database gets nothing claimed: its coins go back in stock, its quota is refunded; a keyed claim keeps its answer for the retry", async () => {
-  const app = makeApp(db.sql, { AQM_DB_POOL_MAX: "4", AQM_CLAIM_STATEMENTS: "2" }); // two claim statements in flight at most
+  const app = makeApp(db.sql, { AQM_DB_POOL_MAX: "4" }); // two claim statements in flight at most (the second once the first waited AQM_CLAIM_OVERLAP_MS)
   const [owner, r1, r2] = await Promise.all([newUser(), newUser(), newUser()]);
   await upload(app, owner, makeCoins(10));
   const keys = claimKeys(testHashSecrets.current);

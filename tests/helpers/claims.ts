@@ -42,8 +42,8 @@ export interface TestClaimsOptions {
   /** The pair quota; null (default): off. */
   quota?: number | null;
   maxInFlight?: number;
-  /** On Citus (default: maxInFlight). */
-  maxInFlightRouted?: number;
+  /** One PostgreSQL: a further statement only once those in flight ran this long (AQM_CLAIM_OVERLAP_MS; default 0). */
+  overlapAfterMs?: number;
   size?: number;
   waitMs?: number;
   /** Listen for stock changes (waits across instances). */
@@ -51,9 +51,9 @@ export interface TestClaimsOptions {
 }
 
 /** The claim path as the app composes it: service, coalescing queue, keyed hashes, stock events. */
-export function testClaims(sql: Sql, { quota = null, maxInFlight = 2, maxInFlightRouted, size = 10, waitMs, listens = false }: TestClaimsOptions = {}) {
+export function testClaims(sql: Sql, { quota = null, maxInFlight = 2, overlapAfterMs, size = 10, waitMs, listens = false }: TestClaimsOptions = {}) {
   const db = testDb(sql, { size, waitMs });
-  const queue = new ClaimQueue(db, { quota, maxInFlight, maxInFlightRouted, maxWaitMs: 30_000 });
+  const queue = new ClaimQueue(db, { quota, maxInFlight, overlapAfterMs, maxWaitMs: 30_000 });
   const events = new StockEvents(listens ? (message, ready) => listen(sessionFor(sql), "aqm_stock", message, ready) : undefined);
   const claims = claimService({ queue, events, quota, keys: claimKeys(testHashSecrets.current) });
   return {
