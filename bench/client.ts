@@ -45,9 +45,16 @@ export function claimedBy(target: string, coins: readonly { key_id: string }[], 
   return { ok: true, coins: coins.length, short: coins.length < count };
 }
 
+/** A failed request's kind: its status and, for a problem+json answer, its detail (which 503 it was). */
 async function failed(response: Response): Promise<Outcome> {
-  await response.arrayBuffer();
-  return { ok: false, coins: 0, error: String(response.status) };
+  const text = await response.text();
+  let detail: unknown;
+  try {
+    detail = (JSON.parse(text) as { detail?: unknown }).detail;
+  } catch {
+    detail = undefined;
+  }
+  return { ok: false, coins: 0, error: typeof detail === "string" ? `${response.status} ${detail}` : String(response.status) };
 }
 
 function bearer(pop: Population, user: string): Record<string, string> {
