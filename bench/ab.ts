@@ -62,15 +62,7 @@ try {
   const secret = randomBytes(36).toString("base64url");
   const servers: { variant: string; baseUrl: string; pid: number }[] = [];
   for (const variant of variants) {
-    const saved = { ...process.env };
-    Object.assign(process.env, envOf(variant), {
-      AQM_RATE_FETCH_PER_MIN: "1000000", AQM_RATE_UPLOAD_PER_MIN: "1000000", AQM_RATE_COUNT_PER_MIN: "1000000", AQM_RATE_ADMIN_PER_MIN: "1000000",
-    });
-    try {
-      servers.push({ variant, ...(await startServer(pg.url, secret, pool, "default")) }); // the first one migrates
-    } finally {
-      process.env = saved;
-    }
+    servers.push({ variant, ...(await startServer(pg.url, secret, pool, "default", undefined, envOf(variant))) }); // the first one migrates
   }
   const requesters = Array.from({ length: 3000 }, () => randomUUID());
   const pop: Population = { targets: Array.from({ length: 200 }, () => randomUUID()), requesters, tokens: await signTokens(secret, requesters, 86_400) };

@@ -117,12 +117,14 @@ export interface ProfileTarget {
 
 /**
  * One server process (bun src/index.ts) on `databaseUrl` in configuration `mode`, stopped by
- * stopStack(); resolves once /v1/health answers 200. Exported for bench/citus.ts.
+ * stopStack(); resolves once /v1/health answers 200. `settings`: environment of this server only,
+ * as if it were the bench's own (bench/ab.ts). Exported for bench/citus.ts and bench/ab.ts.
  */
-export async function startServer(databaseUrl: string, secret: string, pool: number, mode: Mode, profile?: ProfileTarget): Promise<{ baseUrl: string; pid: number }> {
+export async function startServer(databaseUrl: string, secret: string, pool: number, mode: Mode, profile?: ProfileTarget,
+  settings: Record<string, string> = {}): Promise<{ baseUrl: string; pid: number }> {
   const port = await freePort();
   const env = {
-    ...process.env,
+    ...process.env, ...settings,
     DATABASE_URL: databaseUrl, PORT: String(port), HOST: "127.0.0.1", AQM_JWT_SECRET: secret, AQM_HASH_SECRET: secret,
     AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: String(pool), ...modeEnv[mode],
     BUN_JSC_forceRAMSize: process.env.BUN_JSC_forceRAMSize ?? "134217728", // as `bun run start` and the Docker image
