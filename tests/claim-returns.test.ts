@@ -129,6 +129,41 @@ test("a return never frees a coin a later claim took: it matches the claim's own
   expect(second).not.toBe(first);
 });
 
+test("a coin claimed and given back while a claim waited at the database is served by that claim and charged once: the claim runs again instead of counting a coin it could not take", async () => {
+  const [owner, waiter, other] = [randomUUID(), randomUUID(), randomUUID()];
+  await stock(owner, 2);
+  const [first] = await db.sql<{ key_id: string }[]>`SELECT key_id FROM coin_inventory WHERE user_id = ${owner}::uuid ORDER BY record_id LIMIT 1`;
+  const { queue } = queueOn(new FaultyDb());
+  await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${keys.pair(waiter, owner)[0]}::uuid, '{}', '{}')`;
+  const holder = await db.sql.reserve();
+  let waiting: Promise<unknown> | undefined;
+  try {
+    // the waiter's statement takes its snapshot, then waits for its pair's quota row
+    await holder`BEGIN`;
+    await holder`SELECT 1 FROM claim_quota WHERE target = ${owner}::uuid AND pair = ${keys.pair(waiter, owner)[0]}::uuid FOR UPDATE`;
+    waiting = queue.claim(item(owner, waiter, [0, 0, 1]));
+    await waitFor(async () => (await lockWaiters(db)) === 1, "the claim waiting at the database");
+    // meanwhile the oldest coin is claimed, and given back (its client left)
+    const items = [item(owner, other, [0, 0, 1])];
+    const rows = await claimRows(db.sql, items, QUOTA);
+    expect(rows.filter((r) => r.k === "c").map((r) => r.key_id)).toEqual([first!.key_id]);
+    expect((await returnCoins(new FaultyDb(), returnable(items, rows, new Set([0])))).returned).toBe(1);
+    await holder`COMMIT`;
+  } finally {
+    holder.release();
+  }
+  // the waiter's statement found that coin in stock again, locked its newest version, and could
+  // not take it under its older snapshot: it ran again, and serves it
+  const outcome = await waiting!;
+  expect(outcome).toMatchObject({ status: "ok", short: [0, 0, 0], remaining: QUOTA - 1 });
+  expect((outcome as { coins: { key_id: string }[] }).coins.map((c) => c.key_id)).toEqual([first!.key_id]);
+  expect(await claimedBy(waiter)).toBe(1);
+  expect(await quotaSpent(waiter, owner)).toBe(1);
+  const [taken] = await db.sql<{ fetched_by: string }[]>`SELECT fetched_by::text FROM coin_inventory WHERE key_id = ${first!.key_id}`;
+  expect(taken!.fetched_by).toBe(waiter);
+  expect(await available(owner)).toBe(1);
+});
+
 test("a missing status row answers that claim with an error and gives its coins back; the others of its batch are served", async () => {
   const [owner, a, b, c] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
   await stock(owner, 6);

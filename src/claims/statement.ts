@@ -25,6 +25,9 @@ import { b64, phases } from "./phases.ts";
  * - Gates feed the final UPDATE through RETURNING, so nothing is claimed for a request whose
  *   replay record or quota spend did not happen.
  * - A replay rewrites its record, so its commit waits for a synchronous standby (see `touched`).
+ * - A coin counted as served is a coin taken: if one was claimed and given back after the
+ *   statement's snapshot, its lock holds a version the UPDATE cannot see, and the statement
+ *   raises a serialization failure (rolled back, run again) instead of charging it unserved.
  * - No plan reads a whole table, whatever the estimates: with a table grown since its last ANALYZE
  *   (or never analyzed) PostgreSQL's guesses for this many joins reach billions of rows, and a
  *   generic plan once updated the coins through a scan of all of coin_inventory (76 claims/s
@@ -237,7 +240,13 @@ UNION ALL
 -- the time the coins were taken at, as stored (on Citus the UPDATE's now() is the coordinator's,
 -- the worker's may differ); now() when none was
 SELECT 'n', (SELECT count(*) FROM notified)::int, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       coalesce((SELECT u.fetched_at FROM upd u LIMIT 1), now())::text, NULL, NULL${routed ? `
+       coalesce((SELECT u.fetched_at FROM upd u LIMIT 1), now())::text, NULL, NULL
+-- every coin counted as served was taken, or the whole statement rolls back and runs again: one
+-- claimed and given back after this statement's snapshot is locked in its newest version, which
+-- the UPDATE (under that snapshot) cannot see (migration 017)
+WHERE (SELECT aqm_claim_moved(m.missed)::text FROM (
+         SELECT count(*) - (SELECT count(*) FROM upd) AS missed FROM assigned a JOIN won w ON w.idx = a.idx) m
+       WHERE m.missed <> 0) IS NULL${routed ? `
 UNION ALL
 SELECT 'w', NULL, NULL, owner, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM notified` : ""}`;
 

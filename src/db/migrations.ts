@@ -34,6 +34,8 @@ import up015 from "../../db/migrations/015_create_claim_key.sql" with { type: "t
 import down015 from "../../db/migrations/rollback/015_create_claim_key.sql" with { type: "text" };
 import up016 from "../../db/migrations/016_devices.sql" with { type: "text" };
 import down016 from "../../db/migrations/rollback/016_devices.sql" with { type: "text" };
+import up017 from "../../db/migrations/017_claim_moved_coin.sql" with { type: "text" };
+import down017 from "../../db/migrations/rollback/017_claim_moved_coin.sql" with { type: "text" };
 
 export interface Migration {
   version: number;
@@ -65,4 +67,5 @@ export const migrations: readonly Migration[] = [
   migration("014_owner_keyed_tables", up014, down014),
   migration("015_create_claim_key", up015, down015),
   migration("016_devices", up016, down016),
+  migration("017_claim_moved_coin", up017, down017),
 ];

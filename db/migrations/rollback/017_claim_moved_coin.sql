@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS aqm_claim_moved(bigint);
