@@ -22,8 +22,8 @@ const AVAILABLE = "SELECT coin_category AS tier, count(*)::int AS n FROM coin_in
 
 const PUT_LAST_RESORT = `
 INSERT INTO last_resort_coin AS l (user_id, device_id, key_id, coin_category, public_key_blob, signature_blob)
-SELECT $1::uuid, $6::smallint, k, c, decode(p, 'base64'), decode(s, 'base64')
-FROM unnest($2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[]) AS u(k, c, p, s)
+SELECT $1::uuid, $6::smallint, k, c, p, s
+FROM unnest($2::text::text[], $3::text::text[], $4::bytea[], $5::bytea[]) AS u(k, c, p, s)
 ON CONFLICT (user_id, device_id, coin_category) DO UPDATE
 SET key_id = excluded.key_id, public_key_blob = excluded.public_key_blob, signature_blob = excluded.signature_blob,
     uploaded_at = excluded.uploaded_at`; // (its default, now(); Citus refuses a function that is not IMMUTABLE in DO UPDATE SET)
@@ -105,9 +105,10 @@ export function coinService(db: Db, checkDevice: CheckDevice) {
 
     /** Stores (or replaces) the device's last-resort coin of each tier sent; other tiers keep theirs. */
     async putLastResort(userId: string, deviceId: number, coins: Coin[], opts?: RunOptions): Promise<void> {
+      const params = [userId, ...inputOf(db.sql, coins), deviceId];
       await forDevice(userId, deviceId, coins, opts, (device) => db.transaction(async (tx) => {
         await holdDevice(tx, db.prepare, userId, device);
-        await tx.unsafe(PUT_LAST_RESORT, [userId, ...inputOf(coins), deviceId] as never[], { prepare: db.prepare });
+        await tx.unsafe(PUT_LAST_RESORT, params as never[], { prepare: db.prepare });
       }, opts));
     },
   };

@@ -1,7 +1,7 @@
-import { textArray } from "../db/arrays.ts";
+import { base64Bytes, BYTEA_ARRAY, byteaArray, textArray } from "../db/arrays.ts";
 import type { Db, RunOptions } from "../db/db.ts";
 import type { Sql } from "../db/pool.ts";
-import { DeviceStateError, KeyConflictError } from "../errors.ts";
+import { DeviceStateError, KeyConflictError, ValidationError } from "../errors.ts";
 import { routingOf } from "../claims/routing.ts";
 import type { Coin } from "./model.ts";
 import { notifyStock } from "./stock-events.ts";
@@ -26,9 +26,16 @@ export class DeviceMovedError extends DeviceStateError {
   }
 }
 
-export const inputOf = (coins: Coin[]) => [
+type BlobField = "public_key_b64" | "signature_b64";
+const notBase64 = (i: number, field: BlobField) =>
+  new ValidationError("A blob is not valid base64", [{ field: `coins[${i}].${field}`, message: "must be standard base64 with padding" }]);
+const blobs = (sql: Sql, coins: Coin[], field: BlobField) =>
+  sql.typed(byteaArray(coins.map((c) => c[field]), (i) => notBase64(i, field)), BYTEA_ARRAY);
+
+/** The coins as four array parameters ($2 to $5: key ids, tiers, public keys, signatures; the blobs as bytea[], in binary). */
+export const inputOf = (sql: Sql, coins: Coin[]) => [
   textArray(coins.map((c) => c.key_id)), textArray(coins.map((c) => c.coin_category)),
-  textArray(coins.map((c) => c.public_key_b64)), textArray(coins.map((c) => c.signature_b64)),
+  blobs(sql, coins, "public_key_b64"), blobs(sql, coins, "signature_b64"),
 ];
 
 /**
@@ -58,8 +65,8 @@ const UPLOAD = `
 WITH dev AS MATERIALIZED (
   SELECT generation FROM device WHERE user_id = $1::uuid AND device_id = $6::smallint FOR SHARE
 ), input AS (
-  SELECT k AS key_id, c AS coin_category, decode(p, 'base64') AS public_key_blob, decode(s, 'base64') AS signature_blob, ord
-  FROM unnest($2::text::text[], $3::text::text[], $4::text::text[], $5::text::text[]) WITH ORDINALITY AS u(k, c, p, s, ord)
+  SELECT k AS key_id, c AS coin_category, p AS public_key_blob, s AS signature_blob, ord
+  FROM unnest($2::text::text[], $3::text::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY AS u(k, c, p, s, ord)
 ), repeated AS (
   SELECT a.key_id FROM input a JOIN input b ON a.key_id = b.key_id AND a.ord < b.ord
   WHERE (a.coin_category, a.public_key_blob, a.signature_blob) IS DISTINCT FROM (b.coin_category, b.public_key_blob, b.signature_blob)
@@ -97,7 +104,7 @@ function routedUpload(rows: number): string {
   let text = routedTexts.get(rows);
   if (text === undefined) {
     const values = Array.from({ length: rows }, (_, r) =>
-      `($1::uuid, $2::smallint, $${3 + r * 4}::text, $${4 + r * 4}::text, decode($${5 + r * 4}::text, 'base64'), decode($${6 + r * 4}::text, 'base64'))`);
+      `($1::uuid, $2::smallint, $${3 + r * 4}::text, $${4 + r * 4}::text, $${5 + r * 4}::bytea, $${6 + r * 4}::bytea)`);
     text = `
 WITH written AS (
   INSERT INTO coin_inventory AS t (user_id, device_id, key_id, coin_category, public_key_blob, signature_blob)
@@ -113,9 +120,21 @@ SELECT (SELECT aqm_key_conflict(array_agg(key_id ORDER BY key_id))::text FROM wr
 
 const CLAIMED = "SELECT key_id FROM claimed_key WHERE user_id = $1::uuid AND key_id = ANY($2::text::text[])";
 
-const sameContent = (a: Coin, b: Coin) => a.coin_category === b.coin_category
-  && Buffer.from(a.public_key_b64, "base64").equals(Buffer.from(b.public_key_b64, "base64"))
-  && Buffer.from(a.signature_b64, "base64").equals(Buffer.from(b.signature_b64, "base64"));
+/** Routed: a coin with its blobs decoded (bytea parameters: Buffers are sent in binary). */
+interface Decoded {
+  key_id: string;
+  coin_category: Tier;
+  publicKey: Buffer;
+  signature: Buffer;
+}
+
+const decoded = (coin: Coin, i: number): Decoded => ({
+  key_id: coin.key_id, coin_category: coin.coin_category,
+  publicKey: base64Bytes(coin.public_key_b64) ?? (() => { throw notBase64(i, "public_key_b64"); })(),
+  signature: base64Bytes(coin.signature_b64) ?? (() => { throw notBase64(i, "signature_b64"); })(),
+});
+
+const sameContent = (a: Decoded, b: Decoded) => a.coin_category === b.coin_category && a.publicKey.equals(b.publicKey) && a.signature.equals(b.signature);
 
 const HOLD_DEVICE = "SELECT generation FROM device WHERE user_id = $1::uuid AND device_id = $2::smallint FOR SHARE";
 
@@ -130,9 +149,9 @@ export async function holdDevice(tx: Sql, prepare: boolean, userId: string, devi
 
 /** Routed: the claimed key ids read, then, in one transaction, the device row held (as UPLOAD's dev) and the coins inserted. */
 async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins: Coin[], opts?: RunOptions): Promise<Partial<Record<Tier, number>>> {
-  const first = new Map<string, Coin>();
+  const first = new Map<string, Decoded>();
   const repeated = new Set<string>();
-  for (const coin of coins) {
+  for (const coin of coins.map(decoded)) {
     const seen = first.get(coin.key_id);
     if (seen === undefined) first.set(coin.key_id, coin);
     else if (!sameContent(seen, coin)) repeated.add(coin.key_id);
@@ -143,7 +162,8 @@ async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins:
   for (const { key_id } of claimed) first.delete(key_id);
   if (first.size === 0) return {};
   const fresh = [...first.values()];
-  const params = [userId, device.deviceId, ...fresh.flatMap((c) => [c.key_id, c.coin_category, c.public_key_b64, c.signature_b64])];
+  const params = [userId, device.deviceId,
+    ...fresh.flatMap((c) => [c.key_id, c.coin_category, c.publicKey, c.signature])];
   const byTier = await db.transaction(async (tx) => {
     await holdDevice(tx, db.prepare, userId, device);
     const [row] = await tx.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(routedUpload(fresh.length), params as never[], { prepare: db.prepare });
@@ -164,8 +184,9 @@ export async function uploadCoins(db: Db, userId: string, device: UploadDevice, 
   let byTier: Partial<Record<Tier, number>>;
   if (routed) byTier = await uploadRouted(db, userId, device, coins, opts);
   else {
+    const params = [userId, ...inputOf(db.sql, coins), device.deviceId, device.generation];
     const [row] = await db.run((sql) => sql.unsafe<{ by_tier: Partial<Record<Tier, number>>; current: boolean }[]>(UPLOAD,
-      [userId, ...inputOf(coins), device.deviceId, device.generation] as never[], { prepare: db.prepare }), { what: "upload", ...opts });
+      params as never[], { prepare: db.prepare }), { what: "upload", ...opts });
     if (!row!.current) throw new DeviceMovedError();
     byTier = row!.by_tier;
   }
