@@ -164,6 +164,61 @@ test("a coin claimed and given back while a claim waited at the database is serv
   expect(await available(owner)).toBe(1);
 });
 
+test("a claim whose deadline passes while its batch waits at the database is answered 503 alone: the statement serves the rest of its batch, and gives that claim's coin and quota back", async () => {
+  const [owner, first, near, far] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+  await stock(owner, 3);
+  const faulty = new FaultyDb();
+  // one statement at a time; each claim waits at most 2 s in all
+  const { queue, returns } = queueOn(faulty, { maxInFlight: 1, maxWaitMs: 2_000 });
+  for (const r of [first, near, far]) {
+    await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${keys.pair(r, owner)[0]}::uuid, '{}', '{}')`;
+  }
+  const lock = async (requester: string) => {
+    const conn = await db.sql.reserve();
+    await conn`BEGIN`;
+    await conn`SELECT 1 FROM claim_quota WHERE target = ${owner}::uuid AND pair = ${keys.pair(requester, owner)[0]}::uuid FOR UPDATE`;
+    let held = true;
+    return {
+      async release() {
+        if (!held) return;
+        held = false;
+        await conn`COMMIT`;
+        conn.release();
+      },
+    };
+  };
+  const [firstLock, nearLock] = [await lock(first), await lock(near)];
+  try {
+    // the first claim's statement waits; the two others queue behind it, a second apart
+    const firstClaim = queue.claim(item(owner, first, [0, 0, 1]));
+    await waitFor(async () => (await lockWaiters(db)) === 1, "the first statement waiting");
+    const nearQueued = performance.now();
+    const nearClaim = queue.claim(item(owner, near, [0, 0, 1]));
+    const nearAnswer = nearClaim.then(() => "served", (error) => error);
+    await Bun.sleep(1_000);
+    const farClaim = queue.claim(item(owner, far, [0, 0, 1]));
+    // they leave together; their statement waits for the near claim's quota row past its deadline
+    await firstLock.release();
+    expect((await firstClaim).status).toBe("ok");
+    await waitFor(async () => (await lockWaiters(db)) === 1, "the batch of two waiting");
+    expect(await nearAnswer).toBeInstanceOf(UnavailableError);
+    expect(performance.now() - nearQueued).toBeLessThan(2_000 + 500);
+    await nearLock.release();
+    const served = await farClaim;
+    expect(served).toMatchObject({ status: "ok", short: [0, 0, 0] });
+    expect((served as { coins: unknown[] }).coins).toHaveLength(1);
+  } finally {
+    await Promise.all([firstLock.release(), nearLock.release()]);
+  }
+  await waitFor(() => returns.length === 1, "the near claim's coin given back");
+  expect(returns).toEqual([{ coins: 1, refunded: 1, why: "late" }]);
+  expect(await claimedBy(near)).toBe(0);
+  expect(await quotaSpent(near, owner)).toBe(0);
+  expect(await claimedBy(far)).toBe(1);
+  expect(await quotaSpent(far, owner)).toBe(1);
+  expect(await available(owner)).toBe(1);
+});
+
 test("a missing status row answers that claim with an error and gives its coins back; the others of its batch are served", async () => {
   const [owner, a, b, c] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
   await stock(owner, 6);

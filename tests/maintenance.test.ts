@@ -98,6 +98,7 @@ test("two server processes on one database run each job exactly once per tick", 
   await waitFor(() => ran("purge-stale").length >= 3 && ran("hard-delete").length >= 3, "three ticks of each job", 15_000);
   for (const s of servers) s.proc.kill("SIGTERM");
   expect(await Promise.all(servers.map((s) => s.exited))).toEqual([0, 0]);
+  await Promise.all(servers.map((s) => s.output)); // their last lines read
   for (const job of ["purge-stale", "hard-delete"]) {
     const runs = servers.flatMap((s) => s.lines.filter((l) => l.job === job && l.deleted !== undefined).map((l) => String(l.tick)));
     expect(runs.length).toBeGreaterThanOrEqual(3);

@@ -65,10 +65,11 @@ const MAX_ATTEMPTS = 5;
  * past the later of its arrival and the last statement that succeeded, and never longer than
  * `maxWaitMs` in all. So during an outage every claim is answered (503) within the wait, while a
  * burst on a healthy database is served instead of refused. Before a batch leaves, claims past
- * their deadline or whose client has gone are answered and dropped; the statement carries the
- * earliest deadline of its claims and is cancelled (rolled back) when it passes. When the cancel
- * cannot reach PostgreSQL (frozen, or too late) and the statement commits after its claims were
- * answered 503, or a client leaves while its claim runs, the coins go back in stock (return.ts).
+ * their deadline or whose client has gone are answered and dropped; a claim whose deadline
+ * passes while its statement runs is answered 503 then, and the statement, cancelled (rolled back)
+ * only at the latest deadline of its claims, serves the others. A claim answered 503 whose
+ * statement commits anyway — it outlived the claim, or its cancel could not reach PostgreSQL
+ * (frozen, or too late) — or whose client left while it ran gives its coins back (return.ts).
  */
 export class ClaimQueue {
   private queue: Job[] = [];
@@ -177,7 +178,17 @@ export class ClaimQueue {
 
   private async send(batch: Job[]): Promise<void> {
     const items = batch.map((j) => j.item);
-    const deadline = Math.min(performance.now() + this.db.waitMs, ...batch.map((j) => this.deadlineOf(j)));
+    const deadlines = batch.map((j) => this.deadlineOf(j));
+    // The statement runs until the latest deadline of its claims. One whose own deadline comes
+    // first is answered 503 then, alone, and if the statement commits its coins go back (as for a
+    // late finish): the claims nearest their deadline — the oldest of a burst, the first taken —
+    // no longer cancel the whole batch.
+    const deadline = Math.min(performance.now() + this.db.waitMs, Math.max(...deadlines));
+    const expired = new Set<number>();
+    const timers = batch.map((job, i) => deadlines[i]! >= deadline ? undefined : setTimeout(() => {
+      expired.add(i);
+      job.reject(new UnavailableError("The database did not answer in time; retry shortly"));
+    }, deadlines[i]! - performance.now()));
     const started = performance.now();
     const routed = this.routing.current !== null;
     let rows: ClaimRow[];
@@ -187,6 +198,8 @@ export class ClaimQueue {
         deadline, what: "claim", late: (late) => this.giveBack(items, late, new Set(items.keys()), "late"),
       });
     } catch (error) {
+      timers.forEach((timer) => clearTimeout(timer));
+      const open = batch.filter((_, i) => !expired.has(i));
       // a deadlock or serialization failure rolled the whole statement back: each claim runs again;
       // so did a statement Citus could not route (the shard map is read again first)
       if (routed && isUnrouted(error)) {
@@ -194,10 +207,11 @@ export class ClaimQueue {
         for (const job of [...batch, ...this.queue]) job.shard = undefined;
         this.options.rerouted?.();
       }
-      if (isConflict(error) || (routed && isUnrouted(error))) this.again(batch);
-      else for (const job of batch) job.reject(error);
+      if (isConflict(error) || (routed && isUnrouted(error))) this.again(open);
+      else for (const job of open) job.reject(error);
       return;
     }
+    timers.forEach((timer) => clearTimeout(timer));
     if (routed) void notifyStock(this.db, watchedOf(rows)).catch(() => {}); // a missed one costs a waiter its deadline only
     // Committed. From here on a claim not answered with its coins gives them back: its client
     // left (a keyed claim keeps its answer for the retry), its status row is missing, or reading
@@ -211,6 +225,7 @@ export class ClaimQueue {
       const retry: Job[] = [];
       batch.forEach((job, i) => {
         const outcome = outcomes[i];
+        if (expired.has(i)) return; // answered 503 at its deadline: given back below
         if (outcome === undefined) missing.add(i);
         else if (outcome.status === "retry") retry.push(job);
         else if (outcome.status === "ok" && job.signal?.aborted && job.item.ref === null) left.add(i);
@@ -223,10 +238,11 @@ export class ClaimQueue {
       for (const i of missing) batch[i]!.reject(new InternalError("ClaimStatusMissing", "the claim statement returned no status row for a claim"));
       this.giveBack(items, rows, left, "gone");
       this.giveBack(items, rows, missing, "failed");
+      this.giveBack(items, rows, expired, "late");
       this.again(retry);
     } catch (error) {
       const unanswered = new Set([...items.keys()].filter((i) => !answered.has(i)));
-      for (const i of unanswered) batch[i]!.reject(error);
+      for (const i of unanswered) if (!expired.has(i)) batch[i]!.reject(error);
       this.giveBack(items, rows, unanswered, "failed");
     }
   }

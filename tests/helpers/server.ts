@@ -8,6 +8,8 @@ export interface ServerProcess {
   /** What it wrote to stderr so far (drained, so a full pipe never blocks it). */
   stderr: () => string;
   exited: Promise<number>;
+  /** Resolves once stdout ended and every line of it is in `lines` (exited can come first). */
+  output: Promise<void>;
 }
 
 /** Starts `bun src/index.ts` as a real process on a free port and waits until it listens. */
@@ -21,7 +23,7 @@ export async function startServer(env: Record<string, string>): Promise<ServerPr
   const lines: Record<string, unknown>[] = [];
   let resolveUrl!: (url: string) => void;
   const listening = new Promise<string>((resolve) => (resolveUrl = resolve));
-  void (async () => {
+  const output = (async () => {
     let buffer = "";
     for await (const chunk of proc.stdout as ReadableStream<Uint8Array>) {
       buffer += new TextDecoder().decode(chunk);
@@ -39,6 +41,7 @@ export async function startServer(env: Record<string, string>): Promise<ServerPr
       }
     }
   })();
+  void output.catch(() => {});
   let stderr = "";
   void (async () => {
     for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) stderr += new TextDecoder().decode(chunk);
@@ -48,5 +51,5 @@ export async function startServer(env: Record<string, string>): Promise<ServerPr
   }), Bun.sleep(20_000).then(() => {
     throw new Error("server did not listen within 20 s");
   })]);
-  return { url, proc, lines, stderr: () => stderr, exited: proc.exited };
+  return { url, proc, lines, stderr: () => stderr, exited: proc.exited, output: output.catch(() => {}) };
 }
