@@ -185,10 +185,22 @@ export class ClaimQueue {
     // no longer cancel the whole batch.
     const deadline = Math.min(performance.now() + this.db.waitMs, Math.max(...deadlines));
     const expired = new Set<number>();
-    const timers = batch.map((job, i) => deadlines[i]! >= deadline ? undefined : setTimeout(() => {
-      expired.add(i);
-      job.reject(new UnavailableError("The database did not answer in time; retry shortly"));
-    }, deadlines[i]! - performance.now()));
+    // one timer at a time, at the next claim's deadline (a batch's deadlines are mostly alike)
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expire = () => {
+      const now = performance.now();
+      let next = Infinity;
+      batch.forEach((job, i) => {
+        if (expired.has(i) || deadlines[i]! >= deadline) return;
+        if (deadlines[i]! <= now + 1) {
+          expired.add(i);
+          job.reject(new UnavailableError("The database did not answer in time; retry shortly"));
+        } else next = Math.min(next, deadlines[i]!);
+      });
+      timer = next === Infinity ? undefined : setTimeout(expire, next - now);
+    };
+    const earliest = Math.min(...deadlines);
+    if (earliest < deadline) timer = setTimeout(expire, earliest - performance.now());
     const started = performance.now();
     const routed = this.routing.current !== null;
     let rows: ClaimRow[];
@@ -198,7 +210,7 @@ export class ClaimQueue {
         deadline, what: "claim", late: (late) => this.giveBack(items, late, new Set(items.keys()), "late"),
       });
     } catch (error) {
-      timers.forEach((timer) => clearTimeout(timer));
+      clearTimeout(timer);
       const open = batch.filter((_, i) => !expired.has(i));
       // a deadlock or serialization failure rolled the whole statement back: each claim runs again;
       // so did a statement Citus could not route (the shard map is read again first)
@@ -211,7 +223,7 @@ export class ClaimQueue {
       else for (const job of open) job.reject(error);
       return;
     }
-    timers.forEach((timer) => clearTimeout(timer));
+    clearTimeout(timer);
     if (routed) void notifyStock(this.db, watchedOf(rows)).catch(() => {}); // a missed one costs a waiter its deadline only
     // Committed. From here on a claim not answered with its coins gives them back: its client
     // left (a keyed claim keeps its answer for the retry), its status row is missing, or reading
