@@ -85,6 +85,7 @@ export function createApp({ sql, session, config, keys, hashSecrets, maintenance
       metrics.claimBatch.observe(claims);
       metrics.claimStatement.observe(seconds);
     },
+    rerun: (why) => metrics.claimReruns.inc({ why }),
     rerouted: () => {
       metrics.shardMapReloads.inc();
       console.error(JSON.stringify({ time: new Date().toISOString(), level: "warn", msg: "a claim batch spanned two shards (split since the shard map was read): reading it again" }));

@@ -104,7 +104,8 @@ export class RateLimitedError extends AppError {
 /** The database cannot serve this request right now (unreachable, saturated, too slow): retry shortly. */
 export class UnavailableError extends AppError {
   readonly kind = "unavailable";
-  constructor(message: string, readonly retryAfterS = 1, readonly sqlstate?: string) {
+  /** `cause`: the database's error it stands for, when there is one (never shown). */
+  constructor(message: string, readonly retryAfterS = 1, readonly sqlstate?: string, override readonly cause?: unknown) {
     super(message);
   }
 }

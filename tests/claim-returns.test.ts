@@ -133,7 +133,8 @@ test("a coin claimed and given back while a claim waited at the database is serv
   const [owner, waiter, other] = [randomUUID(), randomUUID(), randomUUID()];
   await stock(owner, 2);
   const [first] = await db.sql<{ key_id: string }[]>`SELECT key_id FROM coin_inventory WHERE user_id = ${owner}::uuid ORDER BY record_id LIMIT 1`;
-  const { queue } = queueOn(new FaultyDb());
+  const reruns: string[] = [];
+  const { queue } = queueOn(new FaultyDb(), { rerun: (why) => reruns.push(why) });
   await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${keys.pair(waiter, owner)[0]}::uuid, '{}', '{}')`;
   const holder = await db.sql.reserve();
   let waiting: Promise<unknown> | undefined;
@@ -155,6 +156,7 @@ test("a coin claimed and given back while a claim waited at the database is serv
   // the waiter's statement found that coin in stock again, locked its newest version, and could
   // not take it under its older snapshot: it ran again, and serves it
   const outcome = await waiting!;
+  expect(reruns).toEqual(["coin_moved"]);
   expect(outcome).toMatchObject({ status: "ok", short: [0, 0, 0], remaining: QUOTA - 1 });
   expect((outcome as { coins: { key_id: string }[] }).coins.map((c) => c.key_id)).toEqual([first!.key_id]);
   expect(await claimedBy(waiter)).toBe(1);

@@ -1,5 +1,5 @@
 import type { Db } from "../db/db.ts";
-import { isConflict, isUnrouted } from "../db/errors.ts";
+import { conflictKind, isConflict, isUnrouted } from "../db/errors.ts";
 import { gone } from "../db/gate.ts";
 import { InternalError, UnavailableError } from "../errors.ts";
 import { notifyStock } from "../coins/stock-events.ts";
@@ -42,6 +42,8 @@ export interface ClaimQueueOptions {
   queued?: (n: number) => void;
   /** Reports each statement: claims in it and seconds it took (metrics). */
   sent?: (claims: number, seconds: number) => void;
+  /** A statement rolled back by a concurrent one, its claims run again: why (metrics). */
+  rerun?: (why: ReturnType<typeof conflictKind>) => void;
   /** Citus refused a batch that spanned two shards: the shard map is read again (metrics, log). */
   rerouted?: () => void;
   /** Reports coins put back in stock (and quota refunded) because their claim was never answered with them. */
@@ -219,6 +221,7 @@ export class ClaimQueue {
         for (const job of [...batch, ...this.queue]) job.shard = undefined;
         this.options.rerouted?.();
       }
+      if (isConflict(error)) this.options.rerun?.(conflictKind(error));
       if (isConflict(error) || (routed && isUnrouted(error))) this.again(open);
       else for (const job of open) job.reject(error);
       return;

@@ -48,7 +48,7 @@ export function translate(error: unknown): AppError {
     const message = code === SQLSTATE.queryCanceled ? "The database did not answer in time; retry shortly"
       : code === SQLSTATE.deadlock || code === SQLSTATE.serialization || code === SQLSTATE.lockNotAvailable ? "The request met a concurrent one; retry shortly"
       : "The database is not reachable right now; retry shortly";
-    return new UnavailableError(message, 1, sqlstate);
+    return new UnavailableError(message, 1, sqlstate, error);
   }
   const message = String((error as { message?: unknown } | null)?.message ?? error);
   switch (code) {
@@ -68,6 +68,17 @@ export function translate(error: unknown): AppError {
 }
 
 /** A statement that failed only because of a concurrent one (deadlock, serialization): nothing was done, run it again. */
+/** The message of aqm_claim_moved() (migration 017). */
+const CLAIM_MOVED_MESSAGE = "a coin this claim picked changed after the claim began";
+
+/** Why a claim statement met a concurrent one: its metric label (the claim statement's aqm_claim_moved() raises 40001 with its own message). */
+export function conflictKind(error: unknown): "deadlock" | "coin_moved" | "serialization" {
+  const code = (error as { sqlstate?: string } | null)?.sqlstate ?? sqlstateOf(error);
+  if (code === SQLSTATE.deadlock) return "deadlock";
+  const raw = (error as { cause?: unknown } | null)?.cause ?? error; // (translated: the database's error is its cause)
+  return String((raw as { message?: unknown } | null)?.message ?? "").startsWith(CLAIM_MOVED_MESSAGE) ? "coin_moved" : "serialization";
+}
+
 export const isConflict = (error: unknown) => {
   const code = (error as { sqlstate?: string; code?: string } | null)?.sqlstate ?? sqlstateOf(error);
   return code === SQLSTATE.deadlock || code === SQLSTATE.serialization;

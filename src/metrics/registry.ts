@@ -43,6 +43,10 @@ export function createMetrics() {
       name: "aqm_claim_shard_map_reloads_total", registers,
       help: "Citus refused a claim batch whose owners spanned two shards (the shards were split since the map was read): the map was read again",
     }),
+    claimReruns: new Counter({
+      name: "aqm_claim_statement_reruns_total", labelNames: ["why"], registers,
+      help: "Claim statements rolled back by a concurrent one (deadlock, serialization, coin_moved: a coin claimed and given back during the statement), whose claims ran again",
+    }),
     claimWaiting: new Gauge({ name: "aqm_claim_waiting", help: "Claims and count long-polls waiting for a stock change (wait_ms)", registers }),
     lateFinishes: new Counter({
       name: "aqm_db_late_finishes_total", labelNames: ["statement"], registers,
