@@ -3,7 +3,7 @@
 import { createApp, type App } from "./app.ts";
 import { loadAuthKeys, loadHashSecrets, type AuthKeys, type HashSecrets } from "./auth/keys.ts";
 import { ConfigError, loadConfig, unknownSettings, type Config } from "./config.ts";
-import { chooseDatabase, openDatabase, type Database } from "./db/open.ts";
+import { chooseDatabase, openConnections, openDatabase, type Database } from "./db/open.ts";
 import { poolerBehind, startupParameterRefused, timeoutsBehindPooler } from "./db/pooler.ts";
 import { onUnhandledRejection } from "./db/stray-errors.ts";
 import { stopMaintenance } from "./maintenance/schedule.ts";
@@ -76,6 +76,7 @@ export async function start(runtime: "bun" | "deno", serve: Serve): Promise<void
       console.warn(`aqm: WARNING: ${msg}`);
     }
   }
+  await openConnections(db.sql, config.AQM_DB_POOL_MAX, config.AQM_DB_POOL_WAIT_MS);
   let listening: Listening | undefined;
   const app = createApp({
     sql: db.sql, session: db.session, config, keys, hashSecrets, maintenance: config.AQM_CRON === "on",

@@ -4,7 +4,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort, startEmbeddedPostgres, type EmbeddedDatabase } from "../src/db/embedded.ts";
+import { loadConfig } from "../src/config.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { startServer } from "./helpers/server.ts";
 
 const db = useTestDatabase();
 const root = join(import.meta.dir, "..");
@@ -99,4 +101,17 @@ test("the rejections postgres.js leaves unhandled (a new connection's type read 
   const bug = await run([script], { DATABASE_URL: db.directUrl, STRAY: "cancel", THEN_A_BUG: "1" });
   expect(bug.code).toBe(1);
   expect(bug.stderr).toContain("TypeError: a bug");
+});
+
+test("the server opens its AQM_DB_POOL_MAX request connections before it listens (a burst right after start finds them open), and by default keeps them while idle", async () => {
+  const server = await startServer({ DATABASE_URL: db.directUrl, AQM_DB_POOL_MAX: "3", AQM_CRON: "off" });
+  try {
+    const [row] = await db.session<{ n: number }[]>`
+      SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = ${db.name} AND application_name = 'aqm-coin-server'`;
+    expect(row!.n).toBe(3);
+  } finally {
+    server.proc.kill("SIGTERM");
+    await server.exited;
+  }
+  expect(loadConfig({}).AQM_DB_IDLE_TIMEOUT_S).toBe(0);
 });

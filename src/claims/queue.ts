@@ -162,7 +162,8 @@ export class ClaimQueue {
       if (job.signal?.aborted) {
         job.reject(gone());
       } else if (this.deadlineOf(job) < soonest) {
-        job.reject(new UnavailableError("The database did not answer in time; retry shortly"));
+        // (its own words: a claim that never reached the database, told apart from one whose statement ran out of time)
+        job.reject(new UnavailableError("The claim waited for its turn until its deadline; retry shortly"));
       } else if (batch.length >= this.maxBatch || (shard !== undefined && own !== shard)) {
         rest.push(job);
       } else if ((job.item.pair && pairs.has(job.item.pair)) || (job.item.ref && refs.has(job.item.ref))) {

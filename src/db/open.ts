@@ -53,6 +53,24 @@ export async function createRequestPool(url: string, config: Partial<PoolConfig>
 }
 
 /**
+ * Opens `n` connections of `sql` now (as many statements at once: postgres.js opens a connection
+ * for each while it has fewer than its maximum), so that the first burst of requests finds them
+ * open. Opened lazily under that burst instead, while the process also takes thousands of
+ * requests, a connection's start-up waited on a busy event loop past the claims' deadlines: 10,000
+ * claims at once lost whole batches (503) in about one start in five (bench/README.md, "Issue 21,
+ * seventh round"). Waits `withinMs` at most; a failure is left to the requests (they answer 503
+ * and connect again).
+ */
+export async function openConnections(sql: Sql, n: number, withinMs: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.all(Array.from({ length: n }, () => sql`SELECT 1`)).catch(() => {}),
+    new Promise<void>((resolve) => (timer = setTimeout(resolve, withinMs))),
+  ]);
+  clearTimeout(timer);
+}
+
+/**
  * Connects to DATABASE_URL, or starts the embedded PostgreSQL when it is empty (and allowed);
  * migrates over a session connection by default.
  */
