@@ -16,7 +16,7 @@ const round = (x: number) => Math.round(x * 100) / 100;
  * 1,000 claims (deployed configuration, distinct requesters, want 1 BRONZE, wait_ms 30 s) wait
  * on a user with no coins; that user then uploads 10 × 100 coins, one upload after the other.
  * Each claim's latency runs from the start of the upload whose coin it got to its answer. Also
- * records how many database connections the server held while all of them waited.
+ * records how many database connections the servers held while all of them waited, and before.
  */
 export async function waitPhase(b: Bench, push: (row: Row) => void): Promise<void> {
   const server = b.stack.servers.default!;
@@ -25,6 +25,11 @@ export async function waitPhase(b: Bench, push: (row: Row) => void): Promise<voi
   const ownerToken = await signToken(key, owner, { ttlSeconds: 3600 });
   const admin = await signToken(key, randomUUID(), { admin: true, ttlSeconds: 3600 });
   const requesters = b.pop.requesters.slice(0, waiters);
+  // the servers' connections (both servers run on this database; each opens its pool at start and
+  // keeps it): what the waiters add is what counts
+  const serverConnections = async () => (await b.sql<[{ n: number }]>`
+    SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'aqm-coin-server%' AND datname = current_database()`)[0].n;
+  const connectionsBefore = await serverConnections();
   const monitor = startMonitor(server.pid, b.stack.postmasterPid);
   const waits = startWaitSampler(b.sql);
   const uploadStarted: number[] = [];
@@ -47,8 +52,7 @@ export async function waitPhase(b: Bench, push: (row: Row) => void): Promise<voi
   };
   const deadline = performance.now() + 20_000;
   while ((await waiting()) < waiters && performance.now() < deadline) await Bun.sleep(50);
-  const [{ n: connections }] = await b.sql<[{ n: number }]>`
-    SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'aqm-coin-server%' AND datname = current_database()`;
+  const connections = await serverConnections();
   const prefix = randomBytes(3).toString("hex");
   for (let u = 0; u < uploads; u++) {
     const coins = Array.from({ length: 100 }, (_, i) => ({
@@ -74,9 +78,9 @@ export async function waitPhase(b: Bench, push: (row: Row) => void): Promise<voi
     requests: waiters, errors, errorKinds: errors ? { failed: errors } : {}, short: waiters - served - errors, coins: served,
     elapsedS: round(elapsedS), reqPerS: round(served / elapsedS), coinsPerS: round(served / elapsedS),
     p50: round(percentile(latencies, 50)), p95: round(percentile(latencies, 95)), p99: round(percentile(latencies, 99)),
-    max: round(latencies[latencies.length - 1] ?? NaN), ...usage, ...active, dbConnections: connections,
+    max: round(latencies[latencies.length - 1] ?? NaN), ...usage, ...active, dbConnections: connections, dbConnectionsBefore: connectionsBefore,
   };
   addCpuPerUnit(row);
   push(row);
-  log(`wait ${waiters}: ${served} released by uploads, upload→answer p50 ${row.p50} ms p99 ${row.p99} ms, ${connections} database connections while all waited, ${errors} errors`);
+  log(`wait ${waiters}: ${served} released by uploads, upload→answer p50 ${row.p50} ms p99 ${row.p99} ms, ${connections} database connections while all waited (${connectionsBefore} before they came), ${errors} errors`);
 }
