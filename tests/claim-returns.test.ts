@@ -86,6 +86,27 @@ const available = async (owner: string) =>
 const quotaSpent = async (requester: string, owner: string) => (await db.sql<{ n: number }[]>`
   SELECT coalesce(sum(c), 0)::int AS n FROM claim_quota q, unnest(q.counts) c WHERE q.pair = ${keys.pair(requester, owner)[0]}::uuid`)[0]!.n;
 
+/**
+ * Creates the quota row of (requester, owner) and holds it FOR UPDATE in a transaction of its
+ * own: a claim statement of that pair waits for it (after taking its snapshot) until `release()`.
+ */
+async function lockQuotaRow(owner: string, requester: string) {
+  const pair = keys.pair(requester, owner)[0];
+  await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${pair}::uuid, '{}', '{}')`;
+  const conn = await db.sql.reserve();
+  await conn`BEGIN`;
+  await conn`SELECT 1 FROM claim_quota WHERE target = ${owner}::uuid AND pair = ${pair}::uuid FOR UPDATE`;
+  let held = true;
+  return {
+    async release() {
+      if (!held) return;
+      held = false;
+      await conn`COMMIT`;
+      conn.release();
+    },
+  };
+}
+
 test("a claim whose statement commits after its 503 gives back its coins and all the quota they cost, its last-resort coin included", async () => {
   const [owner, requester] = [randomUUID(), randomUUID()];
   await stock(owner, 1, true);
@@ -135,13 +156,10 @@ test("a coin claimed and given back while a claim waited at the database is serv
   const [first] = await db.sql<{ key_id: string }[]>`SELECT key_id FROM coin_inventory WHERE user_id = ${owner}::uuid ORDER BY record_id LIMIT 1`;
   const reruns: string[] = [];
   const { queue } = queueOn(new FaultyDb(), { rerun: (why) => reruns.push(why) });
-  await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${keys.pair(waiter, owner)[0]}::uuid, '{}', '{}')`;
-  const holder = await db.sql.reserve();
+  // the waiter's statement takes its snapshot, then waits for its pair's quota row
+  const held = await lockQuotaRow(owner, waiter);
   let waiting: Promise<unknown> | undefined;
   try {
-    // the waiter's statement takes its snapshot, then waits for its pair's quota row
-    await holder`BEGIN`;
-    await holder`SELECT 1 FROM claim_quota WHERE target = ${owner}::uuid AND pair = ${keys.pair(waiter, owner)[0]}::uuid FOR UPDATE`;
     waiting = queue.claim(item(owner, waiter, [0, 0, 1]));
     await waitFor(async () => (await lockWaiters(db)) === 1, "the claim waiting at the database");
     // meanwhile the oldest coin is claimed, and given back (its client left)
@@ -149,9 +167,8 @@ test("a coin claimed and given back while a claim waited at the database is serv
     const rows = await claimRows(db.sql, items, QUOTA);
     expect(rows.filter((r) => r.k === "c").map((r) => r.key_id)).toEqual([first!.key_id]);
     expect((await returnCoins(new FaultyDb(), returnable(items, rows, new Set([0])))).returned).toBe(1);
-    await holder`COMMIT`;
   } finally {
-    holder.release();
+    await held.release();
   }
   // the waiter's statement found that coin in stock again, locked its newest version, and could
   // not take it under its older snapshot: it ran again, and serves it
@@ -172,24 +189,8 @@ test("a claim whose deadline passes while its batch waits at the database is ans
   const faulty = new FaultyDb();
   // one statement at a time; each claim waits at most 2 s in all
   const { queue, returns } = queueOn(faulty, { maxInFlight: 1, maxWaitMs: 2_000 });
-  for (const r of [first, near, far]) {
-    await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${keys.pair(r, owner)[0]}::uuid, '{}', '{}')`;
-  }
-  const lock = async (requester: string) => {
-    const conn = await db.sql.reserve();
-    await conn`BEGIN`;
-    await conn`SELECT 1 FROM claim_quota WHERE target = ${owner}::uuid AND pair = ${keys.pair(requester, owner)[0]}::uuid FOR UPDATE`;
-    let held = true;
-    return {
-      async release() {
-        if (!held) return;
-        held = false;
-        await conn`COMMIT`;
-        conn.release();
-      },
-    };
-  };
-  const [firstLock, nearLock] = [await lock(first), await lock(near)];
+  await db.sql`INSERT INTO claim_quota (target, pair, hours, counts) VALUES (${owner}::uuid, ${keys.pair(far, owner)[0]}::uuid, '{}', '{}')`;
+  const [firstLock, nearLock] = [await lockQuotaRow(owner, first), await lockQuotaRow(owner, near)];
   try {
     // the first claim's statement waits; the two others queue behind it, a second apart
     const firstClaim = queue.claim(item(owner, first, [0, 0, 1]));

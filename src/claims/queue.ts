@@ -222,8 +222,9 @@ export class ClaimQueue {
         for (const job of [...batch, ...this.queue]) job.shard = undefined;
         this.options.rerouted?.();
       }
-      if (isConflict(error)) this.options.rerun?.(conflictKind(error));
-      if (isConflict(error) || (routed && isUnrouted(error))) this.again(open);
+      const conflict = isConflict(error);
+      if (conflict) this.options.rerun?.(conflictKind(error));
+      if (conflict || (routed && isUnrouted(error))) this.again(open);
       else for (const job of open) job.reject(error);
       return;
     }

@@ -128,10 +128,15 @@ interface Decoded {
   signature: Buffer;
 }
 
+function bytesOf(coin: Coin, i: number, field: BlobField): Buffer {
+  const bytes = base64Bytes(coin[field]);
+  if (bytes === undefined) throw notBase64(i, field);
+  return bytes;
+}
+
 const decoded = (coin: Coin, i: number): Decoded => ({
   key_id: coin.key_id, coin_category: coin.coin_category,
-  publicKey: base64Bytes(coin.public_key_b64) ?? (() => { throw notBase64(i, "public_key_b64"); })(),
-  signature: base64Bytes(coin.signature_b64) ?? (() => { throw notBase64(i, "signature_b64"); })(),
+  publicKey: bytesOf(coin, i, "public_key_b64"), signature: bytesOf(coin, i, "signature_b64"),
 });
 
 const sameContent = (a: Decoded, b: Decoded) => a.coin_category === b.coin_category && a.publicKey.equals(b.publicKey) && a.signature.equals(b.signature);

@@ -67,22 +67,24 @@ export function translate(error: unknown): AppError {
   }
 }
 
+/** The SQLSTATE of an error as the claim queue receives it: translated (sqlstate) or raw. */
+const stateOf = (error: unknown) => (error as { sqlstate?: string } | null)?.sqlstate ?? sqlstateOf(error);
+
 /** A statement that failed only because of a concurrent one (deadlock, serialization): nothing was done, run it again. */
+export const isConflict = (error: unknown) => {
+  const code = stateOf(error);
+  return code === SQLSTATE.deadlock || code === SQLSTATE.serialization;
+};
+
 /** The message of aqm_claim_moved() (migration 017). */
 const CLAIM_MOVED_MESSAGE = "a coin this claim picked changed after the claim began";
 
 /** Why a claim statement met a concurrent one: its metric label (the claim statement's aqm_claim_moved() raises 40001 with its own message). */
 export function conflictKind(error: unknown): "deadlock" | "coin_moved" | "serialization" {
-  const code = (error as { sqlstate?: string } | null)?.sqlstate ?? sqlstateOf(error);
-  if (code === SQLSTATE.deadlock) return "deadlock";
+  if (stateOf(error) === SQLSTATE.deadlock) return "deadlock";
   const raw = (error as { cause?: unknown } | null)?.cause ?? error; // (translated: the database's error is its cause)
   return String((raw as { message?: unknown } | null)?.message ?? "").startsWith(CLAIM_MOVED_MESSAGE) ? "coin_moved" : "serialization";
 }
-
-export const isConflict = (error: unknown) => {
-  const code = (error as { sqlstate?: string; code?: string } | null)?.sqlstate ?? sqlstateOf(error);
-  return code === SQLSTATE.deadlock || code === SQLSTATE.serialization;
-};
 
 /**
  * Citus refused a statement it could not route to one shard (0A000: the owners of a batch were
