@@ -82,6 +82,33 @@ test("patched (patches/postgres@3.4.9.patch): a bytea[] built by byteaArray arri
   }
 });
 
+test("patched: messages built without copies (Execute appended in Bind's buffer, room reserved once, no copy on write) arrive whole — large and pipelined, with non-ASCII text beside them, and through a cursor", async () => {
+  const sql = postgres(db.directUrl, { max: 1, onnotice: () => {} });
+  const random = (n: number) => Buffer.from(crypto.getRandomValues(new Uint8Array(Math.min(n, 65536))).subarray(0, n)).toString("base64");
+  const text = "ключ-€-" + "é".repeat(3000); // 2 bytes a character: more than the room reserved for its length
+  try {
+    // 20 statements at once on one connection: pipelined, their messages joined into one write
+    const sets = Array.from({ length: 20 }, (_, i) => Array.from({ length: 1 + (i % 4) * 30 }, (_, j) => random(1 + ((i * 7919 + j * 104729) % 4700))));
+    const results = await Promise.all(sets.map((set, i) => sql.unsafe<{ n: number; md5: string; t: string }[]>(
+      `SELECT n::int, md5(b) AS md5, $1::text AS t FROM unnest($2::bytea[]) WITH ORDINALITY AS u(b, n) ORDER BY n`,
+      [`${text}${i}`, sql.typed(byteaArray(set, refuse), BYTEA_ARRAY)] as never[], { prepare: i % 2 === 0 })));
+    results.forEach((rows, i) => {
+      expect(rows.map((r) => r.md5)).toEqual(sets[i]!.map((s) => new Bun.CryptoHasher("md5").update(Buffer.from(s, "base64")).digest("hex")));
+      expect(rows.every((r) => r.t === `${text}${i}`)).toBe(true);
+    });
+    // a cursor's Execute (a row count) follows the Bind in the same buffer
+    const blobs = Array.from({ length: 25 }, (_, i) => random(4000 + i));
+    const seen: string[] = [];
+    for await (const rows of sql.unsafe<{ hex: string }[]>(`SELECT encode(b, 'base64') AS hex FROM unnest($1::bytea[]) WITH ORDINALITY AS u(b, n) ORDER BY n`,
+      [sql.typed(byteaArray(blobs, refuse), BYTEA_ARRAY)] as never[]).cursor(10)) {
+      seen.push(...rows.map((r) => r.hex.replaceAll("\n", "")));
+    }
+    expect(seen).toEqual(blobs);
+  } finally {
+    await sql.end();
+  }
+});
+
 test("a text[] literal keeps every element a string, quotes and backslashes included", async () => {
   const values = ['plain', 'NULL', 'with "quote"', "back\\slash", "", "{braces}, commas"];
   const [row] = await db.sql.unsafe<{ v: string[] }[]>("SELECT $1::text::text[] AS v", [textArray(values)] as never[]);
