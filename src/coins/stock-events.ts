@@ -37,10 +37,19 @@ export class StockEvents {
   private listen(): Promise<void> {
     if (!this.connect || this.closed) return Promise.resolve();
     this.listening ??= new Promise<void>((resolve) => {
-      setTimeout(resolve, READY_WAIT_MS);
-      this.listener = this.connect!((userId) => this.changed(userId), () => {
+      let gaveUp = false;
+      let established = false;
+      const bound = setTimeout(() => {
+        gaveUp = true;
         resolve();
-        this.changedAll(); // after a reconnect: changes may have been missed
+      }, READY_WAIT_MS);
+      this.listener = this.connect!((userId) => this.changed(userId), () => {
+        clearTimeout(bound);
+        resolve();
+        // after a reconnect, or a first LISTEN that came after waiters stopped waiting for it and
+        // looked: changes may have been missed. (The first in time: no waiter has looked yet.)
+        if (established || gaveUp) this.changedAll();
+        established = true;
       });
     });
     return this.listening;

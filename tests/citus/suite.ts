@@ -23,14 +23,15 @@ import { startCitusCluster, type CitusCluster } from "./cluster.ts";
 
 /**
  * The files run by default: the API and claim tests whose statements the server routes on Citus
- * (claims, last-resort coins, long polls, uploads, concurrency, batches, quotas), the returns of
- * unanswered claims, clients that leave, maintenance (retention, one runner per tick) and the
- * shard routing. Paths from the checkout's root.
+ * (claims, last-resort coins, long polls and the notifications that wake them, uploads,
+ * concurrency, batches, quotas), the returns of unanswered claims, clients that leave,
+ * maintenance (retention, one runner per tick) and the shard routing. Paths from the checkout's root.
  */
 const DEFAULT_FILES = [
   "tests/api.claim.test.ts",
   "tests/api.last-resort.test.ts",
   "tests/api.wait.test.ts",
+  "tests/stock-events.test.ts",
   "tests/api.coins.test.ts",
   "tests/api.concurrency.test.ts",
   "tests/claim-batch.test.ts",
