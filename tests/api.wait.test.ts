@@ -51,14 +51,26 @@ test("at the deadline it answers 200 with what there is", async () => {
 test("1,000 waiting claims hold no database connection; uploads release every one of them, no coin twice", async () => {
   const owner = await newUser();
   const requesters = await Promise.all(Array.from({ length: 1000 }, () => newUser()));
-  const connections = async () => (await db.sql`SELECT count(*)::int AS n FROM pg_stat_activity
-    WHERE datname = ${db.name} AND application_name LIKE 'aqm-coin-server%'`)[0]!.n;
-  const before = await connections();
-  const waiting = requesters.map((r, i) => claim(i % 2 ? one : two, r, owner.id, { bronze: 1 }, { wait_ms: 25_000 }));
   const admin = await newUser({ admin: true });
-  const waitingOn = async (app: TestApp) => Number((await call(app, "GET", "/metrics", { token: admin.token })).text.match(/^aqm_claim_waiting (\d+)/m)?.[1]);
-  await waitFor(async () => (await waitingOn(one)) + (await waitingOn(two)) === 1000, "1,000 claims waiting", 20_000);
-  expect(await connections()).toBeLessThanOrEqual(before + 2); // the two listeners, nothing per waiter
+  const metric = async (name: string) => {
+    const values = await Promise.all([one, two].map(async (app) =>
+      Number((await call(app, "GET", "/metrics", { token: admin.token })).text.match(new RegExp(`^${name} (\\S+)`, "m"))?.[1])));
+    return values[0]! + values[1]!;
+  };
+  const looked = await metric("aqm_claim_batch_size_sum");
+  const waiting = requesters.map((r, i) => claim(i % 2 ? one : two, r, owner.id, { bronze: 1 }, { wait_ms: 25_000 }));
+  // every claim waits (counted from its subscription), has looked (its claim statement ran) and no statement runs
+  await waitFor(async () => (await metric("aqm_claim_waiting")) === 1000 && (await metric("aqm_claim_batch_size_sum")) - looked >= 1000
+    && (await metric("aqm_db_pool_in_use")) === 0, "1,000 claims waiting", 20_000);
+  // the two instances' connections: a listener each at most; the request pools' (4 each) idle,
+  // whatever the waiters (through PgBouncer: its server connections, 8 at most, idle too)
+  const open = await db.sql<{ app: string; state: string }[]>`SELECT application_name AS app, state FROM pg_stat_activity
+    WHERE datname = ${db.name} AND application_name LIKE 'aqm-coin-server%'`;
+  const listeners = open.filter((c) => c.app === "aqm-coin-server listen");
+  const others = open.filter((c) => c.app !== "aqm-coin-server listen");
+  expect(listeners.length).toBeLessThanOrEqual(2);
+  expect(others.filter((c) => c.state !== "idle")).toEqual([]); // no statement or transaction held for a waiter
+  expect(others.length).toBeLessThanOrEqual(8);
   for (let i = 0; i < 10; i++) expect((await upload(i % 2 ? one : two, owner, 100)).status).toBe(200);
   const answers = await Promise.all(waiting);
   const keys = answers.flatMap((a) => a.json.coins.map((c: { key_id: string }) => c.key_id));
