@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Sql } from "../src/db/pool.ts";
-import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
+import { call, makeApp, metricValue, newUser, type TestApp, type User } from "./helpers/app.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 import { waitFor } from "./helpers/wait.ts";
@@ -23,7 +23,7 @@ const upload = (app: TestApp, owner: User, n: number) => call(app, "POST", "/v1/
 
 test("a claim that finds nothing waits; an upload to another instance releases it at once", async () => {
   const [owner, bob, admin] = await Promise.all([newUser(), newUser(), newUser({ admin: true })]);
-  const metric = async (name: string) => Number((await call(one, "GET", "/metrics", { token: admin.token })).text.match(new RegExp(`^${name} (\\d+)`, "m"))?.[1]);
+  const metric = (name: string) => metricValue(one, admin.token, name);
   const looks = await metric("aqm_claim_batch_size_count");
   let answered = false;
   const waiting = claim(one, bob, owner.id, { bronze: 2 }, { wait_ms: 20_000 }).finally(() => (answered = true));
@@ -52,11 +52,7 @@ test("1,000 waiting claims hold no database connection; uploads release every on
   const owner = await newUser();
   const requesters = await Promise.all(Array.from({ length: 1000 }, () => newUser()));
   const admin = await newUser({ admin: true });
-  const metric = async (name: string) => {
-    const values = await Promise.all([one, two].map(async (app) =>
-      Number((await call(app, "GET", "/metrics", { token: admin.token })).text.match(new RegExp(`^${name} (\\S+)`, "m"))?.[1])));
-    return values[0]! + values[1]!;
-  };
+  const metric = async (name: string) => (await metricValue(one, admin.token, name)) + (await metricValue(two, admin.token, name));
   const looked = await metric("aqm_claim_batch_size_sum");
   const waiting = requesters.map((r, i) => claim(i % 2 ? one : two, r, owner.id, { bronze: 1 }, { wait_ms: 25_000 }));
   // every claim waits (counted from its subscription), has looked (its claim statement ran) and no statement runs

@@ -12,7 +12,7 @@ import { listMigrations } from "../src/db/migrate.ts";
 import { chooseDatabase, openDatabase } from "../src/db/open.ts";
 import { createPool, type Sql } from "../src/db/pool.ts";
 import { timeoutsBehindPooler } from "../src/db/pooler.ts";
-import { call, newUser, testConfig, testHashSecrets, testKeys } from "./helpers/app.ts";
+import { call, metricValue, newUser, testConfig, testHashSecrets, testKeys } from "./helpers/app.ts";
 import { testClaims, testDb, testCoins } from "./helpers/claims.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { createDatabase, databaseUrl, dropDatabase, useTestDatabase } from "./helpers/db.ts";
@@ -151,7 +151,7 @@ describe("openDatabase with AQM_DATABASE_DIRECT_URL", () => {
       const [owner, requester, admin] = await Promise.all([newUser(), newUser(), newUser({ admin: true })]);
       const waiting = call(app, "POST", "/v1/coins/claim", { token: requester.token, body: { target_user_id: owner.id, want: { bronze: 2 }, wait_ms: 10_000 } });
       // it looked, found nothing and waits (subscribed: the gauge; looked: one claim statement sent)
-      const metric = async (name: string) => Number((await call(app, "GET", "/metrics", { token: admin.token })).text.match(new RegExp(`^${name} (\\d+)`, "m"))?.[1]);
+      const metric = (name: string) => metricValue(app, admin.token, name);
       await waitFor(async () => (await metric("aqm_claim_waiting")) === 1 && (await metric("aqm_claim_batch_size_count")) === 1, "the claim to wait", 5000);
       const started = performance.now();
       expect((await call(app, "POST", "/v1/coins/upload", { token: owner.token, body: { coins: makeCoins(2) } })).status).toBe(200);

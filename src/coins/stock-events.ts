@@ -37,19 +37,19 @@ export class StockEvents {
   private listen(): Promise<void> {
     if (!this.connect || this.closed) return Promise.resolve();
     this.listening ??= new Promise<void>((resolve) => {
-      let gaveUp = false;
-      let established = false;
+      // whether a waiter may have looked with no LISTEN in place: it gave up waiting for the first,
+      // or one was established (and dropped, if it is established again). Then changes may have
+      // been missed. A first LISTEN in time wakes nobody: no waiter has looked yet.
+      let missable = false;
       const bound = setTimeout(() => {
-        gaveUp = true;
+        missable = true;
         resolve();
       }, READY_WAIT_MS);
       this.listener = this.connect!((userId) => this.changed(userId), () => {
         clearTimeout(bound);
         resolve();
-        // after a reconnect, or a first LISTEN that came after waiters stopped waiting for it and
-        // looked: changes may have been missed. (The first in time: no waiter has looked yet.)
-        if (established || gaveUp) this.changedAll();
-        established = true;
+        if (missable) this.changedAll();
+        missable = true;
       });
     });
     return this.listening;

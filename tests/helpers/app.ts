@@ -53,6 +53,12 @@ export interface CallOptions {
   headers?: Record<string, string>;
 }
 
+/** A metric's value from the app's /metrics (its first sample without labels), read with an admin's token. */
+export async function metricValue(app: TestApp, adminToken: string, name: string): Promise<number> {
+  const { text } = await call(app, "GET", "/metrics", { token: adminToken });
+  return Number(text.match(new RegExp(`^${name} (\\S+)`, "m"))?.[1]);
+}
+
 export async function call(app: TestApp, method: string, path: string, opts: CallOptions = {}) {
   const url = new URL(`http://localhost${path}`);
   for (const [k, v] of Object.entries(opts.query ?? {})) url.searchParams.set(k, String(v));
