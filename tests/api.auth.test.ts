@@ -4,8 +4,10 @@ import { createHmac, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { tokenVerifier } from "../src/auth/jwt.ts";
 import { loadAuthKeys, loadHashSecrets } from "../src/auth/keys.ts";
 import { ConfigError } from "../src/config.ts";
+import { UnauthorizedError } from "../src/errors.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { call, makeApp, newUser, testConfig, testSecret, token, type TestApp, type User } from "./helpers/app.ts";
 import { useTestDatabase } from "./helpers/db.ts";
@@ -72,6 +74,17 @@ describe("401: who are you?", () => {
     expect((await countAt()).status).toBe(200); // served from the cache
     now += 31_000;
     expect401(await countAt());
+  });
+
+  test("the verification cache keeps a token under its plain 'Bearer <token>' header only: padded with spaces, it is verified every time", async () => {
+    const keys = { secret: new Uint8Array(testSecret), source: "AQM_JWT_SECRET" as const };
+    const verify = tokenVerifier(keys);
+    const plain = `Bearer ${alice.token}`;
+    const padded = `Bearer   ${alice.token}  `;
+    for (const header of [plain, padded]) expect((await verify(header)).userId).toBe(alice.id);
+    keys.secret = new TextEncoder().encode("another-secret-another-secret-another!!"); // what verified before no longer would
+    expect((await verify(plain)).userId).toBe(alice.id); // from the cache
+    await expect(verify(padded)).rejects.toThrow(UnauthorizedError); // verified again: never an entry of its own
   });
 
   test("exp is required by default, and a lifetime past AQM_JWT_MAX_TTL_S is refused", async () => {

@@ -1,4 +1,6 @@
 import { beforeAll, expect, test } from "bun:test";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { FastCounter, FastGauge, FastHistogram } from "../src/metrics/series.ts";
 import { makeCoins } from "./helpers/coins.ts";
 import { call, makeApp, newUser, type TestApp, type User } from "./helpers/app.ts";
 import { useTestDatabase } from "./helpers/db.ts";
@@ -66,4 +68,45 @@ test("counts uploads, claims (short and empty), rejections, requests and availab
   expect(value(text, 'aqm_coins_available{tier="BRONZE"}')).toBe(2);
   expect(value(text, "aqm_db_pool_in_use")).toBe(0);
   expect(text).toContain("aqm_process_resident_memory_bytes");
+});
+
+test("the hot-path counter, histogram and gauge print exactly what prom-client's would for the same changes", async () => {
+  const ours = new Registry();
+  const theirs = new Registry();
+  const labelNames = ["method", "route", "status"];
+  const buckets = [0.001, 0.01, 0.1, 1];
+  const counter = new FastCounter("t_requests_total", "Requests", [ours], false);
+  const histogram = new FastHistogram("t_duration_seconds", "Duration", [ours], false, buckets);
+  const plain = new FastHistogram("t_batch", "Batch", [ours], true, [1, 2, 4]);
+  new FastCounter("t_untouched_total", "Never counted", [ours], true);
+  const gauge = new FastGauge("t_queue", "Queue", [ours]);
+  new FastHistogram("t_idle_seconds", "Never observed", [ours], true, [1]);
+  const pCounter = new Counter({ name: "t_requests_total", help: "Requests", labelNames, registers: [theirs] });
+  const pHistogram = new Histogram({ name: "t_duration_seconds", help: "Duration", labelNames, buckets, registers: [theirs] });
+  const pPlain = new Histogram({ name: "t_batch", help: "Batch", buckets: [1, 2, 4], registers: [theirs] });
+  new Counter({ name: "t_untouched_total", help: "Never counted", registers: [theirs] });
+
+  const pGauge = new Gauge({ name: "t_queue", help: "Queue", registers: [theirs] });
+  new Histogram({ name: "t_idle_seconds", help: "Never observed", buckets: [1], registers: [theirs] });
+  const changes: [string, string, string, number][] = [
+    ["GET", "/v1/coins/fetch", "200", 0.0004], ["GET", "/v1/coins/fetch", "200", 0.01], ["POST", "/v1/coins/upload", "413", 0.3],
+    ["GET", "/v1/coins/fetch", "429", 7], ["GET", "/v1/coins/fetch", "200", 0.05], ["GET", "(unmatched)", "404", 0.001],
+  ];
+  for (const [method, route, status, seconds] of changes) {
+    const key = `${method} ${status} ${route}`;
+    const labels = () => ({ method, route, status });
+    counter.inc(key, labels);
+    histogram.observe(seconds, key, labels);
+    pCounter.inc(labels());
+    pHistogram.observe(labels(), seconds);
+  }
+  for (const n of [1, 3, 3, 9]) {
+    plain.observe(n);
+    pPlain.observe(n);
+  }
+  counter.inc("GET 200 /v1/coins/fetch", () => ({ method: "GET", route: "/v1/coins/fetch", status: "200" }), 5);
+  pCounter.inc({ method: "GET", route: "/v1/coins/fetch", status: "200" }, 5);
+  gauge.set(12);
+  pGauge.set(12);
+  expect(await ours.metrics()).toBe(await theirs.metrics());
 });

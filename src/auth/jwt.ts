@@ -30,18 +30,18 @@ export interface TokenRules {
 
 /** Verifies `Authorization: Bearer <JWT>` (the scheme in any case); anything wrong is a 401 that says what. */
 export function tokenVerifier(keys: AuthKeys, { requireExp, maxTtlS, now = Date.now }: TokenRules = { requireExp: true, maxTtlS: 86_400 }) {
-  // Keyed by the whole token, signature included, and honouring exp: a hit is exactly a token
-  // that verified before and has not expired since.
+  // Keyed by the whole Authorization header, the token's signature included, and honouring exp:
+  // a hit is exactly a header that verified before and whose token has not expired since.
   const verified = new Map<string, { caller: Caller; expiresAt: number }>();
 
   return async function verify(authorization: string | undefined | null): Promise<Caller> {
+    const hit = authorization ? verified.get(authorization) : undefined;
+    const at = now();
+    if (hit && hit.expiresAt > at) return hit.caller;
+    if (hit) verified.delete(authorization!);
     const match = authorization?.match(/^Bearer +([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*) *$/i);
     if (!match) throw new UnauthorizedError("Send Authorization: Bearer <token>");
     const token = match[1]!;
-    const hit = verified.get(token);
-    const at = now();
-    if (hit && hit.expiresAt > at) return hit.caller;
-    if (hit) verified.delete(token);
     const payload = await verifySignature(token, keys);
     const nowS = at / 1000;
     const numeric = (claim: string) => {
@@ -69,8 +69,9 @@ export function tokenVerifier(keys: AuthKeys, { requireExp, maxTtlS, now = Date.
     const scope = typeof payload.scope === "string" ? payload.scope : "";
     const caller: Caller = { userId: payload.sub.toLowerCase(), deviceId: dev, scopes: new Set(scope.split(" ").filter(Boolean)) };
     if (verified.size >= CACHE_SIZE) verified.delete(verified.keys().next().value!); // oldest first
-    // A token without exp (when allowed) is verified again at least hourly.
-    verified.set(token, { caller, expiresAt: Math.min(exp !== undefined ? exp * 1000 : Infinity, at + 3600_000) });
+    // A token without exp (when allowed) is verified again at least hourly. Only "Bearer <token>"
+    // is kept: spaces around the token would make one token any number of entries.
+    if (authorization!.length === token.length + 7) verified.set(authorization!, { caller, expiresAt: Math.min(exp !== undefined ? exp * 1000 : Infinity, at + 3600_000) });
     return caller;
   };
 }

@@ -1,3 +1,4 @@
+import { arrayLiteral } from "../db/arrays.ts";
 import type { Sql } from "../db/pool.ts";
 import { claimColumns, claimStatementText } from "./statement.ts";
 import type { ServedCoin } from "../coins/model.ts";
@@ -101,7 +102,7 @@ const served = ({ key_id, coin_category, public_key_b64, signature_b64, lr }: Cl
  * on Citus (the items' owners are then one shard's, and ensure.ts ran first).
  */
 export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, prepare = true, routed = false) {
-  const columns: unknown[][] = claimColumns.map(() => []);
+  const columns: (string | number | null)[][] = claimColumns.map(() => []);
   const bool = (b: boolean) => (b ? "t" : "f");
   items.forEach((item, idx) => {
     const values = [idx, item.target, item.requester, item.pair, item.pairPrev, item.want[0], item.want[1], item.want[2],
@@ -109,10 +110,12 @@ export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, p
       bool(item.multi), item.devices === null ? null : `{${item.devices.join(",")}}`, item.skip];
     values.forEach((v, i) => columns[i]!.push(v));
   });
-  const unique = (keys: (string | null)[]) => [...new Set(keys.filter((k): k is string => k !== null))].sort();
+  const unique = (keys: (string | null)[]) => arrayLiteral([...new Set(keys.filter((k): k is string => k !== null))].sort());
   const owners = routed ? [unique(items.map((i) => i.target))] : [];
   const refs = unique(items.flatMap((i) => [i.ref, i.refPrev]));
-  const params = quota === null ? [...columns, ...owners, refs] : [...columns, ...owners, refs, quota, unique(items.flatMap((i) => [i.pair, i.pairPrev]))];
+  // every array as its literal: the statement names each parameter's type
+  const arrays = [...columns.map(arrayLiteral), ...owners, refs];
+  const params = quota === null ? arrays : [...arrays, quota, unique(items.flatMap((i) => [i.pair, i.pairPrev]))];
   const text = routed ? (quota === null ? texts.routedOpen : texts.routedQuota) : quota === null ? texts.open : texts.quota;
   return sql.unsafe<ClaimRow[]>(text, params as never[], { prepare });
 }

@@ -1,13 +1,10 @@
 import { createHash, createHmac } from "node:crypto";
 
-/** 128 bits of a digest, written as a UUID (PostgreSQL stores and compares those in 16 bytes). */
-function asUuid(digest: Buffer): string {
-  const h = digest.subarray(0, 16).toString("hex");
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
-}
+/** The first 128 bits of a hex digest, written as a UUID (PostgreSQL stores and compares those in 16 bytes). */
+const asUuid = (h: string) => `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 
 const keyed = (secret: Uint8Array, purpose: string, a: string, b: string) =>
-  asUuid(createHmac("sha256", secret).update(`${purpose}\n${a}\n${b}`).digest());
+  asUuid(createHmac("sha256", secret).update(`${purpose}\n${a}\n${b}`).digest("hex"));
 
 export interface ClaimKeys {
   /** The quota row of (requester, target), under the current secret and the previous one (or null). */
@@ -27,6 +24,6 @@ export function claimKeys(secret: Uint8Array, previous?: Uint8Array): ClaimKeys 
   return {
     pair: (requester, target) => [keyed(secret, "pair", requester, target), previous ? keyed(previous, "pair", requester, target) : null],
     ref: (requester, key) => [keyed(secret, "claim", requester, key), previous ? keyed(previous, "claim", requester, key) : null],
-    body: (canonical) => asUuid(createHash("sha256").update(canonical).digest()),
+    body: (canonical) => asUuid(createHash("sha256").update(canonical).digest("hex")),
   };
 }

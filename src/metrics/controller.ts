@@ -32,9 +32,13 @@ export const httpMetrics = (metrics: Metrics) =>
     const info = requestInfo(request);
     if (!info || info.measured) return;
     info.measured = true;
-    const labels = { method: request.method, route: route || "(unmatched)", status: String(typeof set.status === "number" ? set.status : 200) };
-    metrics.requests.inc(labels);
-    metrics.latency.observe(labels, (performance.now() - info.start) / 1000);
+    const { method } = request;
+    const path = route || "(unmatched)";
+    const status = typeof set.status === "number" ? set.status : 200;
+    const key = `${method} ${status} ${path}`;
+    const labels = () => ({ method, route: path, status: String(status) });
+    metrics.requests.inc(key, labels);
+    metrics.latency.observe((performance.now() - info.start) / 1000, key, labels);
   });
 
 /** GET /metrics: Prometheus text; needs AQM_METRICS_TOKEN or an admin-scoped JWT. */
