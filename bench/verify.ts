@@ -20,7 +20,7 @@ const goldIdentities = 2;
 /** Coins per upload: 100 for SILVER and BRONZE (as the upload phase), 10 for GOLD (20–50 ms of ML-DSA verification each here). */
 const batchOf: Record<Tier, number> = { GOLD: 10, SILVER: 100, BRONZE: 100 };
 /** Assumed highest rates, uploads/s, to size the bodies (a pair used up is an error "exhausted", logged). */
-const maxUploadsPerS = { edVerified: 400, edUnverified: 400, goldVerified: 100, goldUnverified: 1000 };
+const maxUploadsPerS = { edVerified: 400, edUnverified: 1000, goldVerified: 100, goldUnverified: 1000 }; // BRONZE unverified ran 760/s (2026-12-05)
 /** SILVER/BRONZE segments per variant: interleaved (verified, unverified) then (unverified, verified). */
 const rounds = 2;
 
