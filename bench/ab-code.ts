@@ -21,6 +21,7 @@ import { join, resolve } from "node:path";
 import { execFileSync } from "node:child_process";
 import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import type { Sql } from "../src/db/pool.ts";
+import { deployedEnv, driveClaims, fetchRequests } from "./app-claims.ts";
 import { writeResult } from "./report.ts";
 import { randomBytesSql, tiers, topUp } from "./seed.ts";
 
@@ -45,10 +46,7 @@ const commitOf = (root: string) => {
 
 const dataDir = mkdtempSync(join(tmpdir(), "aqm-ab-code-"));
 const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
-const env = {
-  DATABASE_URL: pg.url, AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: "4", AQM_RATE_LIMITS: "on",
-  AQM_RATE_FETCH_PER_MIN: "1000000", AQM_RATE_UPLOAD_PER_MIN: "1000000", AQM_RATE_COUNT_PER_MIN: "1000000",
-};
+const env = deployedEnv(pg.url);
 const secret = randomBytes(40);
 // Each checkout's modules by absolute path: two module graphs, nothing shared but PostgreSQL.
 async function build(root: string) {
@@ -68,34 +66,16 @@ try {
   const owners = Array.from({ length: 200 }, () => randomUUID());
   const tokens: string[] = await Promise.all(Array.from({ length: 3000 }, () => signToken(secret, randomUUID(), { ttlSeconds: 3600 })));
   const random = await randomBytesSql(admin as unknown as Sql, true);
-  const request = (i: number) => new Request(
-    `http://localhost/v1/coins/fetch?target_user_id=${owners[i % owners.length]}&coin_category=${tiers[Math.floor(i / owners.length) % 3]}&count=1`,
-    { headers: { authorization: `Bearer ${tokens[(i * 7919) % tokens.length]}` } },
-  );
-  let next = 0;
+  const next = fetchRequests(owners, tiers, tokens);
   for (let round = 0; round <= rounds; round++) {
     for (const index of round % 2 === 0 ? [0, 1] : [1, 0]) {
       const { app } = sides[index]!;
       await topUp(admin as unknown as Sql, random.expr, owners, tiers, 250);
       await admin`TRUNCATE claim_quota`;
       await admin`VACUUM coin_inventory, claim_quota`;
-      let claims = 0;
-      const until = performance.now() + seconds * 1000;
-      const cpu = process.cpuUsage();
-      const started = performance.now();
-      await Promise.all(Array.from({ length: loops }, async () => {
-        while (performance.now() < until) {
-          const res = await app.handle(request(next++));
-          await res.arrayBuffer();
-          if (res.status !== 200) throw new Error(`${res.status} from checkout ${"AB"[index]}`);
-          claims++;
-        }
-      }));
-      const { user, system } = process.cpuUsage(cpu);
-      const row = {
-        round, side: index === 0 ? "A" as const : "B" as const,
-        claimsPerS: Math.round(claims / ((performance.now() - started) / 1000)), usCpuPerClaim: Math.round(((user + system) / claims) * 10) / 10,
-      };
+      const { non200, claimsPerS, usCpuPerClaim } = await driveClaims((request) => app.handle(request), next, seconds, loops);
+      if (non200 > 0) throw new Error(`${non200} answers other than 200 from checkout ${"AB"[index]}`);
+      const row = { round, side: index === 0 ? "A" as const : "B" as const, claimsPerS, usCpuPerClaim };
       rows.push(row);
       console.log(JSON.stringify(row));
     }

@@ -20,6 +20,7 @@ import { loadConfig } from "../src/config.ts";
 import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import { openDatabase } from "../src/db/open.ts";
 import type { Sql } from "../src/db/pool.ts";
+import { deployedEnv, driveClaims, fetchRequests } from "./app-claims.ts";
 import { writeResult } from "./report.ts";
 import { randomBytesSql, tiers, topUp } from "./seed.ts";
 
@@ -34,10 +35,7 @@ const runtime = Object.fromEntries(Object.entries(process.env).filter(([k]) => /
 
 const dataDir = mkdtempSync(join(tmpdir(), "aqm-in-process-"));
 const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
-const config = loadConfig({
-  DATABASE_URL: pg.url, AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: "4", AQM_RATE_LIMITS: "on",
-  AQM_RATE_FETCH_PER_MIN: "1000000", AQM_RATE_UPLOAD_PER_MIN: "1000000", AQM_RATE_COUNT_PER_MIN: "1000000",
-});
+const config = loadConfig(deployedEnv(pg.url));
 const db = await openDatabase(config);
 const secret = randomBytes(40);
 const app = createApp({ sql: db.sql, session: db.session, config, keys: { secret, source: "AQM_JWT_SECRET" }, hashSecrets: { current: secret } });
@@ -47,33 +45,12 @@ try {
   const owners = Array.from({ length: 200 }, () => randomUUID());
   const tokens = await Promise.all(Array.from({ length: 3000 }, () => signToken(secret, randomUUID(), { ttlSeconds: 3600 })));
   const random = await randomBytesSql(admin as unknown as Sql, true);
-  const request = (i: number) => new Request(
-    `http://localhost/v1/coins/fetch?target_user_id=${owners[i % owners.length]}&coin_category=${tiers[Math.floor(i / owners.length) % 3]}&count=1`,
-    { headers: { authorization: `Bearer ${tokens[(i * 7919) % tokens.length]}` } },
-  );
-  let next = 0;
+  const next = fetchRequests(owners, tiers, tokens);
   for (let round = 0; round < rounds; round++) {
     await topUp(admin as unknown as Sql, random.expr, owners, tiers, 300);
     await admin`VACUUM coin_inventory, claim_quota`;
-    let claims = 0;
-    let non200 = 0;
-    const until = performance.now() + seconds * 1000;
-    const cpu = process.cpuUsage();
-    const started = performance.now();
-    await Promise.all(Array.from({ length: loops }, async () => {
-      while (performance.now() < until) {
-        const res = await app.handle(request(next++));
-        await res.arrayBuffer();
-        if (res.status !== 200) non200++;
-        claims++;
-      }
-    }));
-    const { user, system } = process.cpuUsage(cpu);
-    const row = {
-      round, warmUp: round === 0, claims, claimsPerS: Math.round(claims / ((performance.now() - started) / 1000)),
-      usCpuPerClaim: Math.round(((user + system) / claims) * 10) / 10, usSysPerClaim: Math.round((system / claims) * 10) / 10,
-      rssMb: Math.round(process.memoryUsage().rss / 1048576), non200,
-    };
+    const measured = await driveClaims((request) => app.handle(request), next, seconds, loops);
+    const row = { round, warmUp: round === 0, ...measured, rssMb: Math.round(process.memoryUsage().rss / 1048576) };
     rows.push(row);
     console.log(JSON.stringify(row));
   }

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import postgres from "postgres";
-import { base64Bytes, BYTEA_ARRAY, byteaArray, textArray } from "../src/db/arrays.ts";
+import { arrayLiteral, base64Bytes, BYTEA_ARRAY, byteaArray } from "../src/db/arrays.ts";
 import { base64Pattern } from "../src/coins/model.ts";
 import { useTestDatabase } from "./helpers/db.ts";
 
@@ -111,6 +111,6 @@ test("patched: messages built without copies (Execute appended in Bind's buffer,
 
 test("a text[] literal keeps every element a string, quotes and backslashes included", async () => {
   const values = ['plain', 'NULL', 'with "quote"', "back\\slash", "", "{braces}, commas"];
-  const [row] = await db.sql.unsafe<{ v: string[] }[]>("SELECT $1::text::text[] AS v", [textArray(values)] as never[]);
+  const [row] = await db.sql.unsafe<{ v: string[] }[]>("SELECT $1::text::text[] AS v", [arrayLiteral(values)] as never[]);
   expect(row!.v).toEqual(values);
 });

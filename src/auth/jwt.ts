@@ -71,7 +71,7 @@ export function tokenVerifier(keys: AuthKeys, { requireExp, maxTtlS, now = Date.
     if (verified.size >= CACHE_SIZE) verified.delete(verified.keys().next().value!); // oldest first
     // A token without exp (when allowed) is verified again at least hourly. Only "Bearer <token>"
     // is kept: spaces around the token would make one token any number of entries.
-    if (authorization!.length === token.length + 7) verified.set(authorization!, { caller, expiresAt: Math.min(exp !== undefined ? exp * 1000 : Infinity, at + 3600_000) });
+    if (authorization!.length === "Bearer ".length + token.length) verified.set(authorization!, { caller, expiresAt: Math.min(exp !== undefined ? exp * 1000 : Infinity, at + 3600_000) });
     return caller;
   };
 }

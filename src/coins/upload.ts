@@ -1,4 +1,4 @@
-import { base64Bytes, BYTEA_ARRAY, byteaArray, textArray } from "../db/arrays.ts";
+import { arrayLiteral, base64Bytes, BYTEA_ARRAY, byteaArray } from "../db/arrays.ts";
 import type { Db, RunOptions } from "../db/db.ts";
 import type { Sql } from "../db/pool.ts";
 import { DeviceStateError, KeyConflictError, ValidationError } from "../errors.ts";
@@ -34,7 +34,7 @@ const blobs = (sql: Sql, coins: Coin[], field: BlobField) =>
 
 /** The coins as four array parameters ($2 to $5: key ids, tiers, public keys, signatures; the blobs as bytea[], in binary). */
 export const inputOf = (sql: Sql, coins: Coin[]) => [
-  textArray(coins.map((c) => c.key_id)), textArray(coins.map((c) => c.coin_category)),
+  arrayLiteral(coins.map((c) => c.key_id)), arrayLiteral(coins.map((c) => c.coin_category)),
   blobs(sql, coins, "public_key_b64"), blobs(sql, coins, "signature_b64"),
 ];
 
@@ -162,7 +162,7 @@ async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins:
     else if (!sameContent(seen, coin)) repeated.add(coin.key_id);
   }
   if (repeated.size > 0) throw new KeyConflictError([...repeated].sort()); // nothing written
-  const claimed = await db.run((sql) => sql.unsafe<{ key_id: string }[]>(CLAIMED, [userId, textArray([...first.keys()])] as never[],
+  const claimed = await db.run((sql) => sql.unsafe<{ key_id: string }[]>(CLAIMED, [userId, arrayLiteral([...first.keys()])] as never[],
     { prepare: db.prepare }), { what: "upload", ...opts });
   for (const { key_id } of claimed) first.delete(key_id);
   if (first.size === 0) return {};

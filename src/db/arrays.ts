@@ -1,22 +1,11 @@
 /**
- * A PostgreSQL text[] literal, for a parameter cast with `::text::text[]`. postgres.js builds
- * array parameters by running an escaping regex over every element and copying it several times;
- * for an upload's hundred ~4 KB base64 blobs that cost more server CPU than parsing the request.
- * Every element is quoted (so "NULL" stays a string); only one holding a quote or a backslash
- * needs escaping, which validated input never has.
- */
-export function textArray(values: readonly string[]): string {
-  const clean = values.every((v) => v.indexOf('"') < 0 && v.indexOf("\\") < 0);
-  const items = clean ? values : values.map((v) => v.replace(/[\\"]/g, "\\$&"));
-  return `{"${items.join('","')}"}`;
-}
-
-/**
  * A PostgreSQL array literal of integers, strings and nulls, for an array parameter whose type
- * the statement names (`$1::uuid[]`, `$2::int[]`): strings are quoted (so "NULL" stays a string),
- * nulls are NULL, integers as they are. postgres.js would serialize a JS array with two regex
- * replacements per element (the claim statement's 17 columns: about 5 % of the server's CPU per
- * claim, bench/README.md, issue 21, ninth round).
+ * the statement names (`$1::uuid[]`, `$2::int[]`, `$3::text::text[]`): strings are quoted (so
+ * "NULL" stays a string), nulls are NULL, integers as they are; only a string holding a quote or
+ * a backslash needs escaping, which validated input never has. postgres.js would serialize a JS
+ * array with two regex replacements per element and copy it several times: for an upload's
+ * hundred ~4 KB base64 blobs that cost more server CPU than parsing the request, for the claim
+ * statement's 17 columns about 5 % of the server's CPU per claim (bench/README.md, issue 21).
  */
 export function arrayLiteral(values: readonly (string | number | null)[]): string {
   let out = "{";

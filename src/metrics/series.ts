@@ -1,7 +1,7 @@
 import type { Registry } from "prom-client";
 
 /**
- * A counter and a histogram for the per-request and per-claim path, registered in a prom-client
+ * Counters, histograms and gauges for the per-request and per-claim path, registered in a prom-client
  * Registry and printed by it like its own. prom-client hashes a label object on every inc() and
  * observe() (sorting, joining, checking each name): about 6 % of the server's CPU per claim
  * (bench/README.md, issue 21, ninth round). Here the caller names a series by a string it
