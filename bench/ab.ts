@@ -5,7 +5,9 @@
  * interleaved**: a round measures every variant once, one after the other, so the machine's noise
  * (the same configuration ran 2,200–3,800 claims/s within an hour on this VM) falls on all of
  * them alike, and the medians over rounds are compared. A variant is `NAME=VALUE[,NAME=VALUE…]`
- * of environment settings for its server (`-`: none). Load: GET /v1/coins/fetch count=1, random
+ * of environment settings for its server (`-`: none), except `LOADGEN=wrk`, which drives that
+ * variant's server with wrk (bench/wrk.ts) instead of the bench's own client: `- LOADGEN=wrk`
+ * compares the load generators on two identical servers. Load: GET /v1/coins/fetch count=1, random
  * owner and tier, closed loop of 32 connections (the bench's own client), the stock topped up and
  * vacuumed before each segment. Per segment: claims/s, p50/p99, the server's and PostgreSQL's CPU
  * per claim (/proc), claims per statement (/metrics). Writes bench/results[/local]/<stamp>-ab.json.
@@ -26,6 +28,7 @@ import { startMonitor } from "./monitor.ts";
 import { writeResult } from "./report.ts";
 import { randomBytesSql, tiers, topUp } from "./seed.ts";
 import { startServer, stopStack } from "./stack.ts";
+import { wrkClaims, wrkPath } from "./wrk.ts";
 
 const args = process.argv.slice(2);
 const option = (name: string, fallback: number) => {
@@ -43,11 +46,21 @@ if (variants.length < 2) {
   console.error("usage: bun bench/ab.ts [--rounds N] [--seconds S] [--save] <NAME=VALUE[,…]|-> <NAME=VALUE[,…]|-> [...]");
   process.exit(2);
 }
-const envOf = (variant: string): Record<string, string> => variant === "-" ? {} : Object.fromEntries(variant.split(",").map((kv) => {
+const settingsOf = (variant: string): Record<string, string> => variant === "-" ? {} : Object.fromEntries(variant.split(",").map((kv) => {
   const at = kv.indexOf("=");
   if (at < 1) throw new Error(`not NAME=VALUE: ${kv}`);
   return [kv.slice(0, at), kv.slice(at + 1)];
 }));
+/** The server's environment: the variant's settings but LOADGEN, which picks the load generator. */
+const envOf = (variant: string) => Object.fromEntries(Object.entries(settingsOf(variant)).filter(([name]) => name !== "LOADGEN"));
+const wrk = wrkPath();
+const loadgenOf = (variant: string) => {
+  const chosen = settingsOf(variant).LOADGEN ?? "bun";
+  if (chosen !== "bun" && chosen !== "wrk") throw new Error(`LOADGEN must be bun or wrk, got ${chosen}`);
+  if (chosen === "wrk" && !wrk) throw new Error("LOADGEN=wrk: wrk is not installed (apt-get install wrk)");
+  return chosen;
+};
+for (const variant of variants) loadgenOf(variant);
 const concurrency = 32;
 const pool = 4;
 
@@ -76,7 +89,9 @@ try {
       await closedLoop(job, concurrency, 1); // warm
       const probe = await startBatchProbe(server.baseUrl, secret);
       const monitor = startMonitor(server.pid, postmasterPid);
-      const stats = await closedLoop(job, concurrency, seconds);
+      const stats = loadgenOf(server.variant) === "wrk"
+        ? await wrkClaims(wrk!, server.baseUrl, pop, tiers, 1, ledger, concurrency, seconds)
+        : await closedLoop(job, concurrency, seconds);
       const usage = monitor.stop();
       const served = stats.requests - stats.errors;
       const perClaim = (s: number | undefined) => (s === undefined || served === 0 ? null : Math.round((s * 1e6) / served));
@@ -105,7 +120,8 @@ for (const m of medians) console.log(`median of ${rounds > 1 ? `rounds 1–${rou
 console.log(`duplicates: ${duplicates}`);
 const file = writeResult({
   what: "settings compared over HTTP, rounds interleaved (bench/ab.ts)",
-  configuration: `deployed (rate limits and pair quota on, per-user buckets widened), pool ${pool}, GET /v1/coins/fetch count=1, closed loop c=${concurrency}, ${seconds} s a segment; round 0 warms up and is left out of the medians`,
+  configuration: `deployed (rate limits and pair quota on, per-user buckets widened), pool ${pool}, GET /v1/coins/fetch count=1, closed loop c=${concurrency} `
+    + `(the bench's own client; wrk, one thread, for LOADGEN=wrk), ${seconds} s a segment; round 0 warms up and is left out of the medians`,
   variants, rounds, medians, segments, duplicates,
 }, "-ab", save);
 console.log(`written: ${file}`);

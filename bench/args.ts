@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { pinningOf, type Pinning } from "./pin.ts";
 
 export interface Options {
   /** Base URL of a running server; absent: start embedded PostgreSQL and a server. */
@@ -30,6 +31,8 @@ export interface Options {
   only: string[];
   /** Start the `default` server with Bun's CPU profiler; the profile is saved next to the result file. */
   profile: boolean;
+  /** --pin: PostgreSQL on these CPUs, the bench and its servers on the others; absent: all share every CPU. */
+  pin?: Pinning;
 }
 
 export const phaseNames = ["claim", "hot", "multi", "devices", "wait", "upload", "verify", "count", "burst"] as const;
@@ -59,6 +62,9 @@ export const usage = `bun bench/run.ts [options]
   --profile              run the default server under Bun's CPU profiler (--cpu-prof, --cpu-prof-md);
                          writes <stamp>-default-cpu-profile.{cpuprofile,md} and a per-segment summary
                          (<stamp>-default-cpu-profile-segments.md) next to the result file
+  --pin <cpus>           PostgreSQL on these CPUs (taskset list: 0, 0-1, 0,2), the bench, its load generator
+                         and its servers on the others, as when the database has a machine of its own
+                         (writes <stamp>[-only-…]-pin-<cpus>.json, never latest.*; not with --check or --url)
 
 Extra AQM_* variables in the environment are passed on to the server (e.g. AQM_DB_POOL_QUEUE_MAX).`;
 
@@ -78,7 +84,7 @@ export function parseOptions(argv: string[]): Options | "help" {
       rates: { type: "string" }, users: { type: "string" }, requesters: { type: "string" }, coins: { type: "string" }, burst: { type: "string" },
       quick: { type: "boolean" }, soak: { type: "string" }, rate: { type: "string" }, help: { type: "boolean", short: "h" },
       check: { type: "boolean" }, save: { type: "boolean" }, mode: { type: "string" }, only: { type: "string" },
-      profile: { type: "boolean" },
+      profile: { type: "boolean" }, pin: { type: "string" },
     },
   });
   if (values.help) return "help";
@@ -87,6 +93,8 @@ export function parseOptions(argv: string[]): Options | "help" {
     throw new Error("--url needs --secret (the server's AQM_JWT_SECRET) and --database-url (its database)");
   }
   if (values.url && values.profile) throw new Error("--profile needs the servers the bench starts (not --url)");
+  if (values.pin !== undefined && values.url) throw new Error("--pin needs the PostgreSQL and servers the bench starts (not --url)");
+  if (values.pin !== undefined && values.check) throw new Error("--pin: the regression baseline was measured with every CPU shared; --check compares only such runs");
   if (values.mode !== undefined && values.mode !== "default" && values.mode !== "off") throw new Error("--mode must be default or off");
   const only = values.only?.split(",").filter(Boolean) ?? [];
   for (const name of only) if (!(phaseNames as readonly string[]).includes(name)) throw new Error(`--only: unknown phase ${name}`);
@@ -112,6 +120,7 @@ export function parseOptions(argv: string[]): Options | "help" {
     mode: (values.mode ?? "default") as "default" | "off",
     only,
     profile: values.profile ?? false,
+    pin: values.pin === undefined ? undefined : pinningOf(values.pin),
   };
 }
 

@@ -9,6 +9,7 @@ import { profileBySegment } from "./profile.ts";
 import { checkTargets, cpuPerUnitNote, formatCeilingRatios, formatTable, formatTargets, resultsDir, serverToCeiling, serverToSeed, stampOf, writeResults, type Row } from "./report.ts";
 import { pairQuota, serverStatementsInFlight, statementsInFlight } from "./coalesced.ts";
 import { formatSoak, runSoak } from "./soak.ts";
+import { pin, pinPostgres } from "./pin.ts";
 import { startStack, stopStack, type ProfileTarget } from "./stack.ts";
 
 function settingsOf(b: Bench) {
@@ -20,6 +21,7 @@ function settingsOf(b: Bench) {
     pool: o.pool, concurrency: o.concurrency, duration_s: o.durationS, warmup_s: o.warmupS,
     open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, requesters: o.requesters, coins_per_user_tier: o.coinsPerTier,
     burst: o.burst, soak_s: o.soakS ?? null, only: o.only.length ? o.only : null, seed_random_bytes: b.randomSource, profile: o.profile,
+    cpus: o.pin ? { postgres: o.pin.postgres, bench_and_servers: o.pin.rest } : "shared: PostgreSQL, the servers and the load generator on every CPU",
     claim_statements_in_flight: serverStatementsInFlight(o.pool), batched_ceiling_statements_in_flight: statementsInFlight(o.pool), pair_quota: pairQuota,
   };
 }
@@ -56,7 +58,8 @@ async function phasesMode(b: Bench, startedAt: Date): Promise<PhasesOutcome> {
   const { machine } = b;
   const only = b.options.only;
   // a run of some phases only never replaces latest.* (the last full run)
-  const suffix = (b.options.quick ? "-quick" : "") + (only.length ? `-only-${phaseNames.filter((p) => only.includes(p)).join("-")}` : "");
+  const suffix = (b.options.quick ? "-quick" : "") + (only.length ? `-only-${phaseNames.filter((p) => only.includes(p)).join("-")}` : "")
+    + (b.options.pin ? `-pin-${b.options.pin.postgres.replaceAll(",", "_")}` : "");
   const subtitle = `${machine.cores} cores, ${machine.cpu}; PostgreSQL ${machine.postgresql}; pool ${b.options.pool}, c=${b.options.concurrency}, ${b.options.durationS} s per segment`;
   const svg = latencyChart(`AQM coin server: throughput and latency per row (${startedAt.toISOString().slice(0, 16)}Z)`, subtitle, rows);
   const result = {
@@ -64,7 +67,7 @@ async function phasesMode(b: Bench, startedAt: Date): Promise<PhasesOutcome> {
     notes, duplicates_total: b.ledger.duplicates, server_to_seed_baseline: seedRatios, server_to_coalesced_ceiling: ceilingRatios, regression,
     regression_vs_baseline: typeof comparison === "string" ? { checked: false, text: comparison } : { checked: true, ...comparison }, targets, rows,
   };
-  const files = writeResults(result, svg, suffix, startedAt, b.options.save, only.length === 0);
+  const files = writeResults(result, svg, suffix, startedAt, b.options.save, only.length === 0 && !b.options.pin);
   const seedLine = Object.entries(seedRatios).map(([phase, r]) => `${phase} ${r}`).join(", ");
   const baselineLine = typeof comparison === "string" ? comparison : `${comparison.pass ? "✓" : "✗"} ${comparison.text}`;
   console.log(`\n${formatTable(rows)}\n\n${cpuPerUnitNote(rows, !!b.options.url)}\n\nServer ÷ seed baseline, claims/s (closed loops): ${seedLine}`
@@ -94,7 +97,12 @@ function profileTarget(options: Options, startedAt: Date): ProfileTarget | undef
 /** The phases' outcome (undefined in soak mode). */
 async function main(options: Options, startedAt: Date): Promise<PhasesOutcome | undefined> {
   const started = performance.now();
+  if (options.pin) pin(process.pid, options.pin.rest); // the servers and PostgreSQL inherit it; PostgreSQL is moved below
   const stack = await startStack(options, profileTarget(options, startedAt));
+  if (options.pin) {
+    pinPostgres(stack.postmasterPid!, options.pin.postgres);
+    log(`pinned: PostgreSQL on CPU ${options.pin.postgres}, the bench and its servers on CPU ${options.pin.rest}`);
+  }
   for (const [mode, server] of Object.entries(stack.servers)) log(`${options.url ? "target" : "started server"} ${mode}: ${server.baseUrl}`);
   const bench = await prepareBench(options, stack, started);
   try {
