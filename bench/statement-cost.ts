@@ -5,7 +5,8 @@
  * synchronous_commit on, as deployed) runs the server's claim statement (claimQuery; one-tier
  * claims of 1 coin, random requesters over 200 owners, every pair a new quota row) serially:
  * B = 1 asking for nothing (what a statement costs before it claims anything: parameters, the plan's
- * start and end, no commit record), B = 1 and B = 16, quota on and off, rounds interleaved. The
+ * start and end, no commit record), B = 1 and B = 16, quota on and off, each as the lean statement
+ * the server sends for such claims and as the whole one (claimQuery's `full`), rounds interleaved. The
  * tables are topped up and vacuumed before each cell. Per cell: the backend's CPU per statement and
  * per claim (/proc), wall time, and WAL bytes and full-page images per claim (pg_stat_wal).
  * With --fillfactor N, coin_inventory is set to it before it is stocked.
@@ -37,13 +38,13 @@ const cells = [
   { batch: 1, want: 0, quota: false }, { batch: 1, want: 0, quota: true },
   { batch: 1, want: 1, quota: false }, { batch: 1, want: 1, quota: true },
   { batch: 16, want: 1, quota: false }, { batch: 16, want: 1, quota: true },
-];
+].flatMap((cell) => [{ ...cell, statement: "lean" as const }, { ...cell, statement: "whole" as const }]);
 const statementsPer = (batch: number) => (batch === 1 ? 600 : 200);
 const dataDir = mkdtempSync(join(tmpdir(), "aqm-statement-cost-"));
 const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
 const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
 const sql = postgres(pg.url, { max: 1, onnotice: () => {}, connection: { plan_cache_mode: "force_generic_plan" } });
-type Row = { round: number; batch: number; want: number; quota: boolean; statements: number; usCpuPerStatement: number; usCpuPerClaim: number | null; usWallPerStatement: number; walBytesPerClaim: number | null; fpiPerClaim: number | null };
+type Row = { round: number; statement: "lean" | "whole"; batch: number; want: number; quota: boolean; statements: number; usCpuPerStatement: number; usCpuPerClaim: number | null; usWallPerStatement: number; walBytesPerClaim: number | null; fpiPerClaim: number | null };
 const rows: Row[] = [];
 try {
   await migrate(admin as unknown as Sql);
@@ -68,10 +69,10 @@ try {
     return (await admin<[{ bytes: string; fpi: string }]>`SELECT (pg_current_wal_insert_lsn() - '0/0')::text AS bytes, wal_fpi::text AS fpi FROM pg_stat_wal`)[0];
   };
   for (let round = 0; round <= rounds; round++) {
-    for (const { batch, want, quota } of cells) {
+    for (const { batch, want, quota, statement } of cells) {
       await topUp(admin as unknown as Sql, random.expr, users, tiers, 400);
       await admin`VACUUM coin_inventory, claim_quota`;
-      const run = () => claimQuery(sql as unknown as Sql, items(batch, want, quota), quota ? 100 : null, true);
+      const run = () => claimQuery(sql as unknown as Sql, items(batch, want, quota), quota ? 100 : null, true, false, statement === "whole");
       for (let w = 0; w < 3; w++) await run();
       const n = statementsPer(batch);
       const [w0, c0, t0] = [await wal(), cpuSecondsOf(pid), performance.now()];
@@ -80,7 +81,7 @@ try {
       const claims = want > 0 ? n * batch : 0;
       const per = (x: number) => (claims > 0 ? Math.round((x / claims) * 10) / 10 : null);
       const row: Row = {
-        round, batch, want, quota, statements: n, usCpuPerStatement: Math.round(((c1 - c0) * 1e6) / n), usCpuPerClaim: per((c1 - c0) * 1e6),
+        round, statement, batch, want, quota, statements: n, usCpuPerStatement: Math.round(((c1 - c0) * 1e6) / n), usCpuPerClaim: per((c1 - c0) * 1e6),
         usWallPerStatement: Math.round(((t1 - t0) * 1000) / n), walBytesPerClaim: per(Number(w1!.bytes) - Number(w0!.bytes)), fpiPerClaim: per(Number(w1!.fpi) - Number(w0!.fpi)),
       };
       if (round > 0) rows.push(row); // round 0 warms the caches and the plan
@@ -94,14 +95,14 @@ try {
   rmSync(dataDir, { recursive: true, force: true });
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-const medians = cells.map(({ batch, want, quota }) => {
-  const mine = rows.filter((r) => r.batch === batch && r.want === want && r.quota === quota);
+const medians = cells.map(({ batch, want, quota, statement }) => {
+  const mine = rows.filter((r) => r.batch === batch && r.want === want && r.quota === quota && r.statement === statement);
   const m = (f: (r: Row) => number | null) => (mine[0] && f(mine[0]) === null ? null : median(mine.map((r) => f(r)!)));
-  return { batch, want, quota, usCpuPerStatement: m((r) => r.usCpuPerStatement), usCpuPerClaim: m((r) => r.usCpuPerClaim), usWallPerStatement: m((r) => r.usWallPerStatement), walBytesPerClaim: m((r) => r.walBytesPerClaim), fpiPerClaim: m((r) => r.fpiPerClaim) };
+  return { statement, batch, want, quota, usCpuPerStatement: m((r) => r.usCpuPerStatement), usCpuPerClaim: m((r) => r.usCpuPerClaim), usWallPerStatement: m((r) => r.usWallPerStatement), walBytesPerClaim: m((r) => r.walBytesPerClaim), fpiPerClaim: m((r) => r.fpiPerClaim) };
 });
 for (const m of medians) console.log(`median: ${JSON.stringify(m)}`);
 const file = writeResult({
-  what: "PostgreSQL CPU per claim statement: before any claim (want 0) and per claim, B = 1 and 16, quota on and off (bench/statement-cost.ts)",
+  what: "PostgreSQL CPU per claim statement, lean and whole: before any claim (want 0) and per claim, B = 1 and 16, quota on and off (bench/statement-cost.ts)",
   postgresql: "embedded, one backend, plan_cache_mode=force_generic_plan, synchronous_commit on", coin_inventory_fillfactor: fillfactor ?? "default (100)", rounds, rows, medians,
 }, `-statement-cost${fillfactor === undefined ? "" : `-fillfactor-${fillfactor}`}`, process.argv.includes("--save"));
 console.log(`written: ${file}`);

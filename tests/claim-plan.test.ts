@@ -19,17 +19,20 @@ function statement(items: ClaimItem[], quota: number | null): { text: string; pa
   return sent!;
 }
 
-/** `n` claims of the owners, tiers in turn; every third keyed, every fourth from all devices, every fifth allowing last-resort coins. */
-function batch(n: number): ClaimItem[] {
+/**
+ * `n` claims of the owners, tiers in turn; every third keyed, every fourth from all devices, every
+ * fifth allowing last-resort coins — or, `lean`, fetch-style claims only (the lean statement).
+ */
+function batch(n: number, lean: boolean): ClaimItem[] {
   return Array.from({ length: n }, (_, i) => {
     const requester = randomUUID();
     const target = owners[(i * 7) % owners.length]!;
     const [pair, pairPrev] = keys.pair(requester, target);
-    const [ref, refPrev] = i % 3 === 0 ? keys.ref(requester, randomUUID()) : [null, null];
+    const [ref, refPrev] = !lean && i % 3 === 0 ? keys.ref(requester, randomUUID()) : [null, null];
     return {
-      target, requester, want: [i % 3 === 0 ? 1 : 0, i % 3 === 1 ? 1 : 0, i % 3 === 2 ? 1 : 0], fallback: true, lastResort: i % 5 === 0, final: true,
+      target, requester, want: [i % 3 === 0 ? 1 : 0, i % 3 === 1 ? 1 : 0, i % 3 === 2 ? 1 : 0], fallback: !lean, lastResort: !lean && i % 5 === 0, final: true,
       pair, pairPrev, ref, refPrev, body: ref === null ? null : keys.body("{}"),
-      ...(i % 4 === 3 ? { devices: null, multi: true, skip: 0 } : deviceOne),
+      ...(!lean && i % 4 === 3 ? { devices: null, multi: true, skip: 0 } : deviceOne),
     };
   });
 }
@@ -57,7 +60,7 @@ const wholeRead = (node: PlanNode): string | undefined => {
   return undefined;
 };
 
-test("the claim statement's plan, generic or custom, before and after ANALYZE: coins taken by ctid, no whole read of the coin, quota, replay, last-resort or device tables", async () => {
+test("the claim statement's plan, whole or lean, generic or custom, before and after ANALYZE: coins taken by ctid, no whole read of the coin, quota, replay, last-resort or device tables", async () => {
   // autovacuum off first: "not analyzed" below must stay true
   for (const table of tables) await db.sql.unsafe(`ALTER TABLE ${table} SET (autovacuum_enabled = off)`);
   await db.sql.begin(async (tx) => {
@@ -111,15 +114,15 @@ async function checkPlans(stats: string): Promise<void> {
     // as the server's pool plans it (src/db/pool.ts), and as a custom plan would
     for (const mode of ["force_generic_plan", "force_custom_plan"]) {
       await conn.unsafe(`SET plan_cache_mode = ${mode}`);
-      for (const quota of [100, null]) {
+      for (const [quota, lean] of [[100, false], [null, false], [100, true], [null, true]] as const) {
         for (const n of [1, 16, 128]) {
-          const { text, params } = statement(batch(n), quota);
-          const name = `claim_plan_${n}_${quota ?? "off"}`;
+          const { text, params } = statement(batch(n, lean), quota);
+          const name = `claim_plan_${n}_${quota ?? "off"}_${lean ? "lean" : "whole"}`;
           await conn.unsafe(`DEALLOCATE ALL`);
           await conn.unsafe(`PREPARE ${name} AS ${text}`);
           const [{ "QUERY PLAN": [{ Plan: plan }] }] = await conn.unsafe(`EXPLAIN (FORMAT JSON) EXECUTE ${name}(${params.map(literal).join(", ")})`) as never as [{ "QUERY PLAN": [{ Plan: PlanNode }] }];
           const nodes = nodesOf(plan);
-          const where = `${stats}, ${mode}, quota ${quota ?? "off"}, ${n} claims`;
+          const where = `${stats}, ${mode}, quota ${quota ?? "off"}, ${n} ${lean ? "fetch-style " : ""}claims`;
           for (const whole of nodes.map(wholeRead).filter(Boolean)) found.push(`${where}: ${whole}`);
           // the claim's UPDATE takes the picked rows by ctid
           if (!nodes.some((node) => node["Node Type"] === "Tid Scan" && node["Relation Name"] === "coin_inventory")) found.push(`${where}: no Tid Scan on coin_inventory`);

@@ -101,7 +101,7 @@ test("the rejections postgres.js leaves unhandled (a new connection's type read 
   const bug = await run([script], { DATABASE_URL: db.directUrl, STRAY: "cancel", THEN_A_BUG: "1" });
   expect(bug.code).toBe(1);
   expect(bug.stderr).toContain("TypeError: a bug");
-});
+}, 30_000); // four processes started one after another: 3.6 s alone, past bun's default 5 s on a busy machine
 
 test("the server opens its AQM_DB_POOL_MAX request connections before it listens (a burst right after start finds them open), and by default keeps them while idle", async () => {
   const server = await startServer({ DATABASE_URL: db.directUrl, AQM_DB_POOL_MAX: "3", AQM_CRON: "off" });

@@ -80,10 +80,11 @@ export interface ClaimRow {
   devices: (Omit<DeviceAnswer, "coins">)[] | null;
 }
 
-const texts = {
-  quota: claimStatementText(true, false), open: claimStatementText(false, false),
-  routedQuota: claimStatementText(true, true), routedOpen: claimStatementText(false, true),
-};
+/** Statement texts by [lean][routed][quota] (statement.ts). */
+const texts = [false, true].map((lean) => [false, true].map((routed) => [false, true].map((quota) => claimStatementText(quota, routed, lean))));
+
+/** A claim the lean statement serves: its tiers from one device, no fallback, last resort or idempotency key. */
+export const isLean = (item: ClaimItem) => !item.fallback && !item.lastResort && item.ref === null && item.refPrev === null && !item.multi;
 const rank = Object.fromEntries(tiers.map((t, i) => [t, i])) as Record<ServedCoin["coin_category"], number>;
 
 /** Ordinary coins by tier (GOLD first), oldest first within a tier; then last-resort coins by tier. */
@@ -97,11 +98,12 @@ const served = ({ key_id, coin_category, public_key_b64, signature_b64, lr }: Cl
   lr ? { key_id, coin_category, public_key_b64, signature_b64, last_resort: true } : { key_id, coin_category, public_key_b64, signature_b64 };
 
 /**
- * The claim statement for `items` (see statement.ts); `outcomesOf` reads its rows. `quota` is the
+ * The claim statement for `items` (see statement.ts), lean when every item is; `outcomesOf` reads its rows. `quota` is the
  * pair quota, or null when it is off; `prepare: false` behind a transaction-mode pooler; `routed`
- * on Citus (the items' owners are then one shard's, and ensure.ts ran first).
+ * on Citus (the items' owners are then one shard's, and ensure.ts ran first); `full`: the whole
+ * statement even where the lean one would serve (tests compare the two).
  */
-export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, prepare = true, routed = false) {
+export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, prepare = true, routed = false, full = false) {
   const columns: (string | number | null)[][] = claimColumns.map(() => []);
   const bool = (b: boolean) => (b ? "t" : "f");
   items.forEach((item, idx) => {
@@ -111,12 +113,13 @@ export function claimQuery(sql: Sql, items: ClaimItem[], quota: number | null, p
     values.forEach((v, i) => columns[i]!.push(v));
   });
   const unique = (keys: (string | null)[]) => arrayLiteral([...new Set(keys.filter((k): k is string => k !== null))].sort());
+  const lean = !full && items.every(isLean);
   const owners = routed ? [unique(items.map((i) => i.target))] : [];
-  const refs = unique(items.flatMap((i) => [i.ref, i.refPrev]));
+  const refs = lean ? [] : [unique(items.flatMap((i) => [i.ref, i.refPrev]))];
   // every array as its literal: the statement names each parameter's type
-  const arrays = [...columns.map(arrayLiteral), ...owners, refs];
+  const arrays = [...columns.map(arrayLiteral), ...owners, ...refs];
   const params = quota === null ? arrays : [...arrays, quota, unique(items.flatMap((i) => [i.pair, i.pairPrev]))];
-  const text = routed ? (quota === null ? texts.routedOpen : texts.routedQuota) : quota === null ? texts.open : texts.quota;
+  const text = texts[Number(lean)]![Number(routed)]![Number(quota !== null)]!;
   return sql.unsafe<ClaimRow[]>(text, params as never[], { prepare });
 }
 

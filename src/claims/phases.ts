@@ -41,8 +41,9 @@ export const b64 = (bytes: string) => `replace(encode(${bytes}, 'base64'), E'\\n
  * it has a row); one with `devices` (multi) claims from the devices that have a row, the caller's
  * own device skipped when it claims from itself, and answers each with its identity keys.
  */
-export const phases = ({ routed, own }: Shape) => `
-slot AS (
+export const phases = ({ routed, own, lean }: Shape) => `
+slot AS (${lean ? `
+  SELECT g.idx, d.dev::smallint AS dev, NULL::jsonb AS keys FROM grant_ g CROSS JOIN LATERAL unnest(g.devs::smallint[]) AS d(dev)` : `
   SELECT g.idx, s.dev, s.keys
   FROM grant_ g CROSS JOIN LATERAL (
     SELECT d.dev::smallint AS dev, NULL::jsonb AS keys FROM unnest(g.devs::smallint[]) AS d(dev) WHERE NOT g.multi
@@ -50,7 +51,7 @@ slot AS (
     SELECT v.device_id, jsonb_strip_nulls(jsonb_build_object('ed25519_b64', ${b64("v.ed25519")}, 'ml_dsa_b64', ${b64("v.ml_dsa")}, 'ml_dsa', v.ml_dsa_set))
     FROM device v
     WHERE ${own("v.user_id")}g.multi AND v.user_id = g.target AND (g.devs IS NULL OR v.device_id = ANY(g.devs::smallint[])) AND v.device_id <> g.skip
-  ) s
+  ) s`}
 ),
 -- demand is what was asked, picked in full; the allowance is applied to what was found (assigned)
 dem AS (
@@ -69,6 +70,54 @@ a1 AS (
   SELECT p.ctid, p.record_id, p.target, d.sid, d.idx, d.tier AS for_tier FROM p1 p
   JOIN d1 d ON d.target = p.target AND d.dev = p.dev AND d.tier = p.tier AND p.rn > d.lo AND p.rn <= d.lo + d.n
 ),
+${lean ? `
+picked AS (SELECT ctid, record_id, target, sid, idx, for_tier FROM a1),` : fallback(own)}
+-- what the quota allows of what was found: per request, in device order, tier order (the tier a
+-- coin serves), oldest first; the rest stays in stock (its lock ends with the statement)
+assigned AS (
+  SELECT p.ctid, p.record_id, p.target, p.sid, p.idx, p.for_tier
+  FROM (SELECT p.*, row_number() OVER (PARTITION BY p.idx ORDER BY p.sid, ${tierRank("p.for_tier")}, p.record_id) AS n FROM picked p) p
+  JOIN grant_ g ON g.idx = p.idx
+  WHERE p.n <= g.allowance
+),
+-- per slot, the coins it got for each tier asked (grouped once: no per-request subqueries,
+-- which would make a batch of n requests cost n²)
+got AS (
+  SELECT sid, count(*) FILTER (WHERE for_tier = 'GOLD') AS g, count(*) FILTER (WHERE for_tier = 'SILVER') AS s,
+         count(*) FILTER (WHERE for_tier = 'BRONZE') AS b
+  FROM assigned GROUP BY sid
+),
+${lean ? "" : lastResort(own)}
+stally AS (
+  SELECT d.sid, d.idx, d.dev, d.keys,
+         ARRAY[
+           CASE WHEN l.g THEN 0 ELSE d.wg - coalesce(o.g, 0) END,
+           CASE WHEN l.s THEN 0 ELSE d.ws - coalesce(o.s, 0) END,
+           CASE WHEN l.b THEN 0 ELSE d.wb - coalesce(o.b, 0) END]::int[] AS short,
+         (coalesce(o.g + o.s + o.b, 0) + coalesce(l.n, 0))::int AS served
+  FROM dem d LEFT JOIN got o ON o.sid = d.sid
+  LEFT JOIN ${lean ? "(SELECT NULL::int AS sid, NULL::bigint AS n, NULL::bool AS g, NULL::bool AS s, NULL::bool AS b WHERE false)" : `(
+    SELECT sid, count(*) AS n, bool_or(rank = 1) AS g, bool_or(rank = 2) AS s, bool_or(rank = 3) AS b
+    FROM lrc GROUP BY sid)`} l ON l.sid = d.sid
+),
+-- per request: its shortfall (summed over its devices), coins served and, multi, per device its
+-- keys and shortfall (the answer's devices, in device order)
+tally AS (
+  SELECT g.idx, g.target, g.pair, g.ref, g.body, g.final, g.existed, g.allowance,
+         coalesce(x.short, ARRAY[0, 0, 0]) AS short, coalesce(x.served, 0) AS served,
+         CASE WHEN g.multi THEN coalesce(x.devices, '[]') END AS devices
+  FROM grant_ g LEFT JOIN (
+    SELECT s.idx, ARRAY[sum(s.short[1]), sum(s.short[2]), sum(s.short[3])]::int[] AS short, sum(s.served)::int AS served,
+           jsonb_agg(s.keys || jsonb_build_object('device_id', s.dev, 'short', s.short) ORDER BY s.dev) FILTER (WHERE s.keys IS NOT NULL) AS devices
+    FROM stally s GROUP BY s.idx) x ON x.idx = g.idx
+),
+${lean ? "" : replayRecord(routed, own)}
+go AS (
+  SELECT t.* FROM tally t WHERE t.served > 0${lean ? "" : " AND (t.ref IS NULL OR t.ref IN (SELECT ref FROM rw))"}
+),`;
+
+/** Not lean: GOLD's shortfall from SILVER, then from BRONZE before SILVER's. */
+const fallback = (own: Shape["own"]) => `
 s1 AS (
   SELECT d.sid, d.idx, d.target, d.dev,
          d.dg - count(a.record_id) FILTER (WHERE a.for_tier = 'GOLD') AS sg,
@@ -104,22 +153,10 @@ picked AS (
   SELECT ctid, record_id, target, sid, idx, for_tier FROM a1
   UNION ALL SELECT ctid, record_id, target, sid, idx, 'GOLD' FROM a2
   UNION ALL SELECT ctid, record_id, target, sid, idx, CASE part WHEN 1 THEN 'GOLD' ELSE 'SILVER' END FROM a3
-),
--- what the quota allows of what was found: per request, in device order, tier order (the tier a
--- coin serves), oldest first; the rest stays in stock (its lock ends with the statement)
-assigned AS (
-  SELECT p.ctid, p.record_id, p.target, p.sid, p.idx, p.for_tier
-  FROM (SELECT p.*, row_number() OVER (PARTITION BY p.idx ORDER BY p.sid, ${tierRank("p.for_tier")}, p.record_id) AS n FROM picked p) p
-  JOIN grant_ g ON g.idx = p.idx
-  WHERE p.n <= g.allowance
-),
--- per slot, the coins it got for each tier asked (grouped once: no per-request subqueries,
--- which would make a batch of n requests cost n²)
-got AS (
-  SELECT sid, count(*) FILTER (WHERE for_tier = 'GOLD') AS g, count(*) FILTER (WHERE for_tier = 'SILVER') AS s,
-         count(*) FILTER (WHERE for_tier = 'BRONZE') AS b
-  FROM assigned GROUP BY sid
-),
+),`;
+
+/** Not lean: a tier still short after fallback gets the device's last-resort coin. */
+const lastResort = (own: Shape["own"]) => `
 -- a tier still short after fallback gets the device's last-resort coin, when the request allows it
 lrc AS (
   SELECT x.* FROM (
@@ -133,29 +170,10 @@ lrc AS (
   ) x
   -- (last-resort coins count against the quota too, after every ordinary coin)
   WHERE x.n <= x.allowance
-),
-stally AS (
-  SELECT d.sid, d.idx, d.dev, d.keys,
-         ARRAY[
-           CASE WHEN l.g THEN 0 ELSE d.wg - coalesce(o.g, 0) END,
-           CASE WHEN l.s THEN 0 ELSE d.ws - coalesce(o.s, 0) END,
-           CASE WHEN l.b THEN 0 ELSE d.wb - coalesce(o.b, 0) END]::int[] AS short,
-         (coalesce(o.g + o.s + o.b, 0) + coalesce(l.n, 0))::int AS served
-  FROM dem d LEFT JOIN got o ON o.sid = d.sid
-  LEFT JOIN (SELECT sid, count(*) AS n, bool_or(rank = 1) AS g, bool_or(rank = 2) AS s, bool_or(rank = 3) AS b
-             FROM lrc GROUP BY sid) l ON l.sid = d.sid
-),
--- per request: its shortfall (summed over its devices), coins served and, multi, per device its
--- keys and shortfall (the answer's devices, in device order)
-tally AS (
-  SELECT g.idx, g.target, g.pair, g.ref, g.body, g.final, g.existed, g.allowance,
-         coalesce(x.short, ARRAY[0, 0, 0]) AS short, coalesce(x.served, 0) AS served,
-         CASE WHEN g.multi THEN coalesce(x.devices, '[]') END AS devices
-  FROM grant_ g LEFT JOIN (
-    SELECT s.idx, ARRAY[sum(s.short[1]), sum(s.short[2]), sum(s.short[3])]::int[] AS short, sum(s.served)::int AS served,
-           jsonb_agg(s.keys || jsonb_build_object('device_id', s.dev, 'short', s.short) ORDER BY s.dev) FILTER (WHERE s.keys IS NOT NULL) AS devices
-    FROM stally s GROUP BY s.idx) x ON x.idx = g.idx
-),
+),`;
+
+/** Not lean: an idempotent request's answer recorded for its retries. */
+const replayRecord = (routed: boolean, own: Shape["own"]) => `
 -- an idempotent request records its answer (unless a concurrent retry did) before it may claim;
 -- a waiting request that found nothing records nothing until its last attempt. Routed, the record
 -- exists already (short NULL) and is filled in; a concurrent fill makes this one find nothing
@@ -177,7 +195,4 @@ rw AS (${routed ? `
   ORDER BY t.ref
   ON CONFLICT (target, ref) DO NOTHING
   RETURNING ref`}
-),
-go AS (
-  SELECT t.* FROM tally t WHERE t.served > 0 AND (t.ref IS NULL OR t.ref IN (SELECT ref FROM rw))
 ),`;

@@ -57,11 +57,11 @@ export const quotaUsed = (hours: string, counts: string) =>
 const paramType = (type: string) => (type === "bool" ? "text[]::bool[]" : `${type}[]`);
 
 /** Parameter numbers after the per-request arrays: the batch's owners (routed only), the refs, the quota and the pairs (quota on). */
-const extra = (withQuota: boolean, routed: boolean) => {
+const extra = (withQuota: boolean, routed: boolean, lean: boolean) => {
   let n = claimColumns.length;
   const next = (type: string) => `$${++n}::${type}`;
   const targets = routed ? next("uuid[]") : "";
-  const refs = next("uuid[]");
+  const refs = lean ? "" : next("uuid[]");
   return withQuota ? { targets, refs, quota: next("int"), pairs: next("uuid[]") } : { targets, refs, quota: undefined, pairs: undefined };
 };
 
@@ -76,17 +76,27 @@ const extra = (withQuota: boolean, routed: boolean) => {
  */
 export interface Shape {
   routed: boolean;
+  /**
+   * Every claim of the batch asks for its tiers from one device, without fallback, last-resort
+   * coins or an idempotency key (GET /v1/coins/fetch, and POST /claim without those): the phases,
+   * replays and devices those need are left out. PostgreSQL starts and ends every part of a plan
+   * whether a batch uses it or not — about 350 µs a statement before it claims anything
+   * (bench/statement-cost.ts) — and most claims are fetch-style.
+   */
+  lean: boolean;
   /** Routed: `<column> = ANY(<targets>) AND `, the filter each reference needs to stay on one shard; else nothing (one PostgreSQL plans better without it). */
   own: (column: string) => string;
 }
 
-const input = ({ own }: Shape, refs: string) => `
+const input = ({ own, lean }: Shape, refs: string) => `
 req AS (
-  SELECT r.*, (r.pair IS NOT NULL AND row_number() OVER (PARTITION BY r.pair ORDER BY r.idx) > 1)
-              OR (r.ref IS NOT NULL AND row_number() OVER (PARTITION BY r.ref ORDER BY r.idx) > 1) AS dup
+  SELECT r.*, (r.pair IS NOT NULL AND row_number() OVER (PARTITION BY r.pair ORDER BY r.idx) > 1)${lean ? "" : `
+              OR (r.ref IS NOT NULL AND row_number() OVER (PARTITION BY r.ref ORDER BY r.idx) > 1)`} AS dup
   FROM unnest(${claimColumns.map((c, i) => `$${i + 1}::${paramType(c.split(" ")[1]!)}`).join(", ")})
     AS r(${claimColumns.map((c) => c.split(" ")[0]).join(", ")})
-),
+),${lean ? "" : seen(own, refs)}`;
+
+const seen = (own: Shape["own"], refs: string) => `
 -- one request per pair and per idempotency key in a statement (the claimer sends no more); a
 -- further one (dup) runs again in a later statement
 seen AS MATERIALIZED (
@@ -98,7 +108,7 @@ seen AS MATERIALIZED (
 ),`;
 
 /** Quota on: lock the batch's pair rows (newest versions, key order); a request's allowance is what is left. */
-const quotaGrant = ({ routed, own }: Shape, quota: string, pairs: string) => `
+const quotaGrant = ({ routed, own, lean }: Shape, quota: string, pairs: string) => `
 -- (nothing but the locked rows here: after a wait, FOR UPDATE returns the newest row, but a
 -- LATERAL beside it would still have been computed from the old one)
 locked AS MATERIALIZED (
@@ -111,7 +121,7 @@ qlock AS (
   -- moved: the row changed after this statement's snapshot (it waited for a concurrent claim of
   -- the pair, whose replay record, if any, this statement cannot see)
   SELECT l.pair, u.used, u.oldest,
-         l.version IS DISTINCT FROM (SELECT p.xmin::text FROM claim_quota p WHERE ${own("p.target")}p.pair = l.pair) AS moved
+         ${lean ? "false" : `l.version IS DISTINCT FROM (SELECT p.xmin::text FROM claim_quota p WHERE ${own("p.target")}p.pair = l.pair)`} AS moved
   FROM locked l CROSS JOIN LATERAL (
     SELECT coalesce(sum(b.c), 0)::int AS used, min(b.h) AS oldest FROM unnest(l.hours, l.counts) AS b(h, c) WHERE b.h > ${LIVE}) u
 ),
@@ -122,17 +132,20 @@ grant_ AS (
   -- a keyed claim of a pair without a row first creates the row, then runs again: its replay
   -- record must never outlive a refused quota write (see qw). Routed, rows are only updated: a
   -- pair without one (created beforehand, purged since) runs again
-  CROSS JOIN LATERAL (SELECT r.dup OR (${routed ? "" : "r.ref IS NOT NULL AND "}a.pair IS NULL) AS blocked) x
-  WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)
+  CROSS JOIN LATERAL (SELECT r.dup OR (${routed ? "" : "r.ref IS NOT NULL AND "}a.pair IS NULL) AS blocked) x${unseen(lean)}
 ),`;
+
+/** Not lean: a request whose idempotency key has a record is replayed, not claimed again. */
+const unseen = (lean: boolean) => (lean ? "" : `
+  WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)`);
 
 /** The allowance of a claim without quota: more than any claim can ask for. */
 const UNBOUNDED = 1_000_000_000;
 
-const openGrant = `
+const openGrant = ({ lean }: Shape) => `
 grant_ AS (
   SELECT r.*, true AS existed, NULL::int AS oldest, r.dup AS blocked, false AS moved, CASE WHEN r.dup THEN 0 ELSE ${UNBOUNDED} END AS allowance
-  FROM req r WHERE NOT EXISTS (SELECT 1 FROM seen s WHERE s.idx = r.idx)
+  FROM req r${unseen(lean)}
 ),`;
 
 /** Quota on: spend what was served; refused only for a pair another statement created meanwhile, past the quota. */
@@ -187,20 +200,20 @@ const coinOut = (c: string) =>
  * The claim itself, then one result set: coin rows ('c'), one status row per request ('m'), 'n'
  * (with the statement's time) and, routed, one 'w' row per watched owner to notify.
  */
-const output = ({ routed, own }: Shape, refs: string) => `
+const output = ({ routed, own, lean }: Shape, refs: string) => `
 upd AS (
   UPDATE coin_inventory c SET fetched_by = r.requester, fetched_at = now(), claim_ref = w.ref
   FROM assigned a JOIN won w ON w.idx = a.idx JOIN req r ON r.idx = a.idx
   WHERE ${own("c.user_id")}c.ctid = ANY(ARRAY(SELECT x.ctid FROM assigned x)) AND c.ctid = a.ctid AND c.user_id = a.target
   RETURNING a.idx, c.record_id, c.fetched_at, c.device_id, ${coinOut("c")}
-),
+),${lean ? "" : `
 -- a replay writes its record again (same values): its commit then waits for a synchronous standby
 -- like a claim's, so a replay is answered only once the claim it repeats is durable there too — a
 -- claim whose own wait was cancelled (answered 503) is visible here though a failover may lose it
 touched AS (
   UPDATE claim_replay p SET body = p.body FROM seen s JOIN req r ON r.idx = s.idx
   WHERE ${own("p.target")}p.ref = ANY(${refs}) AND p.target = r.target AND p.ref = s.ref AND s.same
-),
+),`}
 -- owners long-polling their count hear of every claim that takes their coins
 notified AS (
   SELECT ${routed ? "DISTINCT w.user_id::text AS owner" : "pg_notify('aqm_stock', w.user_id::text)"} FROM stock_watch w
@@ -208,33 +221,15 @@ notified AS (
 )
 SELECT 'c' AS k, u.idx, u.record_id, u.key_id, u.coin_category, u.public_key_b64, u.signature_b64, false AS lr,
        NULL AS status, NULL::int[] AS short, NULL::int AS remaining, NULL::int AS retry_after, NULL AS at, u.device_id AS dev, NULL::jsonb AS devices
-FROM upd u
-UNION ALL
-SELECT 'c', l.idx, l.rank, ${coinOut("l")}, true, NULL, NULL, NULL, NULL, NULL, l.dev, NULL FROM lrc l JOIN won w ON w.idx = l.idx
-UNION ALL
-SELECT 'c', s.idx, c.record_id, ${coinOut("c")}, false, NULL, NULL, NULL, NULL, NULL, c.device_id, NULL
-FROM seen s JOIN req r ON r.idx = s.idx JOIN coin_inventory c ON c.user_id = r.target AND c.claim_ref = s.ref
-WHERE ${own("c.user_id")}c.claim_ref = ANY(${refs}) AND s.same
-UNION ALL
-SELECT 'c', s.idx, e.ord, e.j->>'key_id', e.j->>'coin_category', e.j->>'public_key_b64', e.j->>'signature_b64', true,
-       NULL, NULL, NULL, NULL, NULL, coalesce((e.j->>'device_id')::smallint, 1), NULL
-FROM seen s CROSS JOIN LATERAL jsonb_array_elements(s.last_resort) WITH ORDINALITY AS e(j, ord) WHERE s.same
+FROM upd u${lean ? "" : replayed(own, refs)}
 UNION ALL
 SELECT 'm', r.idx, NULL, NULL, NULL, NULL, NULL, NULL,
-       CASE WHEN s.idx IS NOT NULL THEN CASE WHEN s.same THEN 'replay' ELSE 'mismatch' END
-            WHEN g.blocked THEN 'retry'
-            -- a keyed claim that found the quota spent by a claim it waited for (maybe its own
-            -- first attempt, committed just now) runs again: a fresh snapshot may show its replay
-            WHEN g.allowance = 0 AND r.ref IS NOT NULL AND g.moved THEN 'retry'
-            WHEN g.allowance = 0 THEN 'quota'
-            WHEN t.served > 0 AND w.idx IS NULL THEN 'retry'
-            WHEN t.ref IS NOT NULL AND t.final AND t.served = 0 AND t.ref NOT IN (SELECT ref FROM rw) THEN 'retry'
-            ELSE 'ok' END,
-       coalesce(s.short, t.short),
+       ${lean ? leanStatus : status},
+       ${lean ? "t.short" : "coalesce(s.short, t.short)"},
        g.allowance - t.served,
        CASE WHEN g.oldest IS NOT NULL THEN greatest(1, ceil((g.oldest + ${WINDOW_HOURS}) * 3600 - extract(epoch FROM now())))::int END,
-       NULL, NULL, CASE WHEN s.idx IS NOT NULL THEN s.devices ELSE t.devices END
-FROM req r LEFT JOIN seen s ON s.idx = r.idx LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
+       NULL, NULL, ${lean ? "t.devices" : "CASE WHEN s.idx IS NOT NULL THEN s.devices ELSE t.devices END"}
+FROM req r${lean ? "" : " LEFT JOIN seen s ON s.idx = r.idx"} LEFT JOIN grant_ g ON g.idx = r.idx LEFT JOIN tally t ON t.idx = r.idx
 LEFT JOIN won w ON w.idx = r.idx
 UNION ALL
 -- the time the coins were taken at, as stored (on Citus the UPDATE's now() is the coordinator's,
@@ -250,14 +245,43 @@ WHERE (SELECT aqm_claim_moved(m.missed)::text FROM (
 UNION ALL
 SELECT 'w', NULL, NULL, owner, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM notified` : ""}`;
 
+/** Not lean: the last-resort coins served, and the coins and last-resort coins of each replay. */
+const replayed = (own: Shape["own"], refs: string) => `
+UNION ALL
+SELECT 'c', l.idx, l.rank, ${coinOut("l")}, true, NULL, NULL, NULL, NULL, NULL, l.dev, NULL FROM lrc l JOIN won w ON w.idx = l.idx
+UNION ALL
+SELECT 'c', s.idx, c.record_id, ${coinOut("c")}, false, NULL, NULL, NULL, NULL, NULL, c.device_id, NULL
+FROM seen s JOIN req r ON r.idx = s.idx JOIN coin_inventory c ON c.user_id = r.target AND c.claim_ref = s.ref
+WHERE ${own("c.user_id")}c.claim_ref = ANY(${refs}) AND s.same
+UNION ALL
+SELECT 'c', s.idx, e.ord, e.j->>'key_id', e.j->>'coin_category', e.j->>'public_key_b64', e.j->>'signature_b64', true,
+       NULL, NULL, NULL, NULL, NULL, coalesce((e.j->>'device_id')::smallint, 1), NULL
+FROM seen s CROSS JOIN LATERAL jsonb_array_elements(s.last_resort) WITH ORDINALITY AS e(j, ord) WHERE s.same`;
+
+const status = `CASE WHEN s.idx IS NOT NULL THEN CASE WHEN s.same THEN 'replay' ELSE 'mismatch' END
+            WHEN g.blocked THEN 'retry'
+            -- a keyed claim that found the quota spent by a claim it waited for (maybe its own
+            -- first attempt, committed just now) runs again: a fresh snapshot may show its replay
+            WHEN g.allowance = 0 AND r.ref IS NOT NULL AND g.moved THEN 'retry'
+            WHEN g.allowance = 0 THEN 'quota'
+            WHEN t.served > 0 AND w.idx IS NULL THEN 'retry'
+            WHEN t.ref IS NOT NULL AND t.final AND t.served = 0 AND t.ref NOT IN (SELECT ref FROM rw) THEN 'retry'
+            ELSE 'ok' END`;
+
+/** Lean: no replays and no keys, so none of the keyed cases above. */
+const leanStatus = `CASE WHEN g.blocked THEN 'retry'
+            WHEN g.allowance = 0 THEN 'quota'
+            WHEN t.served > 0 AND w.idx IS NULL THEN 'retry'
+            ELSE 'ok' END`;
+
 /**
  * The statement text. Parameters: the claimColumns arrays, then, routed, the batch's owners
- * (uuid[]), the idempotency refs to look up (uuid[]), and with the quota the quota (int) and the
+ * (uuid[]), the idempotency refs to look up (uuid[]; not lean), and with the quota the quota (int) and the
  * sorted pair keys to lock (uuid[]).
  */
-export function claimStatementText(withQuota: boolean, routed: boolean): string {
-  const p = extra(withQuota, routed);
-  const shape: Shape = { routed, own: (column) => (routed ? `${column} = ANY(${p.targets}) AND ` : "") };
-  return `WITH ${input(shape, p.refs)}${withQuota ? quotaGrant(shape, p.quota!, p.pairs!) : openGrant}${phases(shape)}`
+export function claimStatementText(withQuota: boolean, routed: boolean, lean = false): string {
+  const p = extra(withQuota, routed, lean);
+  const shape: Shape = { routed, lean, own: (column) => (routed ? `${column} = ANY(${p.targets}) AND ` : "") };
+  return `WITH ${input(shape, p.refs)}${withQuota ? quotaGrant(shape, p.quota!, p.pairs!) : openGrant(shape)}${phases(shape)}`
     + `${withQuota ? quotaSpend(shape, p.quota!) : openSpend}${output(shape, p.refs)}`;
 }
