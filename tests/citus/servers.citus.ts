@@ -172,14 +172,22 @@ async function underLoad(name: string, disrupt: () => Promise<void>) {
     answers503: attempts.filter((a) => a.status === 503).length, networkErrors: attempts.filter((a) => a.status === 0).length,
     slowestMs: Math.round(Math.max(...attempts.map((a) => a.end - a.start))), duplicates: 0, lost: 0,
   };
+  const twice: string[] = [];
+  const attemptsOf = (key: string) => attempts.filter((a) => a.key === key)
+    .map((a) => `server ${a.server} ${Math.round(a.start - started)}–${Math.round(a.end - started)} ms → ${a.status}`).join("; ");
   for (const load of loads) {
     for (const [key, coins] of load.received) {
       for (const coin of coins) {
-        if (handedOut.has(coin) && handedOut.get(coin) !== key) figures.duplicates++;
+        if (handedOut.has(coin) && handedOut.get(coin) !== key) {
+          figures.duplicates++;
+          twice.push(`coin ${coin}: key ${handedOut.get(coin)} (${attemptsOf(handedOut.get(coin)!)}), then key ${key} (${attemptsOf(key)})`);
+        }
         handedOut.set(coin, key);
       }
     }
   }
+  // what a failure needs to be understood: each coin served twice, both claims' attempts (times from the event's start, which took eventMs)
+  if (twice.length) console.log(`citus ${name}: served twice (event ${Math.round(eventMs)} ms):\n${twice.join("\n")}`);
   const claimed = new Set((await sql<{ key_id: string }[]>`SELECT key_id FROM coin_inventory WHERE fetched_at IS NOT NULL`).map((r) => r.key_id));
   figures.lost = [...claimed].filter((k) => !handedOut.has(k)).length;
   const vanished = [...handedOut.keys()].filter((k) => !claimed.has(k)).length;
