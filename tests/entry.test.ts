@@ -86,6 +86,9 @@ test("the rejections postgres.js leaves unhandled (a new connection's type read 
 
   const holder = await db.sql.reserve();
   try {
+    // the lock is held while the script starts and waits (seconds on a busy machine): past the
+    // pool's idle_in_transaction_session_timeout, PostgreSQL would end this session and free pg_type
+    await holder`SET idle_in_transaction_session_timeout = 0`;
     await holder`BEGIN`;
     await holder`LOCK TABLE pg_catalog.pg_type IN ACCESS EXCLUSIVE MODE`;
     const types = await run([script], { DATABASE_URL: db.directUrl, STRAY: "types" });
@@ -95,6 +98,7 @@ test("the rejections postgres.js leaves unhandled (a new connection's type read 
     expect(logged(types.stderr).some(stray("57014"))).toBe(true);
   } finally {
     await holder`ROLLBACK`;
+    await holder`RESET idle_in_transaction_session_timeout`;
     holder.release();
   }
 

@@ -4,8 +4,8 @@ import { b64, phases } from "./phases.ts";
  * The claim statement: one statement and one commit serve a whole batch of claims — any mix of
  * requesters, targets and tiers — with downward fallback, last-resort coins, idempotent replays
  * and, when it is on, the pair quota checked and spent exactly. Built once per variant (quota on
- * or off) from the pieces below; only the parameters change between runs, so it stays one
- * prepared statement.
+ * or off, routed or not, lean or whole: see Shape) from the pieces below; only the parameters
+ * change between runs, so each stays one prepared statement.
  *
  * Why it is safe:
  * - Coins are picked with `FOR UPDATE SKIP LOCKED`, so concurrent statements take disjoint rows.
