@@ -606,8 +606,8 @@ function formatAnatomy(list: Anatomy[]): string {
 const notes = {
   configs: "single: database `single` on the coordinator's PostgreSQL, without the citus extension (one PostgreSQL: plain tables); "
     + "citus: the cluster's database `aqm` (citus, 2 workers), the tables distributed by owner by the server's migrations (32 shards: Citus's default); "
-    + "citus/<n>: a Citus database of its own with n shards. All on this machine, one PostgreSQL 15 per node, the harness's settings (tests/citus/cluster.ts: fsync, "
-    + "full_page_writes and synchronous_commit off), sharing the 2 cores with the servers and the load generator",
+    + "citus/<n>: a Citus database of its own with n shards. All on this machine, one PostgreSQL 15 per node, the harness's settings (tests/citus/cluster.ts: fsync and "
+    + "full_page_writes off, synchronous_commit on since 2026-12-05, off before), sharing the 2 cores with the servers and the load generator",
   servers: "one per config, bun src/index.ts, the deployed configuration (bench/stack.ts `default`: AQM_RATE_LIMITS=on, the pair quota on, only the per-user token buckets widened), AQM_LOG=off, AQM_CRON=off",
   upload: "POST /v1/coins/upload, 100 coins per request, tiers mixed (34 GOLD, 33 SILVER, 33 BRONZE), fresh key ids, each target uploads its own; coins/s counts the coins inserted",
   claims: "GET /v1/coins/fetch count=1, targets round robin over the users and the 3 tiers, requesters at random, each with its own token",
@@ -734,7 +734,7 @@ async function main(options: CitusBenchOptions, startedAt: Date, setCluster: (c:
     console.log(`\n${formatRows(b.rows)}\n\nClaims per statement (the server's aqm_claim_batch_size over the segment; on Citus one shard's owners per statement):\n${batchLines.join("\n")}`
       + `\n\nOne claim statement (EXPLAIN ANALYZE, rolled back; medians; ms):\n${formatAnatomy(anatomies)}`
       + `\n\nsingle: database single on the coordinator's PostgreSQL (no citus); citus: database aqm, ${cluster.workers.length} workers, ${options.shards[0]} shards${options.shards.length > 1 ? `; citus/<n>: n shards` : ""}. `
-      + `Same machine (${cores} cores), same PostgreSQL ${machine.postgresql} binaries and settings (fsync and synchronous_commit off).`
+      + `Same machine (${cores} cores), same PostgreSQL ${machine.postgresql} binaries and settings (fsync and full_page_writes off, synchronous_commit on).`
       + `\n2PC: two-phase commits the coordinator recorded in the segment (n/a: not Citus). µs/unit: per claim (claim rows) or per coin (upload rows). µs/stmt: per claim batch.`
       + `\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
   } finally {

@@ -3,6 +3,7 @@
 import { createApp, type App } from "./app.ts";
 import { loadAuthKeys, loadHashSecrets, type AuthKeys, type HashSecrets } from "./auth/keys.ts";
 import { ConfigError, loadConfig, unknownSettings, type Config } from "./config.ts";
+import { LosableCommits } from "./db/durability.ts";
 import { chooseDatabase, openConnections, openDatabase, type Database } from "./db/open.ts";
 import { poolerBehind, startupParameterRefused, timeoutsBehindPooler } from "./db/pooler.ts";
 import { onUnhandledRejection } from "./db/stray-errors.ts";
@@ -46,6 +47,7 @@ async function database(config: Config): Promise<Database> {
   try {
     db = await openDatabase(config);
   } catch (error) {
+    if (error instanceof LosableCommits) exit(1, `aqm: ${error.message}`);
     const { message, code, name } = error as { message?: string; code?: string; name?: string };
     if (name === "NotCapable" && !config.DATABASE_URL) {
       exit(1, "aqm: cannot open the database: the embedded PostgreSQL (no DATABASE_URL) needs file and process access, "

@@ -1,10 +1,13 @@
-// The two start-up traps of issue 17, as the real server process meets them: a secret Deno may
-// not create, and a PgBouncer the server does not know it is behind. Each ends with one line.
+// The start-up traps, as the real server process meets them: a secret Deno may not create, a
+// PgBouncer the server does not know it is behind (issue 17), and commits a claim cannot rely on
+// (synchronous_commit). Each ends with one line.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { useTestDatabase } from "./helpers/db.ts";
+import postgres from "postgres";
+import { commitRisk } from "../src/db/durability.ts";
+import { createDatabase, databaseUrl, useTestDatabase } from "./helpers/db.ts";
 import { startPgBouncer, type PgBouncer } from "./helpers/pgbouncer.ts";
 import { startServer } from "./helpers/server.ts";
 
@@ -107,4 +110,33 @@ describe("behind PgBouncer in transaction mode without AQM_DB_POOLER=transaction
       expect(await server.exited).toBe(0);
     }
   }, 60_000);
+});
+
+describe("a database whose commits a claim cannot rely on", () => {
+  test("synchronous_commit = off for the server's sessions (here from DATABASE_URL): one line naming it, exit 1, before anything is written", async () => {
+    const fresh = databaseUrl(await createDatabase());
+    const { code, lines } = await run(["bun", "src/index.ts"], { DATABASE_URL: `${fresh}?synchronous_commit=off`, AQM_HASH_SECRET: hashSecret });
+    expect(lines).toEqual([`aqm: refusing to start: ${commitRisk("the server's own sessions (DATABASE_URL)", { commit: "off", standbys: "" })}`]);
+    expect(lines[0]).toContain("synchronous_commit is off on the server's own sessions (DATABASE_URL): PostgreSQL confirms a commit before writing it");
+    expect(code).toBe(1);
+    const check = postgres(fresh, { max: 1 });
+    try {
+      expect((await check`SELECT to_regclass('schema_version') IS NULL AS none`)[0]!.none).toBe(true);
+    } finally {
+      await check.end();
+    }
+  });
+
+  test("what is refused: off anywhere; local only beside a synchronous standby; on, remote_write and remote_apply never", () => {
+    const risk = (commit: string, standbys = "") => commitRisk("n", { commit, standbys }) !== undefined;
+    expect(risk("off")).toBe(true);
+    expect(risk("off", "ANY 1 (s1, s2)")).toBe(true);
+    expect(risk("local")).toBe(false);
+    expect(risk("local", "ANY 1 (s1, s2)")).toBe(true);
+    expect(commitRisk("n", { commit: "local", standbys: "s1" })).toContain("a failover can lose a claim already answered 200");
+    for (const commit of ["on", "remote_write", "remote_apply"]) {
+      expect(risk(commit), commit).toBe(false);
+      expect(risk(commit, "s1"), commit).toBe(false);
+    }
+  });
 });

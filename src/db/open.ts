@@ -2,6 +2,7 @@ import { ConfigError, type Config } from "../config.ts";
 import type { EmbeddedDatabase } from "./embedded.ts";
 import { migrate } from "./migrate.ts";
 import { citusInstalled } from "./distribution.ts";
+import { refuseLosableCommits } from "./durability.ts";
 import { closePool, createPool, createSessionPool, hostsOf, type PoolConfig, type Sql } from "./pool.ts";
 
 export interface Database {
@@ -72,7 +73,8 @@ export async function openConnections(sql: Sql, n: number, withinMs: number): Pr
 
 /**
  * Connects to DATABASE_URL, or starts the embedded PostgreSQL when it is empty (and allowed);
- * migrates over a session connection by default.
+ * by default refuses a database whose commits a claim cannot rely on (LosableCommits), then
+ * migrates over a session connection.
  */
 export async function openDatabase(config: Config, { migrate: runMigrations = true } = {}): Promise<Database> {
   const choice = chooseDatabase(config);
@@ -94,7 +96,10 @@ export async function openDatabase(config: Config, { migrate: runMigrations = tr
     await embedded?.stop();
   };
   try {
-    if (runMigrations) await migrate(session);
+    if (runMigrations) {
+      await refuseLosableCommits(url, config, session); // before anything is written
+      await migrate(session);
+    }
     sql = await createRequestPool(url, config, session);
   } catch (error) {
     await close();
