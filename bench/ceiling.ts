@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { typicalSizes as size } from "../src/coins/tiers.ts";
+import { arrayLiteral, BYTEA_ARRAY } from "../src/db/arrays.ts";
 import type { Sql } from "../src/db/pool.ts";
 import { claimedBy, randomOf, rotation, type ClaimLedger, type Population } from "./client.ts";
 import type { Job } from "./load.ts";
@@ -67,6 +68,60 @@ export function sqlUpload(sql: Sql, owners: string[], batch = 100): Job {
       INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
       SELECT $1::uuid, $2 || s.i, s.coin_category, s.public_key_blob, s.signature_blob
       FROM bench_staged s WHERE s.i > $3 AND s.i <= $3 + $4 ORDER BY s.i`, [owners[n % owners.length]!, `${prefix}-${n}-`, offset, batch], { prepare: true });
+    return { ok: true, coins: result.count };
+  };
+}
+
+/** One upload's worth of the staged coins as a client holds them: tiers, and both blobs as binary bytea[] parameters. */
+interface SentBatch { tiers: string; keys: Buffer; signatures: Buffer }
+
+/** PostgreSQL's binary one-dimensional bytea[] (what src/db/arrays.ts byteaArray builds from base64). */
+function binaryByteaArray(blobs: Buffer[]): Buffer {
+  const head = Buffer.alloc(20);
+  head.writeInt32BE(1, 0); // dimensions
+  head.writeInt32BE(0, 4); // no nulls
+  head.writeInt32BE(17, 8); // bytea
+  head.writeInt32BE(blobs.length, 12);
+  head.writeInt32BE(1, 16); // lower bound
+  const parts: Buffer[] = [head];
+  for (const blob of blobs) {
+    const len = Buffer.alloc(4);
+    len.writeInt32BE(blob.length, 0);
+    parts.push(len, blob);
+  }
+  return Buffer.concat(parts);
+}
+
+/**
+ * The upload ceiling with the bytes sent: the staged coins, read once into the client, sent 100
+ * per statement (one commit each) as the server sends them — blobs as binary bytea[], the rest as
+ * array literals — into a plain `INSERT … SELECT FROM unnest(…)` under fresh key ids. What
+ * PostgreSQL allows once it must receive every coin's bytes over its socket, as any upload path
+ * must; still without HTTP, parsing or the upload's checks. `sqlUpload` is the ceiling without the
+ * transfer (the issue's reference).
+ */
+export async function sentUpload(sql: Sql, owners: string[], batch = 100): Promise<Job> {
+  const rows = await sql<{ coin_category: string; public_key_blob: Buffer; signature_blob: Buffer }[]>`
+    SELECT coin_category, public_key_blob, signature_blob FROM bench_staged ORDER BY i`;
+  const batches: SentBatch[] = [];
+  for (let at = 0; at + batch <= rows.length; at += batch) {
+    const slice = rows.slice(at, at + batch);
+    batches.push({
+      tiers: arrayLiteral(slice.map((r) => r.coin_category)),
+      keys: binaryByteaArray(slice.map((r) => r.public_key_blob)),
+      signatures: binaryByteaArray(slice.map((r) => r.signature_blob)),
+    });
+  }
+  const prefix = randomBytes(4).toString("hex");
+  let k = 0;
+  return async () => {
+    const n = k++;
+    const b = batches[n % batches.length]!;
+    const result = await sql.unsafe(`
+      INSERT INTO coin_inventory (user_id, key_id, coin_category, public_key_blob, signature_blob)
+      SELECT $1::uuid, $2 || c.i, c.tier, c.pk, c.sig
+      FROM unnest($3::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY AS c(tier, pk, sig, i)`,
+    [owners[n % owners.length]!, `${prefix}-${n}-`, b.tiers, sql.typed(b.keys, BYTEA_ARRAY), sql.typed(b.signatures, BYTEA_ARRAY)], { prepare: true });
     return { ok: true, coins: result.count };
   };
 }

@@ -4,7 +4,7 @@ import type { Tier } from "../src/coins/tiers.ts";
 import { createRequestPool } from "../src/db/open.ts";
 import { closePool, createPool, type Sql } from "../src/db/pool.ts";
 import type { Options } from "./args.ts";
-import { seedClaim, sqlUpload, stageUploads } from "./ceiling.ts";
+import { seedClaim, sentUpload, sqlUpload, stageUploads } from "./ceiling.ts";
 import { closedBatches, coalescedClaims, pairQuota, serverStatementsInFlight, startBatchProbe, statementsInFlight, type CeilingStats } from "./coalesced.ts";
 import { ClaimLedger, httpClaim, httpCount, httpMultiClaim, httpUpload, signTokens, type Population } from "./client.ts";
 import { burst, closedLoop, openLoop, type Job, type Stats } from "./load.ts";
@@ -218,6 +218,7 @@ async function uploadPhase(b: Bench): Promise<void> {
   const pool = createPool(b.stack.databaseUrl, { AQM_DB_POOL_MAX: 2 });
   try {
     await closed(b, "sql", "upload", sqlUpload(pool, b.pop.targets), undefined, 2);
+    await closed(b, "sql", "upload sent", await sentUpload(pool, b.pop.targets), undefined, 2);
   } finally {
     await closePool(pool);
   }

@@ -61,7 +61,7 @@ const BY_TIER = `(SELECT coalesce(json_object_agg(coin_category, n), '{}')
  * the device's removal) waits for this upload and then deletes its coins, or went first and
  * this upload stores nothing (current false).
  */
-const UPLOAD = `
+export const UPLOAD = `
 WITH dev AS MATERIALIZED (
   SELECT generation FROM device WHERE user_id = $1::uuid AND device_id = $6::smallint FOR SHARE
 ), input AS (
