@@ -33,9 +33,26 @@ const cut = (text: string, from: string, to: string, put = "") => {
 const BARE = `INSERT INTO coin_inventory (user_id, device_id, key_id, coin_category, public_key_blob, signature_blob)
 SELECT $1::uuid, $6::smallint, k, c, p, s FROM unnest($2::text::text[], $3::text::text[], $4::bytea[], $5::bytea[]) AS u(k, c, p, s)
 WHERE $7::int IS NOT NULL`;
+const ORDERED = `INSERT INTO coin_inventory AS t (user_id, device_id, key_id, coin_category, public_key_blob, signature_blob)
+SELECT $1::uuid, $6::smallint, k, c, p, s FROM unnest($2::text::text[], $3::text::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY AS u(k, c, p, s, ord)
+WHERE $7::int IS NOT NULL ORDER BY ord`;
+const onConflict = UPLOAD.slice(UPLOAD.indexOf("ON CONFLICT"), UPLOAD.indexOf("AS inserted") + "AS inserted".length);
 const variants: Record<string, string> = {
   statement: UPLOAD,
   bare: BARE,
+  "bare, in order": ORDERED,
+  "bare, in order, on conflict": `${ORDERED}\n${onConflict}`,
+  "bare, in order, on conflict, fresh (claimed-key check, DISTINCT ON)": `WITH input AS (
+  SELECT k AS key_id, c AS coin_category, p AS public_key_blob, s AS signature_blob, ord
+  FROM unnest($2::text::text[], $3::text::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY AS u(k, c, p, s, ord)
+), fresh AS (
+  SELECT DISTINCT ON (key_id) * FROM input i
+  WHERE NOT EXISTS (SELECT 1 FROM claimed_key k WHERE k.user_id = $1::uuid AND k.key_id = i.key_id)
+  ORDER BY key_id, ord
+)
+INSERT INTO coin_inventory AS t (user_id, device_id, key_id, coin_category, public_key_blob, signature_blob)
+SELECT $1::uuid, $6::smallint, key_id, coin_category, public_key_blob, signature_blob FROM fresh WHERE $7::int IS NOT NULL ORDER BY ord
+${onConflict}`,
   "no on conflict": UPLOAD.replace(/ON CONFLICT \(user_id, key_id\) DO UPDATE[\s\S]*?RETURNING t\.key_id/, "RETURNING t.key_id").replace("xmax = 0 AS inserted", "true AS inserted"),
   "no notify": cut(UPLOAD, "), notified AS (", "\n)\nSELECT").replace(/,\s*\(SELECT count\(\*\) FROM notified\)::int AS notified[^\n]*/, ""),
   "no claimed-key check": UPLOAD.replace("WHERE NOT EXISTS (SELECT 1 FROM claimed_key k WHERE k.user_id = $1::uuid AND k.key_id = i.key_id)\n", ""),
