@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 import { commitRisk } from "../src/db/durability.ts";
-import { createDatabase, databaseUrl, useTestDatabase } from "./helpers/db.ts";
+import { createDatabase, databaseUrl, dropDatabase, useTestDatabase } from "./helpers/db.ts";
 import { startPgBouncer, type PgBouncer } from "./helpers/pgbouncer.ts";
 import { startServer } from "./helpers/server.ts";
 
@@ -114,7 +114,8 @@ describe("behind PgBouncer in transaction mode without AQM_DB_POOLER=transaction
 
 describe("a database whose commits a claim cannot rely on", () => {
   test("synchronous_commit = off for the server's sessions (here from DATABASE_URL): one line naming it, exit 1, before anything is written", async () => {
-    const fresh = databaseUrl(await createDatabase());
+    const name = await createDatabase();
+    const fresh = databaseUrl(name);
     const { code, lines } = await run(["bun", "src/index.ts"], { DATABASE_URL: `${fresh}?synchronous_commit=off`, AQM_HASH_SECRET: hashSecret });
     expect(lines).toEqual([`aqm: refusing to start: ${commitRisk("the server's own sessions (DATABASE_URL)", { commit: "off", standbys: "" })}`]);
     expect(lines[0]).toContain("synchronous_commit is off on the server's own sessions (DATABASE_URL): PostgreSQL confirms a commit before writing it");
@@ -124,8 +125,9 @@ describe("a database whose commits a claim cannot rely on", () => {
       expect((await check`SELECT to_regclass('schema_version') IS NULL AS none`)[0]!.none).toBe(true);
     } finally {
       await check.end();
+      await dropDatabase(name);
     }
-  });
+  }, 40_000);
 
   test("what is refused: off anywhere; local only beside a synchronous standby; on, remote_write and remote_apply never", () => {
     const risk = (commit: string, standbys = "") => commitRisk("n", { commit, standbys }) !== undefined;

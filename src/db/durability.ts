@@ -33,21 +33,31 @@ const settingsOf = async (sql: Sql) => (await sql<CommitSettings[]>`
   SELECT current_setting('synchronous_commit') AS commit, current_setting('synchronous_standby_names') AS standbys`)[0]!;
 
 /**
- * Reads what the server's claims commit with — its own sessions (`sql`, on DATABASE_URL) and,
- * on Citus, every worker's sessions of this role and database (run_command_on_workers over
- * `session`, which opens such a session) — and returns the risks: `refuse`, one line each, and
- * `unread`, the workers that could not be asked (down: their claims answer 503 meanwhile).
+ * Reads what the server's claims commit with, on `probe` (a connection to DATABASE_URL, as the
+ * claims' own role and database): its own sessions and, on Citus, every active worker's sessions
+ * of that role and database (run_command_on_workers opens such a session on each, as the claims'
+ * statements do). Returns the risks: `refuse`, one line each, and `unread`, the workers that could
+ * not be asked (down: their claims answer 503 meanwhile). A worker that does not accept a
+ * connection within a second is unread; the others are still read.
  */
-async function commitRisks(sql: Sql, session: Sql): Promise<{ refuse: string[]; unread: string[] }> {
+async function commitRisks(probe: Sql): Promise<{ refuse: string[]; unread: string[] }> {
   const refuse: string[] = [];
   const unread: string[] = [];
-  const own = commitRisk("the server's own sessions (DATABASE_URL)", await settingsOf(sql));
+  const own = commitRisk("the server's own sessions (DATABASE_URL)", await settingsOf(probe));
   if (own) refuse.push(own);
-  if (!(await citusInstalled(session))[0]!.citus) return { refuse, unread };
-  const workers = await session<{ node: string; success: boolean; result: string }[]>`
-    SELECT nodename || ':' || nodeport AS node, success, result FROM run_command_on_workers(
-      $$SELECT current_setting('synchronous_commit') || '|' || current_setting('synchronous_standby_names')$$)
-    ORDER BY nodename, nodeport`.catch((error: Error) => [{ node: "(every worker)", success: false, result: error.message }]);
+  if (!(await citusInstalled(probe))[0]!.citus) return { refuse, unread };
+  // (a failure of the whole query stops the start, with what it was: refusing blind is safer than starting blind)
+  const workers = await probe.begin(async (tx) => {
+    await tx`SET LOCAL citus.node_connection_timeout = 1000`;
+    await tx`SET LOCAL statement_timeout = 10000`;
+    return tx<{ node: string; success: boolean; result: string }[]>`
+      SELECT nodename || ':' || nodeport AS node, success, result FROM run_command_on_workers(
+        $$SELECT current_setting('synchronous_commit') || '|' || current_setting('synchronous_standby_names')$$)
+      ORDER BY nodename, nodeport`;
+  }).catch((error: Error) => {
+    error.message = `reading synchronous_commit on the Citus workers: ${error.message}`;
+    throw error;
+  });
   for (const { node, success, result } of workers) {
     if (!success) {
       unread.push(`${node} (${result})`);
@@ -70,13 +80,15 @@ export class LosableCommits extends Error {
 
 /**
  * Throws LosableCommits when a claim's commit could be lost (commitRisks); warns of workers it
- * could not ask. The server's own sessions are asked on a connection of their own to `url`
- * (DATABASE_URL) that sends no startup parameters, so that it also gets through a pooler the
- * start has yet to detect (poolerBehind).
+ * could not ask. Asked on a connection of its own to `url` (DATABASE_URL: the claims' role, even
+ * when sessions use AQM_DATABASE_DIRECT_URL) that sends no startup parameter but its
+ * application_name and the URL's own, so that it also gets through a pooler the start has yet to
+ * detect (poolerBehind). Checked at start only: a setting changed later, a worker added later, is
+ * not seen (docs/runbook.md has the query to run then).
  */
-export async function refuseLosableCommits(url: string, config: Partial<PoolConfig>, session: Sql): Promise<void> {
+export async function refuseLosableCommits(url: string, config: Partial<PoolConfig>): Promise<void> {
   const probe = createPool(url, { ...config, AQM_DB_POOLER: "transaction", AQM_DB_POOL_MAX: 1 }, "aqm-coin-server start check");
-  const { refuse, unread } = await commitRisks(probe, session).finally(() => probe.end({ timeout: 1 }));
+  const { refuse, unread } = await commitRisks(probe).finally(() => probe.end({ timeout: 1 }));
   for (const node of unread) console.warn(`aqm: WARNING: cannot read synchronous_commit on Citus worker ${node}; it must be on`);
   if (refuse.length) throw new LosableCommits(refuse);
 }

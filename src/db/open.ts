@@ -97,7 +97,7 @@ export async function openDatabase(config: Config, { migrate: runMigrations = tr
   };
   try {
     if (runMigrations) {
-      await refuseLosableCommits(url, config, session); // before anything is written
+      await refuseLosableCommits(url, config); // before anything is written
       await migrate(session);
     }
     sql = await createRequestPool(url, config, session);
