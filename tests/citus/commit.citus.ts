@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { join } from "node:path";
 import postgres from "postgres";
+import { postmasterPid, signal } from "../helpers/procs.ts";
 import { startServer } from "../helpers/server.ts";
 import { startCitusCluster, type CitusCluster } from "./cluster.ts";
 
@@ -126,6 +127,29 @@ test("the server refuses to start while a Citus worker commits with synchronous_
   try {
     expect((await fetch(`${server.url}/v1/health/ready`)).status).toBe(200);
     expect((await sql`SELECT count(*)::int AS n FROM pg_dist_partition WHERE logicalrelid::text = 'coin_inventory'`)[0]!.n).toBe(1);
+  } finally {
+    server.proc.kill("SIGKILL");
+    await server.exited;
+  }
+}, 120_000);
+
+test("a worker that cannot be asked (its PostgreSQL killed) is named in a WARNING at start, and the server starts", async () => {
+  // (after the test above: the database is migrated and distributed, so the start needs no worker)
+  const worker = cluster.workers[1]!;
+  const pid = postmasterPid(worker.dataDir);
+  expect(pid).toBeGreaterThan(0);
+  signal(pid!, "SIGKILL");
+  for (let i = 0; i < 100; i++) {
+    const [{ up }] = await sql<[{ up: boolean }]>`SELECT bool_and(success) AS up FROM run_command_on_workers('SELECT 1')`;
+    if (!up) break;
+    await Bun.sleep(50);
+  }
+  const server = await startServer({ DATABASE_URL: cluster.url, AQM_CRON: "off" });
+  try {
+    expect((await fetch(`${server.url}/v1/health/live`)).status).toBe(200);
+    for (let i = 0; i < 100 && !server.stderr().includes("WARNING"); i++) await Bun.sleep(50); // (stderr is read as it comes)
+    expect(server.stderr()).toContain(`aqm: WARNING: cannot read synchronous_commit on Citus worker 127.0.0.1:${worker.port} (`);
+    expect(server.stderr()).not.toContain(`Citus worker 127.0.0.1:${cluster.workers[0]!.port}`);
   } finally {
     server.proc.kill("SIGKILL");
     await server.exited;
