@@ -1,4 +1,5 @@
 import type { Db } from "../db/db.ts";
+import type { Sql } from "../db/pool.ts";
 import { anchorTable, citusInstalled } from "../db/distribution.ts";
 
 const rot = (x: number, k: number) => (x << k) | (x >>> (32 - k));
@@ -113,4 +114,25 @@ export class Routing {
     // Citus without the coin table distributed: plain local tables on the coordinator
     return rows.length === 0 ? null : new ShardMap(rows);
   }
+}
+
+/**
+ * A write that changes nothing on the owner's shard group. On Citus a statement that only reads —
+ * a `SELECT … FOR UPDATE/SHARE` too — takes no lock on its shard's placement, so a shard move can
+ * switch placements between a transaction's row lock and its next write: the lock stays on the old
+ * placement while the write goes to the new one, and orders nothing. A write takes the placement's
+ * metadata lock (share mode, until the commit), which a move waits for before it blocks writes
+ * (tests/citus/pin.citus.ts). Hence pinPlacement: first in a transaction that locks a device row,
+ * then writes. (Citus prunes by `user_id`; `generation <> generation` matches no row, so it locks
+ * and writes no row.)
+ */
+export const PIN_PLACEMENT = "UPDATE device SET generation = generation WHERE user_id = $1::uuid AND generation <> generation";
+
+/**
+ * PIN_PLACEMENT in `tx`, on Citus only (`routed`: routingOf(db).routed(), asked before the
+ * transaction — asked inside, a first read of the shard map could wait for a connection the
+ * transaction holds); nothing on one PostgreSQL, where a row lock is the row's.
+ */
+export async function pinPlacement(tx: Sql, routed: boolean, prepare: boolean, userId: string): Promise<void> {
+  if (routed) await tx.unsafe(PIN_PLACEMENT, [userId] as never[], { prepare });
 }

@@ -2,7 +2,7 @@ import { arrayLiteral, base64Bytes, BYTEA_ARRAY, byteaArray } from "../db/arrays
 import type { Db, RunOptions } from "../db/db.ts";
 import type { Sql } from "../db/pool.ts";
 import { DeviceStateError, KeyConflictError, ValidationError } from "../errors.ts";
-import { routingOf } from "../claims/routing.ts";
+import { pinPlacement, routingOf } from "../claims/routing.ts";
 import type { Coin } from "./model.ts";
 import { notifyStock } from "./stock-events.ts";
 import type { Tier } from "./tiers.ts";
@@ -152,7 +152,7 @@ export async function holdDevice(tx: Sql, prepare: boolean, userId: string, devi
   if (held[0]?.generation !== device.generation) throw new DeviceMovedError();
 }
 
-/** Routed: the claimed key ids read, then, in one transaction, the device row held (as UPLOAD's dev) and the coins inserted. */
+/** Routed: the claimed key ids read, then, in one transaction, the placement pinned, the device row held (as UPLOAD's dev) and the coins inserted. */
 async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins: Coin[], opts?: RunOptions): Promise<Partial<Record<Tier, number>>> {
   const first = new Map<string, Decoded>();
   const repeated = new Set<string>();
@@ -170,6 +170,7 @@ async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins:
   const params = [userId, device.deviceId,
     ...fresh.flatMap((c) => [c.key_id, c.coin_category, c.publicKey, c.signature])];
   const byTier = await db.transaction(async (tx) => {
+    await pinPlacement(tx, true, db.prepare, userId);
     await holdDevice(tx, db.prepare, userId, device);
     const [row] = await tx.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(routedUpload(fresh.length), params as never[], { prepare: db.prepare });
     return row!.by_tier;
