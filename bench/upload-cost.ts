@@ -1,7 +1,7 @@
 /**
  * bun bench/upload-cost.ts [--rounds N] [--save]: what the upload statement costs PostgreSQL per
- * coin, beside a bare insert of the same parameters and the statement without each of its parts
- * (issue 21, eleventh round). One backend of a throw-away embedded PostgreSQL (synchronous_commit
+ * coin, beside its shape before the eleventh round, a bare insert of the same parameters, the
+ * statement built up from it, and the statement without each of its parts (issue 21, eleventh round). One backend of a throw-away embedded PostgreSQL (synchronous_commit
  * on, as deployed) runs uploads of 100 fresh coins of mixed tiers (34 GOLD, 33 SILVER, 33 BRONZE,
  * typical sizes, random bytes) for 200 owners, each with its device row, parameters built as the
  * server builds them (inputOf), serially; variants interleaved, rounds after a warm-up round.
@@ -37,8 +37,24 @@ const ORDERED = `INSERT INTO coin_inventory AS t (user_id, device_id, key_id, co
 SELECT $1::uuid, $6::smallint, k, c, p, s FROM unnest($2::text::text[], $3::text::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY AS u(k, c, p, s, ord)
 WHERE $7::int IS NOT NULL ORDER BY ord`;
 const onConflict = UPLOAD.slice(UPLOAD.indexOf("ON CONFLICT"), UPLOAD.indexOf("AS inserted") + "AS inserted".length);
+/** The statement as it was until the eleventh round: every coin materialized with its blobs, the repeat check a self-join of them, two sorts carrying them. */
+const MATERIALIZED = cut(UPLOAD, "), keys AS MATERIALIZED (", "), written AS (", `), input AS (
+  SELECT k AS key_id, c AS coin_category, p AS public_key_blob, s AS signature_blob, ord
+  FROM unnest($2::text::text[], $3::text::text[], $4::bytea[], $5::bytea[]) WITH ORDINALITY AS u(k, c, p, s, ord)
+), repeated AS (
+  SELECT a.key_id FROM input a JOIN input b ON a.key_id = b.key_id AND a.ord < b.ord
+  WHERE (a.coin_category, a.public_key_blob, a.signature_blob) IS DISTINCT FROM (b.coin_category, b.public_key_blob, b.signature_blob)
+), fresh AS (
+  SELECT DISTINCT ON (key_id) * FROM input i
+  WHERE NOT EXISTS (SELECT 1 FROM claimed_key k WHERE k.user_id = $1::uuid AND k.key_id = i.key_id)
+  ORDER BY key_id, ord
+`).replace(/  SELECT \$1::uuid, \$6::smallint, u\.k[\s\S]*?ORDER BY u\.ord/, `  SELECT $1::uuid, $6::smallint, key_id, coin_category, public_key_blob, signature_blob FROM fresh
+  WHERE NOT EXISTS (SELECT 1 FROM repeated) AND EXISTS (SELECT 1 FROM dev WHERE generation = $7::int)
+  ORDER BY ord`);
+if (!MATERIALIZED.includes("FROM fresh\n  WHERE NOT EXISTS (SELECT 1 FROM repeated)")) throw new Error("the older shape did not apply");
 const variants: Record<string, string> = {
   statement: UPLOAD,
+  "the statement before (input materialized with the blobs)": MATERIALIZED,
   bare: BARE,
   "bare, in order": ORDERED,
   "bare, in order, on conflict": `${ORDERED}\n${onConflict}`,

@@ -79,11 +79,13 @@ describe("uploadCoins", () => {
     expect(await rowCount()).toBe(1);
   });
 
-  test("same key_id twice in one batch with different content is a conflict", async () => {
+  test("same key_id twice in one batch with different content is a conflict — whole coins, or the signature alone", async () => {
     const a = makeCoin();
-    const b = { ...makeCoin(), key_id: a.key_id };
-    const error = await svc().uploadCoins(randomUUID(), 1, [a, b]).catch((e) => e);
-    expect(error).toBeInstanceOf(KeyConflictError);
+    for (const b of [{ ...makeCoin(), key_id: a.key_id }, { ...a, signature_b64: makeCoin().signature_b64 }]) {
+      const error = await svc().uploadCoins(randomUUID(), 1, [makeCoin(), a, makeCoin(), b]).catch((e) => e);
+      expect(error).toBeInstanceOf(KeyConflictError);
+      expect(error.keyIds).toEqual([a.key_id]);
+    }
     expect(await rowCount()).toBe(0);
   });
 
