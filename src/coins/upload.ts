@@ -61,8 +61,8 @@ const BY_TIER = `(SELECT coalesce(json_object_agg(coin_category, n), '{}')
  * the device's removal) waits for this upload and then deletes its coins, or went first and
  * this upload stores nothing (current false). The checks work on the key ids and positions alone;
  * the blobs are read once, from the parameters, by the insert (and by the repeat check only for a
- * key id given twice): PostgreSQL −8–14 % per coin against materializing every coin with its blobs
- * and sorting them twice (bench/README.md, "Issue 21, eleventh round").
+ * key id given twice): PostgreSQL −7 to −29 % per coin in one backend against materializing every
+ * coin with its blobs and sorting them twice (bench/README.md, "Issue 21, eleventh round").
  */
 export const UPLOAD = `
 WITH dev AS MATERIALIZED (

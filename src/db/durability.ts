@@ -72,7 +72,7 @@ async function commitRisks(probe: Sql): Promise<{ refuse: string[]; unread: stri
 
 /** The start's refusal: every line of commitRisks' `refuse`. */
 export class LosableCommits extends Error {
-  constructor(readonly risks: string[]) {
+  constructor(risks: string[]) {
     super(`refusing to start: ${risks.join("; ")}`);
     this.name = "LosableCommits";
   }
