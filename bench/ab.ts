@@ -1,5 +1,5 @@
 /**
- * bun bench/ab.ts [--rounds N] [--seconds S] [--save] <variant> <variant> [...]: settings compared
+ * bun bench/ab.ts [--rounds N] [--seconds S] [--concurrency C] [--save] <variant> <variant> [...]: settings compared
  * over HTTP in the deployed configuration (rate limits and pair quota on, the `default` server of
  * bench/stack.ts), one server per variant on one throw-away embedded PostgreSQL, **rounds
  * interleaved**: a round measures every variant once, one after the other, so the machine's noise
@@ -8,7 +8,7 @@
  * of environment settings for its server (`-`: none), except `LOADGEN=wrk`, which drives that
  * variant's server with wrk (bench/wrk.ts) instead of the bench's own client: `- LOADGEN=wrk`
  * compares the load generators on two identical servers. Load: GET /v1/coins/fetch count=1, random
- * owner and tier, closed loop of 32 connections (the bench's own client), the stock topped up and
+ * owner and tier, closed loop of 32 connections (--concurrency; the bench's own client), the stock topped up and
  * vacuumed before each segment. Per segment: claims/s, p50/p99, the server's and PostgreSQL's CPU
  * per claim (/proc), claims per statement (/metrics). Writes bench/results[/local]/<stamp>-ab.json.
  *
@@ -40,10 +40,11 @@ const option = (name: string, fallback: number) => {
 };
 const rounds = option("--rounds", 4);
 const seconds = option("--seconds", 8);
+const concurrency = option("--concurrency", 32);
 const save = args.includes("--save");
 const variants = args.filter((a) => a !== "--save");
 if (variants.length < 2) {
-  console.error("usage: bun bench/ab.ts [--rounds N] [--seconds S] [--save] <NAME=VALUE[,…]|-> <NAME=VALUE[,…]|-> [...]");
+  console.error("usage: bun bench/ab.ts [--rounds N] [--seconds S] [--concurrency C] [--save] <NAME=VALUE[,…]|-> <NAME=VALUE[,…]|-> [...]");
   process.exit(2);
 }
 const settingsOf = (variant: string): Record<string, string> => variant === "-" ? {} : Object.fromEntries(variant.split(",").map((kv) => {
@@ -61,14 +62,13 @@ const loadgenOf = (variant: string) => {
   return chosen;
 };
 for (const variant of variants) loadgenOf(variant);
-const concurrency = 32;
 const pool = 4;
 
 const dataDir = mkdtempSync(join(tmpdir(), "aqm-ab-"));
 const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
 const postmasterPid = Number(readFileSync(join(dataDir, "pg", "postmaster.pid"), "utf8").split("\n")[0]);
 const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
-interface Segment { variant: string; round: number; claimsPerS: number; p50: number; p99: number; errors: number; claimsPerStatement: number | null; srvUsPerClaim: number | null; pgUsPerClaim: number | null; rssMb: number | null }
+interface Segment { variant: string; round: number; claimsPerS: number; p50: number; p99: number; errors: number; claimsPerStatement: number | null; statementsInFlight: number | null; queueMs: number | null; srvUsPerClaim: number | null; pgUsPerClaim: number | null; rssMb: number | null }
 const segments: Segment[] = [];
 let duplicates = 0;
 try {
@@ -93,11 +93,13 @@ try {
         ? await wrkClaims(wrk!, server.baseUrl, pop, tiers, 1, ledger, concurrency, seconds)
         : await closedLoop(job, concurrency, seconds);
       const usage = monitor.stop();
+      const statements = await probe.stop();
       const served = stats.requests - stats.errors;
       const perClaim = (s: number | undefined) => (s === undefined || served === 0 ? null : Math.round((s * 1e6) / served));
       const segment: Segment = {
         variant: server.variant, round, claimsPerS: Math.round(stats.reqPerS), p50: stats.p50, p99: stats.p99, errors: stats.errors,
-        claimsPerStatement: await probe.stop(), srvUsPerClaim: perClaim(usage.serverCpuS), pgUsPerClaim: perClaim(usage.pgCpuS), rssMb: usage.serverRssMb ?? null,
+        claimsPerStatement: statements?.claimsPerStatement ?? null, statementsInFlight: statements?.statementsInFlight ?? null, queueMs: statements?.queueMs ?? null,
+        srvUsPerClaim: perClaim(usage.serverCpuS), pgUsPerClaim: perClaim(usage.pgCpuS), rssMb: usage.serverRssMb ?? null,
       };
       segments.push(segment);
       console.log(JSON.stringify(segment));
@@ -114,7 +116,7 @@ const median = (xs: number[]) => xs.length === 0 ? null : xs.sort((a, b) => a - 
 const medians = variants.map((variant) => {
   const mine = segments.filter((s) => s.variant === variant && (s.round > 0 || rounds === 1));
   const of = (key: keyof Segment) => median(mine.map((s) => s[key]).filter((x): x is number => typeof x === "number"));
-  return { variant, claimsPerS: of("claimsPerS"), p50: of("p50"), p99: of("p99"), claimsPerStatement: of("claimsPerStatement"), srvUsPerClaim: of("srvUsPerClaim"), pgUsPerClaim: of("pgUsPerClaim"), rssMb: of("rssMb") };
+  return { variant, claimsPerS: of("claimsPerS"), p50: of("p50"), p99: of("p99"), claimsPerStatement: of("claimsPerStatement"), statementsInFlight: of("statementsInFlight"), queueMs: of("queueMs"), srvUsPerClaim: of("srvUsPerClaim"), pgUsPerClaim: of("pgUsPerClaim"), rssMb: of("rssMb") };
 });
 for (const m of medians) console.log(`median of ${rounds > 1 ? `rounds 1–${rounds - 1}` : "round 0"}: ${JSON.stringify(m)}`);
 console.log(`duplicates: ${duplicates}`);

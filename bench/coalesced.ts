@@ -39,6 +39,12 @@ interface Statement {
 export interface CeilingStats extends Stats {
   statementsPerS: number;
   claimsPerStatement: number;
+  /** Statements running at once on average (their summed time ÷ the segment's). */
+  statementsInFlight: number;
+  /** Claims inside a statement on average (each claim's statement time, summed, ÷ the segment's). */
+  claimsInStatements: number;
+  /** Mean statement time, ms. */
+  statementMs: number;
 }
 
 /**
@@ -98,14 +104,19 @@ export async function closedBatches(run: () => Promise<Statement>, workers: numb
   const latencies = new Recorder();
   const totals: Statement = { claims: 0, ok: 0, coins: 0, short: 0, failed: {} };
   let statements = 0;
+  let statementMs = 0;
+  let claimMs = 0;
   const start = performance.now();
   const end = start + durationS * 1000;
   const worker = async () => {
     while (performance.now() < end && totals.claims < maxClaims) {
       const at = performance.now();
       const s = await run();
-      latencies.record(performance.now() - at, { ok: s.ok > 0, coins: s.coins });
+      const took = performance.now() - at;
+      latencies.record(took, { ok: s.ok > 0, coins: s.coins });
       statements++;
+      statementMs += took;
+      claimMs += took * s.claims;
       totals.claims += s.claims;
       totals.ok += s.ok;
       totals.coins += s.coins;
@@ -121,29 +132,57 @@ export async function closedBatches(run: () => Promise<Statement>, workers: numb
     requests: totals.claims, errors: totals.claims - totals.ok, errorKinds: totals.failed, short: totals.short, coins: totals.coins,
     reqPerS: round(totals.ok / elapsedS), coinsPerS: round(totals.coins / elapsedS),
     statementsPerS: round(statements / elapsedS), claimsPerStatement: round(totals.claims / Math.max(1, statements)),
+    statementsInFlight: round(statementMs / 1000 / elapsedS), claimsInStatements: round(claimMs / 1000 / elapsedS),
+    statementMs: round(statementMs / Math.max(1, statements)),
   };
 }
 
+/** A server's claim statements over a segment, from its /metrics (Little's law: claims inside statements = claims/s × the time each spends in one). */
+export interface StatementProbe {
+  /** Mean claims per statement (aqm_claim_batch_size). */
+  claimsPerStatement: number;
+  /** Statements running at once on average: their summed duration (aqm_claim_statement_seconds) ÷ the probe's wall time. */
+  statementsInFlight: number;
+  /** Mean statement duration, ms (gate wait, execution, commit). */
+  statementMs: number;
+  /** Mean time a claim waited in the queue until its first statement left (aqm_claim_queue_seconds), ms; null: an older server without it. */
+  queueMs: number | null;
+}
+
+const series = (text: string, name: string) => {
+  const value = text.match(new RegExp(`^${name}(?:\\{\\})? (\\S+)`, "m"))?.[1];
+  return value === undefined ? undefined : Number(value);
+};
+
 /**
- * Reads a server's aqm_claim_batch_size histogram (GET /metrics, admin token) at start and at
- * stop: the mean number of claims per statement it sent in between, or null when /metrics could
- * not be read (not measured) or it sent no statement.
+ * Reads a server's claim histograms (GET /metrics, admin token) at start and at stop: what its
+ * claim statements did in between, or null when /metrics could not be read (not measured) or it
+ * sent no statement.
  */
-export async function startBatchProbe(baseUrl: string, secret: string): Promise<{ stop(): Promise<number | null> }> {
+export async function startBatchProbe(baseUrl: string, secret: string): Promise<{ stop(): Promise<StatementProbe | null> }> {
   const token = await signToken(new TextEncoder().encode(secret), randomUUID(), { admin: true, ttlSeconds: 3600 });
   const read = async () => {
     const text = await fetch(`${baseUrl}/metrics`, { headers: { authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(10_000) })
       .then((r) => (r.ok ? r.text() : ""), () => "");
-    const sum = text.match(/^aqm_claim_batch_size_sum(?:\{\})? (\S+)/m)?.[1];
-    const count = text.match(/^aqm_claim_batch_size_count(?:\{\})? (\S+)/m)?.[1];
-    return sum === undefined || count === undefined ? undefined : { sum: Number(sum), count: Number(count) };
+    const at = performance.now();
+    const [claims, statements, seconds] = ["aqm_claim_batch_size_sum", "aqm_claim_batch_size_count", "aqm_claim_statement_seconds_sum"].map((n) => series(text, n));
+    if (claims === undefined || statements === undefined || seconds === undefined) return undefined;
+    return { at, claims, statements, seconds, waited: series(text, "aqm_claim_queue_seconds_sum"), waits: series(text, "aqm_claim_queue_seconds_count") };
   };
   const before = await read();
   return {
     async stop() {
       const after = await read();
-      if (!before || !after || after.count <= before.count) return null;
-      return Math.round(((after.sum - before.sum) / (after.count - before.count)) * 100) / 100;
+      if (!before || !after || after.statements <= before.statements) return null;
+      const round = (x: number) => Math.round(x * 100) / 100;
+      const statements = after.statements - before.statements;
+      const waits = (after.waits ?? 0) - (before.waits ?? 0);
+      return {
+        claimsPerStatement: round((after.claims - before.claims) / statements),
+        statementsInFlight: round((after.seconds - before.seconds) / ((after.at - before.at) / 1000)),
+        statementMs: round(((after.seconds - before.seconds) * 1000) / statements),
+        queueMs: after.waited === undefined || before.waited === undefined || waits <= 0 ? null : round(((after.waited - before.waited) * 1000) / waits),
+      };
     },
   };
 }

@@ -109,7 +109,14 @@ export async function measure(b: Bench, config: Config, phase: string, mode: str
   const to = Date.now();
   const row: Row = { config, phase, mode, ...stats, ...monitor.stop(), ...(await waits.stop()), window: [from, to] };
   addCpuPerUnit(row);
-  if (probe) row.claimsPerStatement = await probe.stop();
+  if (probe) {
+    const statements = await probe.stop();
+    row.claimsPerStatement = statements?.claimsPerStatement ?? null;
+    if (statements) {
+      const { statementsInFlight, statementMs, queueMs } = statements;
+      Object.assign(row, { statementsInFlight, statementMs, queueMs, claimsInStatements: Math.round(statementsInFlight * statements.claimsPerStatement * 100) / 100 });
+    }
+  }
   if (config === "seed") row.claimsPerStatement = 1;
   if (claims(phase)) row.duplicates = b.ledger.duplicates - duplicatesBefore;
   b.rows.push(row);

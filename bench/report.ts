@@ -42,6 +42,15 @@ export interface Row extends Stats, ResourceUsage, ActiveBackends {
   /** Coalesced ceiling: statements per second (reqPerS counts claims). */
   statementsPerS?: number;
   /**
+   * Claim statements running at once on average (their summed time ÷ the segment's), and the claims
+   * inside them (a server's: that × its mean batch; the ceiling's: each claim's statement time summed
+   * ÷ the segment's); their mean time, ms; a server's mean queue wait per claim, ms (null: not read).
+   */
+  statementsInFlight?: number;
+  claimsInStatements?: number;
+  statementMs?: number;
+  queueMs?: number | null;
+  /**
    * CPU per unit of work over the segment, µs: serverCpuS or pgCpuS ÷ the claims it completed
    * (claim rows: successful requests; sql:* rows: claims served) or ÷ the coins it claimed or
    * uploaded. Absent: not measured (no CPU figure, or nothing completed), or not applicable

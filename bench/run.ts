@@ -6,11 +6,12 @@ import { closeBench, log, prepareBench, runPhases, type Bench } from "./phases.t
 import { relaunchWithSocketLimits } from "./relaunch.ts";
 import { compareToBaseline, regressionOf } from "./baseline.ts";
 import { profileBySegment } from "./profile.ts";
+import { formatOccupancy, occupancyOf } from "./occupancy.ts";
 import { checkTargets, cpuPerUnitNote, formatCeilingRatios, formatTable, formatTargets, resultsDir, serverToCeiling, serverToSeed, stampOf, writeResults, type Row } from "./report.ts";
 import { pairQuota, serverStatementsInFlight, statementsInFlight } from "./coalesced.ts";
 import { formatSoak, runSoak } from "./soak.ts";
 import { pin, pinPostgres } from "./pin.ts";
-import { startStack, stopStack, type ProfileTarget } from "./stack.ts";
+import { serverRuntime, startStack, stopStack, type ProfileTarget } from "./stack.ts";
 
 function settingsOf(b: Bench) {
   const o = b.options;
@@ -22,6 +23,7 @@ function settingsOf(b: Bench) {
     open_loop_rates_pct: o.rateFractions.map((f) => f * 100), users: o.users, requesters: o.requesters, coins_per_user_tier: o.coinsPerTier,
     burst: o.burst, soak_s: o.soakS ?? null, only: o.only.length ? o.only : null, seed_random_bytes: b.randomSource, profile: o.profile,
     cpus: o.pin ? { postgres: o.pin.postgres, bench_and_servers: o.pin.rest } : "shared: PostgreSQL, the servers and the load generator on every CPU",
+    server_runtime: o.url ? null : serverRuntime(),
     claim_statements_in_flight: serverStatementsInFlight(o.pool), batched_ceiling_statements_in_flight: statementsInFlight(o.pool), pair_quota: pairQuota,
   };
 }
@@ -52,6 +54,7 @@ async function phasesMode(b: Bench, startedAt: Date): Promise<PhasesOutcome> {
   const targets = checkTargets(rows, b.ledger.duplicates);
   const seedRatios = serverToSeed(rows);
   const ceilingRatios = serverToCeiling(rows);
+  const occupancy = occupancyOf(rows, b.options.concurrency);
   const regression = regressionOf(ceilingRatios) ?? null;
   const comparison = compareToBaseline(regression ?? undefined, b.machine, b.options.profile);
   const wallTimeS = Math.round((performance.now() - b.started) / 1000);
@@ -64,14 +67,16 @@ async function phasesMode(b: Bench, startedAt: Date): Promise<PhasesOutcome> {
   const svg = latencyChart(`AQM coin server: throughput and latency per row (${startedAt.toISOString().slice(0, 16)}Z)`, subtitle, rows);
   const result = {
     started_at: startedAt.toISOString(), wall_time_s: wallTimeS, machine, settings: settingsOf(b),
-    notes, duplicates_total: b.ledger.duplicates, server_to_seed_baseline: seedRatios, server_to_coalesced_ceiling: ceilingRatios, regression,
+    notes, duplicates_total: b.ledger.duplicates, server_to_seed_baseline: seedRatios, server_to_coalesced_ceiling: ceilingRatios, occupancy, regression,
     regression_vs_baseline: typeof comparison === "string" ? { checked: false, text: comparison } : { checked: true, ...comparison }, targets, rows,
   };
   const files = writeResults(result, svg, suffix, startedAt, b.options.save, only.length === 0 && !b.options.pin);
   const seedLine = Object.entries(seedRatios).map(([phase, r]) => `${phase} ${r}`).join(", ");
   const baselineLine = typeof comparison === "string" ? comparison : `${comparison.pass ? "✓" : "✗"} ${comparison.text}`;
   console.log(`\n${formatTable(rows)}\n\n${cpuPerUnitNote(rows, !!b.options.url)}\n\nServer ÷ seed baseline, claims/s (closed loops): ${seedLine}`
-    + `\n\nServer ÷ coalesced ceiling of the same quota variant, claims/s (closed loops, same run):\n${formatCeilingRatios(ceilingRatios)}\n\nTargets:\n${formatTargets(targets)}`
+    + `\n\nServer ÷ coalesced ceiling of the same quota variant, claims/s (closed loops, same run):\n${formatCeilingRatios(ceilingRatios)}`
+    + (occupancy.length ? `\n\nWhere a claim's time goes (Little's law: claims/s = claims inside a statement ÷ the time each spends there):\n${formatOccupancy(occupancy, b.options.concurrency)}` : "")
+    + `\n\nTargets:\n${formatTargets(targets)}`
     + `\n\nRegression (vs bench/results/baseline.json):\n  ${baselineLine}\n\nwall time ${wallTimeS} s; wrote ${files.join(", ")}`);
   return { met: targets.every((t) => t.pass), noRegression: typeof comparison === "string" || comparison.pass, rows };
 }

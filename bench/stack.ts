@@ -116,6 +116,16 @@ export interface ProfileTarget {
 }
 
 /**
+ * The runtime variables a server started by the bench gets (recorded in every result): the JSC
+ * heap sized for 128 MiB as `bun run start` and the Docker image run it, unless this server's
+ * settings or the bench's environment say otherwise; MIMALLOC_* and other BUN_JSC_* as given.
+ */
+export function serverRuntime(settings: Record<string, string> = {}): Record<string, string> {
+  const given = Object.entries({ ...process.env, ...settings }).filter(([k, v]) => /^(MIMALLOC_|BUN_JSC_)/.test(k) && v !== undefined) as [string, string][];
+  return { BUN_JSC_forceRAMSize: "134217728", ...Object.fromEntries(given) };
+}
+
+/**
  * One server process (bun src/index.ts) on `databaseUrl` in configuration `mode`, stopped by
  * stopStack(); resolves once /v1/health answers 200. `settings`: environment of this server only,
  * as if it were the bench's own (bench/ab.ts). Exported for bench/citus.ts and bench/ab.ts.
@@ -127,7 +137,7 @@ export async function startServer(databaseUrl: string, secret: string, pool: num
     ...process.env, ...settings,
     DATABASE_URL: databaseUrl, PORT: String(port), HOST: "127.0.0.1", AQM_JWT_SECRET: secret, AQM_HASH_SECRET: secret,
     AQM_LOG: "off", AQM_CRON: "off", AQM_DB_POOL_MAX: String(pool), ...modeEnv[mode],
-    BUN_JSC_forceRAMSize: process.env.BUN_JSC_forceRAMSize ?? "134217728", // as `bun run start` and the Docker image
+    ...serverRuntime(settings),
   };
   // Bun writes the profile when the process exits (the server's SIGTERM shutdown ends in process.exit(0)).
   const profiling = profile ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-interval=${profileIntervalUs}`, `--cpu-prof-dir=${profile.dir}`, `--cpu-prof-name=${profile.name}`] : [];

@@ -85,6 +85,7 @@ export function createApp({ sql, session, config, keys, hashSecrets, maintenance
       metrics.claimBatch.observe(claims);
       metrics.claimStatement.observe(seconds);
     },
+    left: (waited) => metrics.claimQueueWait.observe(waited),
     rerun: (why) => metrics.claimReruns.inc({ why }),
     rerouted: () => {
       metrics.shardMapReloads.inc();

@@ -70,6 +70,23 @@ test("counts uploads, claims (short and empty), rejections, requests and availab
   expect(text).toContain("aqm_process_resident_memory_bytes");
 });
 
+test("the claim queue's wait is observed once per claim served: 40 concurrent claims, 40 observations", async () => {
+  const fresh = makeApp(db.sql, { AQM_METRICS_TOKEN: metricsToken });
+  const target = await newUser();
+  await call(fresh, "POST", "/v1/coins/upload", { token: target.token, body: { coins: makeCoins(60, "BRONZE") } });
+  const requesters = await Promise.all(Array.from({ length: 40 }, () => newUser()));
+  const answers = await Promise.all(requesters.map((r) =>
+    call(fresh, "GET", "/v1/coins/fetch", { token: r.token, query: { target_user_id: target.id, coin_category: "BRONZE", count: 1 } })));
+  expect(answers.map((a) => a.status)).toEqual(requesters.map(() => 200));
+  expect(answers.every((a) => a.json.coins.length === 1)).toBe(true);
+  const text = (await call(fresh, "GET", "/metrics", { token: metricsToken })).text;
+  const waits = value(text, "aqm_claim_queue_seconds_count");
+  expect(waits).toBe(40);
+  expect(value(text, 'aqm_claim_queue_seconds_bucket{le="+Inf"}')).toBe(40);
+  expect(value(text, "aqm_claim_queue_seconds_sum")).toBeGreaterThanOrEqual(0);
+  expect(value(text, "aqm_claim_batch_size_sum")).toBeGreaterThanOrEqual(40); // more if one ran again after a conflict (it waited once)
+});
+
 test("the hot-path counter, histogram and gauge print exactly what prom-client's would for the same changes", async () => {
   const ours = new Registry();
   const theirs = new Registry();

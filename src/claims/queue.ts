@@ -42,6 +42,8 @@ export interface ClaimQueueOptions {
   queued?: (n: number) => void;
   /** Reports each statement: claims in it and seconds it took (metrics). */
   sent?: (claims: number, seconds: number) => void;
+  /** Reports, per claim, the seconds it waited in the queue before its first statement left (metrics). */
+  left?: (waitedSeconds: number) => void;
   /** A statement rolled back by a concurrent one, its claims run again: why (metrics). */
   rerun?: (why: ReturnType<typeof conflictKind>) => void;
   /** Citus refused a batch that spanned two shards: the shard map is read again (metrics, log). */
@@ -133,6 +135,8 @@ export class ClaimQueue {
       this.options.queued?.(this.queue.length);
       if (batch.length === 0) continue;
       const statement = { at: performance.now() };
+      const left = this.options.left;
+      if (left) for (const job of batch) if (job.attempts === 0) left((statement.at - job.queuedAt) / 1000);
       this.running.add(statement);
       // a bug past the statement must answer its claims (500), not end the process (unhandled rejection)
       void this.send(batch).catch((error) => batch.forEach((job) => job.reject(error))).finally(() => {
