@@ -122,17 +122,22 @@ export class Routing {
  * switch placements between a transaction's row lock and its next write: the lock stays on the old
  * placement while the write goes to the new one, and orders nothing. A write takes the placement's
  * metadata lock (share mode, until the commit), which a move waits for before it blocks writes
- * (tests/citus/pin.citus.ts). Hence pinPlacement: first in a transaction that locks a device row,
- * then writes. (Citus prunes by `user_id`; `generation <> generation` matches no row, so it locks
- * and writes no row.)
+ * (tests/citus/pin.citus.ts). Hence it goes first in a transaction that locks a device row, then
+ * writes (pinnedTransaction). (Citus prunes by `user_id`; `generation <> generation` matches no
+ * row, so it locks and writes no row.)
  */
 export const PIN_PLACEMENT = "UPDATE device SET generation = generation WHERE user_id = $1::uuid AND generation <> generation";
 
 /**
- * PIN_PLACEMENT in `tx`, on Citus only (`routed`: routingOf(db).routed(), asked before the
- * transaction — asked inside, a first read of the shard map could wait for a connection the
- * transaction holds); nothing on one PostgreSQL, where a row lock is the row's.
+ * `work` in one transaction (db.transaction) that opens with PIN_PLACEMENT on Citus — whether this
+ * is Citus is asked before the transaction: asked inside, a first read of the shard map could wait
+ * for a connection the transaction holds. On one PostgreSQL nothing is added: a row lock is the row's.
  */
-export async function pinPlacement(tx: Sql, routed: boolean, prepare: boolean, userId: string): Promise<void> {
-  if (routed) await tx.unsafe(PIN_PLACEMENT, [userId] as never[], { prepare });
+export async function pinnedTransaction<T>(db: Db, userId: string, work: (tx: Sql) => Promise<T>,
+  opts?: Parameters<Db["transaction"]>[1]): Promise<T> {
+  const routed = await routingOf(db).routed();
+  return db.transaction(async (tx) => {
+    if (routed) await tx.unsafe(PIN_PLACEMENT, [userId] as never[], { prepare: db.prepare });
+    return work(tx);
+  }, opts);
 }

@@ -1,4 +1,4 @@
-import { pinPlacement, routingOf } from "../claims/routing.ts";
+import { pinnedTransaction } from "../claims/routing.ts";
 import type { Db, RunOptions } from "../db/db.ts";
 import { DeviceStateError } from "../errors.ts";
 import type { Coin, Inventory, InventoryByDevice } from "./model.ts";
@@ -107,9 +107,7 @@ export function coinService(db: Db, checkDevice: CheckDevice) {
     /** Stores (or replaces) the device's last-resort coin of each tier sent; other tiers keep theirs. */
     async putLastResort(userId: string, deviceId: number, coins: Coin[], opts?: RunOptions): Promise<void> {
       const params = [userId, ...inputOf(db.sql, coins), deviceId];
-      const routed = await routingOf(db).routed();
-      await forDevice(userId, deviceId, coins, opts, (device) => db.transaction(async (tx) => {
-        await pinPlacement(tx, routed, db.prepare, userId);
+      await forDevice(userId, deviceId, coins, opts, (device) => pinnedTransaction(db, userId, async (tx) => {
         await holdDevice(tx, db.prepare, userId, device);
         await tx.unsafe(PUT_LAST_RESORT, params as never[], { prepare: db.prepare });
       }, opts));

@@ -2,7 +2,7 @@ import { arrayLiteral, base64Bytes, BYTEA_ARRAY, byteaArray } from "../db/arrays
 import type { Db, RunOptions } from "../db/db.ts";
 import type { Sql } from "../db/pool.ts";
 import { DeviceStateError, KeyConflictError, ValidationError } from "../errors.ts";
-import { pinPlacement, routingOf } from "../claims/routing.ts";
+import { pinnedTransaction, routingOf } from "../claims/routing.ts";
 import type { Coin } from "./model.ts";
 import { notifyStock } from "./stock-events.ts";
 import type { Tier } from "./tiers.ts";
@@ -173,8 +173,7 @@ async function uploadRouted(db: Db, userId: string, device: UploadDevice, coins:
   const fresh = [...first.values()];
   const params = [userId, device.deviceId,
     ...fresh.flatMap((c) => [c.key_id, c.coin_category, c.publicKey, c.signature])];
-  const byTier = await db.transaction(async (tx) => {
-    await pinPlacement(tx, true, db.prepare, userId);
+  const byTier = await pinnedTransaction(db, userId, async (tx) => {
     await holdDevice(tx, db.prepare, userId, device);
     const [row] = await tx.unsafe<{ by_tier: Partial<Record<Tier, number>> }[]>(routedUpload(fresh.length), params as never[], { prepare: db.prepare });
     return row!.by_tier;

@@ -1,4 +1,4 @@
-import { pinPlacement, routingOf } from "../claims/routing.ts";
+import { pinnedTransaction } from "../claims/routing.ts";
 import { notifyStock } from "../coins/stock-events.ts";
 import type { Tier } from "../coins/tiers.ts";
 import type { Config } from "../config.ts";
@@ -109,9 +109,7 @@ export function deviceService(db: Db, config: Pick<Config, "AQM_MAX_DEVICES">) {
      * them — the generation is bumped and the device's unclaimed and last-resort coins are deleted.
      */
     async registerKeys(userId: string, deviceId: number, keys: DeviceKeys, opts: Options = {}): Promise<{ replaced: boolean; coinsDeleted: number }> {
-      const routed = await routingOf(db).routed();
-      const outcome = await db.transaction(async (tx) => {
-        await pinPlacement(tx, routed, db.prepare, userId);
+      const outcome = await pinnedTransaction(db, userId, async (tx) => {
         const lock = () => tx<Row[]>`
           SELECT generation, ed25519, ml_dsa_set, ml_dsa FROM device WHERE user_id = ${userId}::uuid AND device_id = ${deviceId} FOR UPDATE`;
         let [row] = await lock();
@@ -145,9 +143,7 @@ export function deviceService(db: Db, config: Pick<Config, "AQM_MAX_DEVICES">) {
 
     /** Deletes the device's unclaimed and last-resort coins; its row and keys stay. */
     async resetDevice(userId: string, deviceId: number, opts: Options = {}): Promise<{ deleted: number }> {
-      const routed = await routingOf(db).routed();
-      const { coins, lastResort } = await db.transaction(async (tx) => {
-        await pinPlacement(tx, routed, db.prepare, userId);
+      const { coins, lastResort } = await pinnedTransaction(db, userId, async (tx) => {
         // uploads in progress commit first, so the DELETEs see their coins
         await tx`SELECT 1 FROM device WHERE user_id = ${userId}::uuid AND device_id = ${deviceId} FOR UPDATE`;
         return deleteCoins(tx, userId, deviceId);

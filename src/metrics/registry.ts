@@ -3,6 +3,9 @@ import type { ServedCoin } from "../coins/model.ts";
 import { tiers, type Tier, type TierCounts } from "../coins/tiers.ts";
 import { FastCounter, FastGauge, FastHistogram } from "./series.ts";
 
+/** Bounds of the claim path's duration histograms, seconds. */
+const claimSeconds = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
 /** Every metric of one app instance, in its own registry (tests build many apps in one process). */
 export function createMetrics() {
   const registry = new Registry();
@@ -32,10 +35,8 @@ export function createMetrics() {
     maintenanceRuns: new Counter({ name: "aqm_maintenance_runs_total", help: "Maintenance runs by result (ok, skipped, error)", labelNames: ["job", "result"], registers }),
     claimQueue: new FastGauge("aqm_claim_queue", "Claims waiting for the next claim statement", registers),
     claimBatch: new FastHistogram("aqm_claim_batch_size", "Claims served by one claim statement", registers, true, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]),
-    claimStatement: new FastHistogram("aqm_claim_statement_seconds", "Duration of a claim statement (gate wait, execution, commit)", registers, true,
-      [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]),
-    claimQueueWait: new FastHistogram("aqm_claim_queue_seconds", "Time a claim waited in the server's queue until its first claim statement left", registers, true,
-      [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]),
+    claimStatement: new FastHistogram("aqm_claim_statement_seconds", "Duration of a claim statement (gate wait, execution, commit)", registers, true, claimSeconds),
+    claimQueueWait: new FastHistogram("aqm_claim_queue_seconds", "Time a claim waited in the server's queue until its first claim statement left", registers, true, claimSeconds),
     shardMapReloads: new Counter({
       name: "aqm_claim_shard_map_reloads_total", registers,
       help: "Citus refused a claim batch whose owners spanned two shards (the shards were split since the map was read): the map was read again",
