@@ -1,4 +1,5 @@
 import { expect, test } from "bun:test";
+import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import postgres from "postgres";
 import { cancelAtDatabase } from "../src/db/cancel.ts";
 import { freePort } from "../src/db/embedded.ts";
@@ -88,7 +89,9 @@ async function cancelWhileConnecting(cancel: (query: postgres.PendingQuery<postg
   const { username, password, pathname } = new URL(db.directUrl);
   const url = `postgres://${username}:${password}@127.0.0.1:${dead},127.0.0.1:${port}${pathname}`;
   const sql = postgres(url, { max: 1, onnotice: () => {}, backoff: () => 0.05, connect_timeout: 2 });
-  const first = sql`SELECT 'first' AS v`;
+  // it runs a while: PostgreSQL's cancel names a backend, not a statement, so a cancel request
+  // that arrives after a short statement finished would stop the next one on the connection
+  const first = sql`SELECT 'first' AS v, pg_sleep(0.5)::text AS slept`;
   const firstSettled = first.then(() => "answered", (e: { code?: string }) => `error ${e.code}`);
   await Bun.sleep(100); // refused, and tried again: the query is the connecting connection's first
   cancel(first);
@@ -201,6 +204,87 @@ test("patched (porsager/postgres#1223): with several hosts, a connection's first
   } finally {
     await sql.end({ timeout: 1 });
     await admin.end({ timeout: 1 });
+  }
+});
+
+test("patched (patches/postgres@3.4.9.patch): a socket that closes while a statement's write waits to be flushed: the statement is rejected CONNECTION_CLOSED, and the connection opens again and answers the next statements (not left unable to send its startup message, each opening waiting out connect_timeout)", async () => {
+  const url = new URL(db.directUrl);
+  const sockets: Socket[] = [];
+  // postgres.js's `socket` option (documented, missing from its types): it opens each connection
+  const socket = () => new Promise<Socket>((resolve, reject) => {
+    const s = connect(Number(url.port), url.hostname, () => resolve(s));
+    s.once("error", reject);
+    sockets.push(s);
+  });
+  const sql = postgres(url.toString(), { max: 1, connect_timeout: 2, onnotice: () => {}, socket } as postgres.Options<{}>);
+  const answer = (q: PromiseLike<readonly unknown[]>) => q.then((r) => r[0], (e: { code?: string }) => String(e.code));
+  try {
+    const [{ pid }] = await sql<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+    const pending = sql`SELECT 2 AS two`;
+    const first = answer(pending);
+    // a statement under 1 KiB is buffered until a setImmediate flushes it; the close is delivered
+    // before that, as Node delivers a destroy()'s and as a peer's close read in the same poll can be
+    const written = () => Boolean((pending as unknown as { state: unknown }).state);
+    for (let turns = 0; turns < 100 && !written(); turns++) await Promise.resolve(); // microtasks only: no immediate runs
+    expect(written()).toBe(true);
+    const current = sockets.at(-1)!;
+    current.destroy();
+    current.emit("close", false);
+    expect(await first).toBe("CONNECTION_CLOSED");
+    expect(await answer(sql`SELECT pg_backend_pid() <> ${pid} AS reopened`)).toEqual({ reopened: true });
+    expect(await answer(sql`SELECT 3 AS three`)).toEqual({ three: 3 });
+    expect(sockets.length).toBe(2);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
+
+/** A TCP listener that closes the first `closing` connections cleanly (no error, no answer) and forwards the later ones to `target`. */
+async function closingHost(target: URL, closing = Infinity) {
+  let accepted = 0;
+  const server = createServer((client) => {
+    if (++accepted <= closing) return void client.end();
+    const upstream = connect(Number(target.port), target.hostname);
+    client.pipe(upstream).pipe(client);
+    const drop = () => { client.destroy(); upstream.destroy(); };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { port: (server.address() as AddressInfo).port, accepted: () => accepted, close: () => server.close() };
+}
+
+test("patched (porsager/postgres#1193): hosts that close every opening cleanly: the first statement is rejected CONNECT_TIMEOUT within connect_timeout, each host tried in turn and each round again after the backoff — not retried at once, forever", async () => {
+  const [a, b] = [await closingHost(new URL(db.directUrl)), await closingHost(new URL(db.directUrl))];
+  const sql = postgres(`postgres://aqm:x@127.0.0.1:${a.port},127.0.0.1:${b.port}/aqm`, { max: 1, connect_timeout: 1, backoff: () => 0.1, onnotice: () => {} });
+  try {
+    const outcome = await Promise.race([
+      sql`SELECT 1`.then(() => "answered", (e: { code?: string }) => String(e.code)),
+      Bun.sleep(4_000).then(() => "still pending after 4 s"),
+    ]);
+    expect(outcome).toBe("CONNECT_TIMEOUT");
+    // one round of both hosts, then a round every 100 ms for 1 s: about 10 openings each (thousands before)
+    expect(a.accepted()).toBeGreaterThanOrEqual(2);
+    expect(a.accepted()).toBeLessThanOrEqual(12);
+    expect(Math.abs(a.accepted() - b.accepted())).toBeLessThanOrEqual(1);
+  } finally {
+    await sql.end({ timeout: 1 });
+    a.close();
+    b.close();
+  }
+});
+
+test("patched (porsager/postgres#1193): a host that closes its first 3 openings cleanly and then answers: the first statement waits through them and is answered on the 4th", async () => {
+  const host = await closingHost(new URL(db.directUrl), 3);
+  const url = new URL(db.directUrl);
+  url.host = `127.0.0.1:${host.port}`;
+  const sql = postgres(url.toString(), { max: 1, connect_timeout: 5, backoff: () => 0.05, onnotice: () => {} });
+  try {
+    expect((await sql<[{ one: number }]>`SELECT 1 AS one`)[0]).toEqual({ one: 1 });
+    expect(host.accepted()).toBe(4);
+  } finally {
+    await sql.end({ timeout: 1 });
+    host.close();
   }
 });
 

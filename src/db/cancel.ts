@@ -13,7 +13,9 @@ interface Cancellable {
  * away, or a multi-host URL looking for the primary), leaves that connection stuck forever, and
  * with it the pool. So a statement not yet running is cancelled when it starts (its deadline has
  * passed: the caller treats whatever it returns as a late finish), and one that has settled is
- * left alone.
+ * left alone. A cancel request names a backend, not a statement: one that arrives just after its
+ * statement finished can stop the next statement on that connection, which then fails 57014 (a
+ * 503, rolled back: nothing served twice or lost, one request answered "retry").
  */
 export function cancelAtDatabase(query: Cancellable): void {
   const state = query as unknown as { state: unknown; active: boolean };
