@@ -26,7 +26,9 @@ if (process.env.STRAY === "reset") {
   await sql.end({ timeout: 1 });
   proxy.close();
 } else if (process.env.STRAY === "types") {
-  const sql = createPool(target.toString(), { AQM_DB_POOL_MAX: 1, AQM_DB_STATEMENT_TIMEOUT_MS: 300 });
+  // the opening itself may take over a second on a loaded machine: the default 1 s connect
+  // timeout would fail the first statement CONNECT_TIMEOUT before its type read is sent
+  const sql = createPool(target.toString(), { AQM_DB_POOL_MAX: 1, AQM_DB_STATEMENT_TIMEOUT_MS: 300, AQM_DB_CONNECT_TIMEOUT_S: 10 });
   const first = await sql`SELECT 1 AS one`.then(() => "answered", (e: { code?: string }) => `failed ${e.code}`);
   console.log(`first statement: ${first}`);
   await sql.end({ timeout: 1 });
