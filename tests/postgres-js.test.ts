@@ -310,3 +310,29 @@ test("patched (patches/postgres@3.4.9.patch): once the pool opened a reserved co
     await admin.end({ timeout: 1 });
   }
 });
+
+test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1216): once the pool opened a transaction's connection again after its backend died, the transaction's next statement is rejected CONNECTION_CLOSED, not run — and committed — on the new session", async () => {
+  const sql = onePool();
+  const admin = onePool();
+  try {
+    await admin`CREATE TABLE begin_canary (v text)`;
+    let next: Promise<string> | undefined;
+    const outcome = sql.begin(async (tx) => {
+      await tx`INSERT INTO begin_canary VALUES ('before')`;
+      const [{ pid }] = await tx<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+      await admin`SELECT pg_terminate_backend(${pid})`;
+      await waitFor(async () => (await admin`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${pid}`)[0]!.n === 0, "the backend gone");
+      // the pool's only connection, opened again for a pooled statement: a new backend, no transaction
+      await waitFor(() => sql`SELECT pg_backend_pid() AS pid`.then(([r]) => r!.pid !== pid, () => false), "the connection opened again");
+      next = tx`INSERT INTO begin_canary VALUES ('after')`.then(() => "inserted", (e: { code?: string }) => String(e.code));
+      return next;
+    }).then(() => "committed", (e: { code?: string }) => `rejected ${e.code}`);
+    expect(await outcome).toBe("rejected CONNECTION_CLOSED"); // (as the close is seen, before the transaction's function ends)
+    expect(await waitFor(() => next, "the transaction's next statement issued")).toBe("CONNECTION_CLOSED");
+    expect((await admin`SELECT v FROM begin_canary`).length).toBe(0);
+  } finally {
+    await admin`DROP TABLE IF EXISTS begin_canary`;
+    await sql.end({ timeout: 1 });
+    await admin.end({ timeout: 1 });
+  }
+});
