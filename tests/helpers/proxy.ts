@@ -33,28 +33,40 @@ export function tcpProxy(target: URL, port = 0) {
 
 /**
  * A TCP proxy to `target` (node:net, for its TCP reset) that hands the first connection whose
- * array-type read (postgres.js's first query on a new connection) passes to `cut` instead of
- * forwarding it; the upstream side is closed. Later connections pass untouched. `url` is
- * `target` through the proxy; `cuts` counts the connections cut.
+ * array-type read (postgres.js's first query on a new connection) passes to `onTypeRead` instead
+ * of forwarding it: `forward()` sends the read on (and what the client sent after it), or the
+ * handler ends the connection. Later connections pass untouched. `url` is `target` through the
+ * proxy; `reads` counts the type reads handed over.
  */
-export async function typeReadProxy(target: URL, cut: (client: Socket) => void) {
-  let cuts = 0;
+export async function typeReadProxy(target: URL, onTypeRead: (client: Socket, upstream: Socket, forward: () => void) => void) {
+  let reads = 0;
   const proxy = createServer((client) => {
     const upstream = connect(Number(target.port), target.hostname);
+    let held: (string | Buffer)[] | undefined;
     upstream.on("data", (chunk) => client.write(chunk));
     upstream.on("error", () => client.destroy());
     client.on("error", () => upstream.destroy());
     client.on("close", () => upstream.destroy());
     client.on("data", (chunk) => {
-      if (cuts === 0 && chunk.includes("typarray")) {
-        cuts++;
-        upstream.destroy();
-        cut(client);
+      if (held) held.push(chunk);
+      else if (reads === 0 && chunk.includes("typarray")) {
+        reads++;
+        held = [chunk];
+        onTypeRead(client, upstream, () => {
+          for (const c of held!.splice(0)) upstream.write(c);
+          held = undefined;
+        });
       } else upstream.write(chunk);
     });
   });
   await new Promise<void>((listening) => proxy.listen(0, "127.0.0.1", listening));
   const url = new URL(target);
   url.port = String((proxy.address() as { port: number }).port);
-  return { url: url.toString(), cuts: () => cuts, close: () => void proxy.close() };
+  return { url: url.toString(), reads: () => reads, close: () => void proxy.close() };
 }
+
+/** `typeReadProxy`'s handler that cuts the connection at its type read: the upstream side closed, the client's by `cut`. */
+export const cutAt = (cut: (client: Socket) => void) => (client: Socket, upstream: Socket) => {
+  upstream.destroy();
+  cut(client);
+};

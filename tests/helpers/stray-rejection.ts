@@ -1,13 +1,13 @@
 // Run as a process by entry.test.ts, under the handler the server installs, to produce the two
 // rejections postgres.js leaves unhandled — then, with THEN_A_BUG, one of another kind.
-// STRAY=types: a new connection whose array-type read times out (the test holds pg_type locked).
+// STRAY=types: a new connection whose array-type read times out (pg_type locked just before it).
 // STRAY=cancel: a cancel request that cannot connect (PostgreSQL's port stops listening).
 // STRAY=reset: a new connection reset (TCP RST) while its array-type read runs: a read error,
 // ECONNRESET without a port, as when PostgreSQL crashes just then (tests/outage.test.ts).
 import postgres from "postgres";
 import { createPool } from "../../src/db/pool.ts";
 import { onUnhandledRejection } from "../../src/db/stray-errors.ts";
-import { tcpProxy, typeReadProxy } from "./proxy.ts";
+import { cutAt, tcpProxy, typeReadProxy } from "./proxy.ts";
 import { waitFor } from "./wait.ts";
 
 process.on("unhandledRejection", onUnhandledRejection);
@@ -19,19 +19,28 @@ const target = new URL(process.env.DATABASE_URL!);
 
 if (process.env.STRAY === "reset") {
   // the first connection's array-type read is answered with a TCP reset
-  const proxy = await typeReadProxy(target, (client) => client.resetAndDestroy());
+  const proxy = await typeReadProxy(target, cutAt((client) => client.resetAndDestroy()));
   const sql = createPool(proxy.url, { AQM_DB_POOL_MAX: 1 });
   const first = await sql`SELECT 1 AS one`.then(() => "answered", (e: { code?: string }) => `failed ${e.code}`);
-  console.log(`first statement: ${first}; connections reset: ${proxy.cuts()}`);
+  console.log(`first statement: ${first}; connections reset: ${proxy.reads()}`);
   await sql.end({ timeout: 1 });
   proxy.close();
 } else if (process.env.STRAY === "types") {
-  // the opening itself may take over a second on a loaded machine: the default 1 s connect
-  // timeout would fail the first statement CONNECT_TIMEOUT before its type read is sent
-  const sql = createPool(target.toString(), { AQM_DB_POOL_MAX: 1, AQM_DB_STATEMENT_TIMEOUT_MS: 300, AQM_DB_CONNECT_TIMEOUT_S: 10 });
+  // pg_type is locked once the connection is open, just before its type read reaches PostgreSQL:
+  // locked earlier, it could stall the opening itself (a backend that rebuilds its relation cache
+  // at start reads pg_type), and the first statement would fail CONNECT_TIMEOUT instead
+  const holder = postgres(target.toString(), { max: 1, onnotice: () => {} });
+  const lock = await holder.reserve();
+  await lock`BEGIN`;
+  const proxy = await typeReadProxy(target, (_client, _upstream, forward) =>
+    void lock`LOCK TABLE pg_catalog.pg_type IN ACCESS EXCLUSIVE MODE`.then(forward));
+  const sql = createPool(proxy.url, { AQM_DB_POOL_MAX: 1, AQM_DB_STATEMENT_TIMEOUT_MS: 300 });
   const first = await sql`SELECT 1 AS one`.then(() => "answered", (e: { code?: string }) => `failed ${e.code}`);
   console.log(`first statement: ${first}`);
-  await sql.end({ timeout: 1 });
+  await lock`ROLLBACK`;
+  lock.release();
+  await Promise.all([sql.end({ timeout: 1 }), holder.end({ timeout: 1 })]);
+  proxy.close();
 } else {
   // a proxy in front of PostgreSQL: the statement's connection goes through it, then the proxy
   // stops listening, so the cancel request's new connection is refused
