@@ -28,7 +28,7 @@ export const settings = {
   AQM_DATA_DIR: str(".data", "Directory for the embedded PostgreSQL cluster and the development JWT secret."),
   AQM_EMBEDDED_PG_PORT: int(1, 65535, 54329, "Port of the embedded PostgreSQL (loopback only)."),
   AQM_DB_POOL_MAX: int(1, 500, 4, "Maximum PostgreSQL connections of this server process (4 measured best on 2 cores with PostgreSQL on the same box; see bench/README.md)."),
-  AQM_DB_CONNECT_TIMEOUT_S: int(1, 300, 1, "Seconds to wait for a new PostgreSQL connection, across every host named and each retry; past it a request gets 503."),
+  AQM_DB_CONNECT_TIMEOUT_S: int(1, 300, 1, "Seconds to wait for a new PostgreSQL connection: for a host to answer, and in all across the hosts that refuse or close it and the retries; past it a request gets 503."),
   AQM_DB_IDLE_TIMEOUT_S: int(0, 86400, 0, "Seconds before an idle pooled connection is closed (0: never, the default: a burst after a quiet spell would open them under load)."),
   AQM_DB_MAX_LIFETIME_S: int(0, 86400, 1800, "Seconds before a pooled connection is replaced (0: never)."),
   AQM_DB_STATEMENT_TIMEOUT_MS: int(0, 600000, 2000, "PostgreSQL statement_timeout of request statements (0: none): PostgreSQL cancels a statement itself past it, even when the server's cancel cannot reach it (never a commit's wait for a synchronous standby: PostgreSQL disables it before the commit)."),

@@ -1,10 +1,10 @@
 import { expect, test } from "bun:test";
-import { connect, createServer, type AddressInfo, type Socket } from "node:net";
+import { connect, type Socket } from "node:net";
 import postgres from "postgres";
 import { cancelAtDatabase } from "../src/db/cancel.ts";
 import { freePort } from "../src/db/embedded.ts";
 import { useTestDatabase } from "./helpers/db.ts";
-import { cutAt, tcpProxy, typeReadProxy } from "./helpers/proxy.ts";
+import { closingHost, cutAt, tcpProxy, typeReadProxy } from "./helpers/proxy.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 // Canaries for the postgres.js behaviour src/db/ fences. cancel.ts reads private fields of a
@@ -239,23 +239,8 @@ test("patched (patches/postgres@3.4.9.patch): a socket that closes while a state
   }
 });
 
-/** A TCP listener that closes the first `closing` connections cleanly (no error, no answer) and forwards the later ones to `target`. */
-async function closingHost(target: URL, closing = Infinity) {
-  let accepted = 0;
-  const server = createServer((client) => {
-    if (++accepted <= closing) return void client.end();
-    const upstream = connect(Number(target.port), target.hostname);
-    client.pipe(upstream).pipe(client);
-    const drop = () => { client.destroy(); upstream.destroy(); };
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { port: (server.address() as AddressInfo).port, accepted: () => accepted, close: () => server.close() };
-}
-
 test("patched (porsager/postgres#1193): hosts that close every opening cleanly: the first statement is rejected CONNECT_TIMEOUT within connect_timeout, each host tried in turn and each round again after the backoff — not retried at once, forever", async () => {
-  const [a, b] = [await closingHost(new URL(db.directUrl)), await closingHost(new URL(db.directUrl))];
+  const [a, b] = [await closingHost(new URL(db.directUrl), () => true), await closingHost(new URL(db.directUrl), () => true)];
   const sql = postgres(`postgres://aqm:x@127.0.0.1:${a.port},127.0.0.1:${b.port}/aqm`, { max: 1, connect_timeout: 1, backoff: () => 0.1, onnotice: () => {} });
   try {
     const outcome = await Promise.race([
@@ -275,13 +260,43 @@ test("patched (porsager/postgres#1193): hosts that close every opening cleanly: 
 });
 
 test("patched (porsager/postgres#1193): a host that closes its first 3 openings cleanly and then answers: the first statement waits through them and is answered on the 4th", async () => {
-  const host = await closingHost(new URL(db.directUrl), 3);
+  const host = await closingHost(new URL(db.directUrl), (n) => n <= 3);
   const url = new URL(db.directUrl);
   url.host = `127.0.0.1:${host.port}`;
   const sql = postgres(url.toString(), { max: 1, connect_timeout: 5, backoff: () => 0.05, onnotice: () => {} });
   try {
     expect((await sql<[{ one: number }]>`SELECT 1 AS one`)[0]).toEqual({ one: 1 });
     expect(host.accepted()).toBe(4);
+  } finally {
+    await sql.end({ timeout: 1 });
+    host.close();
+  }
+});
+
+test("patched (porsager/postgres#1193): sql.end() called while an opening is tried again resolves once its statement is rejected CONNECT_TIMEOUT", async () => {
+  const host = await closingHost(new URL(db.directUrl), () => true);
+  const sql = postgres(`postgres://aqm:x@127.0.0.1:${host.port}/aqm`, { max: 1, connect_timeout: 1, backoff: () => 0.05, onnotice: () => {} });
+  try {
+    const first = sql`SELECT 1`.then(() => "answered", (e: { code?: string }) => String(e.code));
+    await waitFor(() => host.accepted() >= 2, "the opening tried again");
+    const ended = sql.end().then(() => "ended");
+    expect(await first).toBe("CONNECT_TIMEOUT");
+    expect(await Promise.race([ended, Bun.sleep(3_000).then(() => "end() still pending")])).toBe("ended");
+  } finally {
+    host.close();
+  }
+});
+
+test("patched (porsager/postgres#1193): a reserve() that waited through openings closed cleanly leaves the pool's retry count at 0 once it has its connection (the next reopening waits no grown backoff)", async () => {
+  const host = await closingHost(new URL(db.directUrl), (n) => n <= 3);
+  const url = new URL(db.directUrl);
+  url.host = `127.0.0.1:${host.port}`;
+  const sql = postgres(url.toString(), { max: 1, connect_timeout: 5, backoff: (n: number) => 0.05 * n, onnotice: () => {} });
+  try {
+    const conn = await sql.reserve();
+    expect(host.accepted()).toBe(4);
+    expect((sql.options as unknown as { shared: { retries: number } }).shared.retries).toBe(0);
+    conn.release();
   } finally {
     await sql.end({ timeout: 1 });
     host.close();

@@ -3,6 +3,8 @@ import { randomUUID } from "node:crypto";
 import { StockEvents } from "../src/coins/stock-events.ts";
 import { listen } from "../src/db/notifications.ts";
 import { useTestDatabase } from "./helpers/db.ts";
+import { closingHost } from "./helpers/proxy.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 // Waiters (claims with wait_ms, long-polled counts) are woken by PostgreSQL notifications on
 // aqm_stock, and all of them when LISTEN is established again after its connection dropped. The
@@ -58,6 +60,32 @@ test("after the listener's connection is terminated, LISTEN is established again
   }
   expect(done).toBe(true);
 });
+
+test("through an outage of the database the listener's retries do not pile up: once LISTEN is established again, `ready` is called once", async () => {
+  // the primary's address refuses openings (closes them cleanly) while `down`; the other host never answers
+  let down = false;
+  const primary = await closingHost(new URL(db.directUrl), () => down);
+  const nowhere = await closingHost(new URL(db.directUrl), () => true);
+  const { username, password, pathname } = new URL(db.directUrl);
+  const url = `postgres://${username}:${password}@127.0.0.1:${nowhere.port},127.0.0.1:${primary.port}${pathname}`;
+  let readies = 0;
+  const listener = listen(url, "aqm_stock_outage", () => {}, () => readies++);
+  try {
+    await waitFor(() => readies === 1, "the first LISTEN");
+    down = true;
+    await db.sql`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'aqm-coin-server listen' AND datname = current_database()`;
+    await Bun.sleep(5_000); // a few of the listener's 2 s openings fail meanwhile
+    down = false;
+    await waitFor(() => readies >= 2, "LISTEN established again", 10_000);
+    await Bun.sleep(1_500); // any retry left behind would call it again within its 250 ms and an opening
+    expect(readies).toBe(2);
+  } finally {
+    await listener.close();
+    primary.close();
+    nowhere.close();
+  }
+}, 30_000);
 
 test("a first LISTEN later than the 2 s a waiter waits for it wakes that waiter: it looked without it, and may have missed a change", async () => {
   // the real listener, its first `ready` held back past the bound

@@ -28,12 +28,16 @@ export function listen(source: string | Sql, channel: string, message: (payload:
       if (!closed) subscribe();
     },
   } as postgres.Options<{}>);
+  // Only the latest LISTEN may call `ready` or retry: postgres.js can report the connection closed
+  // (onclose: a new LISTEN) before it rejects the previous one, whose retry would then run beside it
+  let attempt = 0;
   function subscribe(): void {
     clearTimeout(retry);
+    const mine = ++attempt;
     sql.unsafe(`LISTEN "${channel.replace(/"/g, '""')}"`).then(() => {
-      if (!closed) ready();
+      if (!closed && mine === attempt) ready();
     }, () => {
-      if (!closed) retry = setTimeout(subscribe, 250);
+      if (!closed && mine === attempt) retry = setTimeout(subscribe, 250);
     });
   }
   subscribe();

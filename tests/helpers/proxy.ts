@@ -1,4 +1,4 @@
-import { connect, createServer, type Socket } from "node:net";
+import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 
 /**
  * A TCP proxy on 127.0.0.1:`port` (0: any free port) to `target`'s host and port: tests stop it to
@@ -70,3 +70,21 @@ export const cutAt = (cut: (client: Socket) => void) => (client: Socket, upstrea
   upstream.destroy();
   cut(client);
 };
+
+/**
+ * A TCP listener that closes the connections it accepts cleanly (no error, no answer) while
+ * `closes(n)` holds for the n-th one (from 1), and forwards the others to `target`.
+ */
+export async function closingHost(target: URL, closes: (n: number) => boolean) {
+  let accepted = 0;
+  const server = createServer((client) => {
+    if (closes(++accepted)) return void client.end();
+    const upstream = connect(Number(target.port), target.hostname);
+    client.pipe(upstream).pipe(client);
+    const drop = () => { client.destroy(); upstream.destroy(); };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { port: (server.address() as AddressInfo).port, accepted: () => accepted, close: () => server.close() };
+}
