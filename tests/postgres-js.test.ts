@@ -351,3 +351,41 @@ test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1216): once the p
     await admin.end({ timeout: 1 });
   }
 });
+
+test("patched (patches/postgres@3.4.9.patch): statements waiting client-side behind a running one on a reserved connection, or in a transaction, are rejected when the connection's backend dies — not left pending forever", async () => {
+  const sql = postgres(db.directUrl, { max: 2, onnotice: () => {} });
+  const admin = onePool();
+  const settled = (q: PromiseLike<unknown>) => Promise.race([
+    Promise.resolve(q).then(() => "answered", (e: { code?: string }) => `rejected ${e.code}`), Bun.sleep(3_000).then(() => "pending")]);
+  const kill = async (pid: number) => {
+    await waitFor(async () => (await admin`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${pid} AND state = 'active'`)[0]!.n === 1, "the first statement running");
+    await admin`SELECT pg_terminate_backend(${pid})`;
+  };
+  try {
+    const conn = await sql.reserve();
+    const [{ pid }] = await conn<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+    // a statement with a parameter, not yet prepared, is described first: the next one waits client-side
+    const running = conn`SELECT pg_sleep(${5})`;
+    const waiting = conn`SELECT 2 AS two`;
+    void running.catch(() => {});
+    await kill(pid);
+    expect(await settled(running)).toStartWith("rejected");
+    expect(await settled(waiting)).toBe("rejected CONNECTION_CLOSED");
+    conn.release();
+
+    let inTransaction: Promise<string> | undefined;
+    const transaction = sql.begin(async (tx) => {
+      const [{ pid: txPid }] = await tx<[{ pid: number }]>`SELECT pg_backend_pid() AS pid`;
+      const first = tx`SELECT pg_sleep(${5})`;
+      inTransaction = settled(tx`SELECT 2 AS two`);
+      void first.catch(() => {});
+      await kill(txPid);
+      return first;
+    }).then(() => "committed", (e: { code?: string }) => `rejected ${e.code}`);
+    expect(await transaction).toStartWith("rejected");
+    expect(await waitFor(() => inTransaction, "the transaction's second statement issued")).toBe("rejected CONNECTION_CLOSED");
+  } finally {
+    await sql.end({ timeout: 1 });
+    await admin.end({ timeout: 1 });
+  }
+});
