@@ -57,7 +57,7 @@ test("byteaArray refuses by index: the first element that is not standard base64
   expect(() => byteaArray(["AA==AAAA"], refuse)).toThrow("element 0");
 });
 
-test("patched (patches/postgres@3.4.9.patch): a bytea[] built by byteaArray arrives byte for byte, every byte value, empty and large elements, beside text parameters of the same statement", async () => {
+test("patched (patches/postgres@3.4.10.patch): a bytea[] built by byteaArray arrives byte for byte, every byte value, empty and large elements, beside text parameters of the same statement", async () => {
   const sql = postgres(db.directUrl, { max: 1, onnotice: () => {} });
   try {
     const blobs = [

@@ -5,14 +5,14 @@ import { useTestDatabase } from "./helpers/db.ts";
 import { closingHost, cutAt, typeReadProxy } from "./helpers/proxy.ts";
 import { waitFor } from "./helpers/wait.ts";
 
-// What patches/postgres@3.4.9.patch changes in postgres.js's connection handling, each shown
+// What patches/postgres@3.4.10.patch changes in postgres.js's connection handling, each shown
 // against a real PostgreSQL (tests/postgres-js.test.ts holds the pin and the defects src/db/
 // fences instead). An upgrade that drops the patch fails here first.
 
 const db = useTestDatabase();
 const onePool = () => postgres(db.directUrl, { max: 1, onnotice: () => {} });
 
-test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1208): a statement on a reserved connection whose backend died is rejected CONNECTION_CLOSED — never run on the connection opened again, outside its session — instead of crashing the process", async () => {
+test("patched (patches/postgres@3.4.10.patch, porsager/postgres#1208): a statement on a reserved connection whose backend died is rejected CONNECTION_CLOSED — never run on the connection opened again, outside its session — instead of crashing the process", async () => {
   const sql = postgres(db.directUrl, { max: 2, onnotice: () => {}, backoff: () => 0.5 });
   const admin = onePool();
   try {
@@ -100,7 +100,7 @@ test("patched (porsager/postgres#1223): with several hosts, a connection's first
   }
 });
 
-test("patched (patches/postgres@3.4.9.patch): a socket that closes while a statement's write waits to be flushed: the statement is rejected CONNECTION_CLOSED, and the connection opens again and answers the next statements (not left unable to send its startup message, each opening waiting out connect_timeout)", async () => {
+test("patched (patches/postgres@3.4.10.patch): a socket that closes while a statement's write waits to be flushed: the statement is rejected CONNECTION_CLOSED, and the connection opens again and answers the next statements (not left unable to send its startup message, each opening waiting out connect_timeout)", async () => {
   const url = new URL(db.directUrl);
   const sockets: Socket[] = [];
   // postgres.js's `socket` option (documented, missing from its types): it opens each connection
@@ -196,7 +196,7 @@ test("patched (porsager/postgres#1193): a reserve() that waited through openings
   }
 });
 
-test("patched (patches/postgres@3.4.9.patch): once the pool opened a reserved connection again after its backend died, a statement on the old reserved handle is rejected CONNECTION_CLOSED, not run on the new session", async () => {
+test("patched (patches/postgres@3.4.10.patch): once the pool opened a reserved connection again after its backend died, a statement on the old reserved handle is rejected CONNECTION_CLOSED, not run on the new session", async () => {
   const sql = onePool();
   const admin = onePool();
   try {
@@ -219,7 +219,7 @@ test("patched (patches/postgres@3.4.9.patch): once the pool opened a reserved co
   }
 });
 
-test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1216): once the pool opened a transaction's connection again after its backend died, the transaction's next statement is rejected CONNECTION_CLOSED, not run — and committed — on the new session", async () => {
+test("patched (patches/postgres@3.4.10.patch, porsager/postgres#1216): once the pool opened a transaction's connection again after its backend died, the transaction's next statement is rejected CONNECTION_CLOSED, not run — and committed — on the new session", async () => {
   const sql = onePool();
   const admin = onePool();
   try {
@@ -245,7 +245,7 @@ test("patched (patches/postgres@3.4.9.patch, porsager/postgres#1216): once the p
   }
 });
 
-test("patched (patches/postgres@3.4.9.patch): statements waiting client-side behind a running one on a reserved connection, or in a transaction, are rejected when the connection's backend dies — not left pending forever", async () => {
+test("patched (patches/postgres@3.4.10.patch): statements waiting client-side behind a running one on a reserved connection, or in a transaction, are rejected when the connection's backend dies — not left pending forever", async () => {
   const sql = postgres(db.directUrl, { max: 2, onnotice: () => {} });
   const admin = onePool();
   const settled = (q: PromiseLike<unknown>) => Promise.race([

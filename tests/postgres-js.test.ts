@@ -7,7 +7,7 @@ import { tcpProxy } from "./helpers/proxy.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 // Canaries for the postgres.js behaviour src/db/ fences. cancel.ts reads private fields of a
-// query and db.ts drops leading holes; both answer defects of postgres.js 3.4.9, pinned exactly in
+// query and db.ts drops leading holes; both answer defects of postgres.js 3.4.10, pinned exactly in
 // package.json. When an upgrade changes the fields, or fixes a defect, a test here fails: then
 // revisit the fence (cancel.ts, db.ts dropLeadingHoles, stray-errors.ts) before moving the pin.
 // What the project's patch changes is shown in tests/postgres-js.patched.test.ts.
@@ -15,11 +15,36 @@ import { waitFor } from "./helpers/wait.ts";
 const db = useTestDatabase();
 const onePool = () => postgres(db.directUrl, { max: 1, onnotice: () => {} });
 
-test("postgres.js is the pinned 3.4.9, and package.json pins it exactly", async () => {
+test("postgres.js is the pinned 3.4.10, and package.json pins it exactly", async () => {
   const installed = await Bun.file(new URL("../node_modules/postgres/package.json", import.meta.url)).json();
-  expect(installed.version).toBe("3.4.9");
+  expect(installed.version).toBe("3.4.10");
   const ours = await Bun.file(new URL("../package.json", import.meta.url)).json();
-  expect(ours.dependencies.postgres).toBe("3.4.9");
+  expect(ours.dependencies.postgres).toBe("3.4.10");
+});
+
+// 3.4.9 pushed a statement into the connection's pipeline before building its message: when the
+// build threw, the statement running on the connection was rejected with that error (while it ran
+// on, and committed), and every later statement of the connection was handed the answer of the
+// one sent after it. 3.4.10 builds first; this keeps the fix from coming back with a later pin.
+test("a statement whose message cannot be built, sent while another runs on the connection, is rejected alone: the running one and those behind it get their own answers (3.4.9 handed each the next one's), and so is one sent on an idle connection", async () => {
+  const sql = onePool();
+  try {
+    await sql`SELECT 1`;
+    const settle = (q: Promise<{ v: string }[]>) => q.then((r) => r[0]?.v, (e: { code?: string }) => `error ${e.code}`);
+    const running = settle(sql`SELECT 'running' AS v, pg_sleep(0.3)::text AS slept`);
+    await Bun.sleep(50);
+    const unbuildable = settle(sql`SELECT ${undefined as unknown as string} AS v`);
+    const behind = [settle(sql`SELECT 'third' AS v`), settle(sql`SELECT 'fourth' AS v`)];
+    const answered = (q: Promise<string | undefined>) => Promise.race([q, Bun.sleep(3000).then(() => "pending")]);
+    expect(await answered(running)).toBe("running");
+    expect(await answered(unbuildable)).toBe("error UNDEFINED_VALUE");
+    expect(await Promise.all(behind.map(answered))).toEqual(["third", "fourth"]);
+    // and on an idle connection: rejected, the next one answered
+    expect(await answered(settle(sql`SELECT ${undefined as unknown as string} AS v`))).toBe("error UNDEFINED_VALUE");
+    expect(await answered(settle(sql`SELECT 'next' AS v`))).toBe("next");
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
 });
 
 test("the private fields cancel.ts reads: `state` is set once a query is sent, `active` only while it is the one running", async () => {
