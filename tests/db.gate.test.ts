@@ -147,3 +147,18 @@ test("a statement cancelled at its deadline while it waits behind another on its
     await one.end({ timeout: 5 });
   }
 });
+
+test("a transaction whose work swallowed a failed statement is not reported committed (PostgreSQL answers its COMMIT with ROLLBACK): it fails, and nothing of it is written", async () => {
+  const run = new Db(pool, new ConnectionGate(2, 10), { waitMs: 5000, prepare: true });
+  await pool`CREATE TABLE IF NOT EXISTS swallowed (v int)`;
+  const outcome = await run.transaction(async (tx) => {
+    await tx`INSERT INTO swallowed VALUES (1)`;
+    await tx`SELECT 1 / 0`.catch(() => {}); // a bug: the failure is dropped, the transaction is aborted
+    return "done";
+  }).then((v) => v, (e: { kind?: string; detail?: string }) => `${e.kind}: ${e.detail}`);
+  expect(outcome).toStartWith("internal: the transaction ended in ROLLBACK, not COMMIT"); // a 500: a bug, not the database's state
+  expect((await pool`SELECT count(*)::int AS n FROM swallowed`)[0]!.n).toBe(0);
+  // and a transaction that commits is still answered
+  expect(await run.transaction(async (tx) => (await tx`INSERT INTO swallowed VALUES (2) RETURNING v`)[0]!.v)).toBe(2);
+  expect((await pool`SELECT count(*)::int AS n FROM swallowed`)[0]!.n).toBe(1);
+});

@@ -149,7 +149,10 @@ export class Db {
           await conn`ROLLBACK`.catch(() => {});
           throw error;
         }
-        await tx`COMMIT`;
+        // PostgreSQL answers COMMIT of a transaction a failed statement aborted with ROLLBACK, not an
+        // error: only a work that swallowed that failure gets here, and nothing of it was written
+        const { command } = await tx`COMMIT`;
+        if (command !== "COMMIT") throw new Error(`the transaction ended in ${command}, not COMMIT: a statement in it failed and the failure was swallowed`);
         if (cancelled || warningCount() !== warnings) throw new UnavailableError("The database did not confirm the change in time; retry shortly");
         this.lastSuccess = performance.now();
         return value;
