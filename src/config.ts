@@ -33,6 +33,7 @@ export const settings = {
   AQM_DB_MAX_LIFETIME_S: int(0, 86400, 1800, "Seconds before a pooled connection is replaced (0: never)."),
   AQM_DB_STATEMENT_TIMEOUT_MS: int(0, 600000, 2000, "PostgreSQL statement_timeout of request statements (0: none): PostgreSQL cancels a statement itself past it, even when the server's cancel cannot reach it (never a commit's wait for a synchronous standby: PostgreSQL disables it before the commit)."),
   AQM_DB_IDLE_TX_TIMEOUT_MS: int(0, 600000, 5000, "PostgreSQL idle_in_transaction_session_timeout (0: none)."),
+  AQM_DB_UNRESPONSIVE_S: int(0, 3600, 10, "Seconds a request connection with statements outstanding may hear nothing from PostgreSQL before it is given up (its statements answered 503, the connection opened again: the next host of several). A host that froze or vanished keeps its connections open and silent; without this they stay stuck for many minutes (TCP), or for good. Must exceed AQM_DB_STATEMENT_TIMEOUT_MS by a second or more; 0: never. Request connections only: the session connections (migrations, maintenance, LISTEN) are left to TCP."),
   AQM_LOG: onOff("on", "One JSON log line per request on stdout."),
   AQM_JWT_SECRET: secret("HS256 secret for bearer tokens (at least 32 bytes).", "empty or at least 32 characters", 32),
   AQM_JWT_PUBLIC_KEY: secret("PEM public key (EdDSA, ES256 or RS256) of an identity service that signs tokens.", "empty or a PEM public key"),
@@ -133,5 +134,11 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     }
     out[name] = value;
   }
-  return out as Config;
+  const config = out as Config;
+  const unresponsiveMs = config.AQM_DB_UNRESPONSIVE_S * 1000;
+  if (unresponsiveMs > 0 && (config.AQM_DB_STATEMENT_TIMEOUT_MS === 0 || unresponsiveMs < config.AQM_DB_STATEMENT_TIMEOUT_MS + 1000)) {
+    throw new ConfigError(`AQM_DB_UNRESPONSIVE_S=${config.AQM_DB_UNRESPONSIVE_S} is invalid: a healthy statement may run silent for AQM_DB_STATEMENT_TIMEOUT_MS `
+      + `(${config.AQM_DB_STATEMENT_TIMEOUT_MS || "none"}); give up on a connection at least a second later, or set 0`);
+  }
+  return config;
 }

@@ -76,3 +76,13 @@ test(".env.example names only settings that exist, and .env files stay out of gi
   expect(gitignore).toContain(".env.*");
   expect(gitignore).toContain("!.env.example");
 });
+
+test("AQM_DB_UNRESPONSIVE_S must exceed the statement timeout by a second (a healthy statement may run silent that long), or be 0", () => {
+  expect(loadConfig({}).AQM_DB_UNRESPONSIVE_S).toBe(10);
+  expect(loadConfig({ AQM_DB_UNRESPONSIVE_S: "3" }).AQM_DB_UNRESPONSIVE_S).toBe(3);
+  expect(() => loadConfig({ AQM_DB_UNRESPONSIVE_S: "2" })).toThrow("AQM_DB_UNRESPONSIVE_S=2 is invalid");
+  expect(() => loadConfig({ AQM_DB_STATEMENT_TIMEOUT_MS: "30000" })).toThrow("AQM_DB_UNRESPONSIVE_S=10 is invalid");
+  expect(() => loadConfig({ AQM_DB_STATEMENT_TIMEOUT_MS: "0" })).toThrow("(none)");
+  expect(loadConfig({ AQM_DB_STATEMENT_TIMEOUT_MS: "0", AQM_DB_UNRESPONSIVE_S: "0" }).AQM_DB_UNRESPONSIVE_S).toBe(0);
+  expect(loadConfig({ AQM_DB_STATEMENT_TIMEOUT_MS: "30000", AQM_DB_UNRESPONSIVE_S: "31" }).AQM_DB_UNRESPONSIVE_S).toBe(31);
+});

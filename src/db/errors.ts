@@ -22,7 +22,7 @@ export function sqlstateOf(error: unknown): string | undefined {
 }
 
 /** postgres.js's own codes for a connection that failed, closed or timed out, and the OS's. */
-const connectionCodes = new Set(["CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED",
+const connectionCodes = new Set(["CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECTION_UNRESPONSIVE",
   "ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
 
 /** "PostgreSQL cannot serve this right now": unreachable, shutting down, no longer the primary, out of connections, a timeout or a lock conflict. */

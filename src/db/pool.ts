@@ -6,10 +6,10 @@ export type Sql = postgres.Sql;
 
 export type PoolConfig = Pick<Config,
   "AQM_DB_POOL_MAX" | "AQM_DB_CONNECT_TIMEOUT_S" | "AQM_DB_IDLE_TIMEOUT_S" | "AQM_DB_MAX_LIFETIME_S"
-  | "AQM_DB_STATEMENT_TIMEOUT_MS" | "AQM_DB_IDLE_TX_TIMEOUT_MS" | "AQM_DB_POOLER">;
+  | "AQM_DB_STATEMENT_TIMEOUT_MS" | "AQM_DB_IDLE_TX_TIMEOUT_MS" | "AQM_DB_POOLER" | "AQM_DB_UNRESPONSIVE_S">;
 
 const poolSettings = ["AQM_DB_POOL_MAX", "AQM_DB_CONNECT_TIMEOUT_S", "AQM_DB_IDLE_TIMEOUT_S", "AQM_DB_MAX_LIFETIME_S",
-  "AQM_DB_STATEMENT_TIMEOUT_MS", "AQM_DB_IDLE_TX_TIMEOUT_MS", "AQM_DB_POOLER"] as const;
+  "AQM_DB_STATEMENT_TIMEOUT_MS", "AQM_DB_IDLE_TX_TIMEOUT_MS", "AQM_DB_POOLER", "AQM_DB_UNRESPONSIVE_S"] as const;
 
 export const poolDefaults = Object.fromEntries(poolSettings.map((name) => [name, settings[name].default])) as PoolConfig;
 
@@ -74,6 +74,8 @@ export function createPool(url: string, config: Partial<PoolConfig> = {}, applic
     idle_timeout: c.AQM_DB_IDLE_TIMEOUT_S || undefined,
     max_lifetime: c.AQM_DB_MAX_LIFETIME_S || null,
     backoff: reconnectDelay,
+    // (patches/: a connection that hears nothing for this long with statements outstanding is given up)
+    ...{ unresponsive_timeout: c.AQM_DB_UNRESPONSIVE_S || null },
     onnotice: logWarning,
     target_session_attrs: primaryOnly(url) ? "primary" : undefined,
     prepare: !pooled,
@@ -101,5 +103,8 @@ export const SESSION_POOL_MAX = 2;
  * admit more statements than it has connections). `url`: AQM_DATABASE_DIRECT_URL, or DATABASE_URL.
  */
 export function createSessionPool(url: string, config: Partial<PoolConfig> = {}): Sql {
-  return createPool(url, { ...config, AQM_DB_POOLER: "none", AQM_DB_POOL_MAX: SESSION_POOL_MAX }, "aqm-coin-server session");
+  // never given up for silence (AQM_DB_UNRESPONSIVE_S): a migration, or the wait for another
+  // instance's, and a maintenance batch run silent for as long as they take; no request waits here
+  return createPool(url, { ...config, AQM_DB_POOLER: "none", AQM_DB_POOL_MAX: SESSION_POOL_MAX, AQM_DB_UNRESPONSIVE_S: 0 },
+    "aqm-coin-server session");
 }

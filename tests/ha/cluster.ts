@@ -33,6 +33,12 @@ export interface HaCluster {
   waitHealthy(timeoutMs?: number, replicas?: number): Promise<string>;
   /** Hard kill of a node: SIGKILL its Patroni process and its whole PostgreSQL (postmaster and children). Resolves once they are dead. */
   kill(name: string): Promise<void>;
+  /**
+   * Freezes a node as a host that vanished would look to its clients: SIGSTOP to its Patroni and its
+   * whole PostgreSQL, so its sockets stay open and say nothing (the kernel still accepts
+   * connections). Its leader key expires as if it were dead. kill() ends it (SIGKILL reaches stopped processes).
+   */
+  freeze(name: string): Promise<void>;
   /** Starts a killed node's Patroni again (it rejoins as a replica, using pg_rewind if needed). */
   start(name: string): Promise<void>;
   /** An orchestrated switchover to `candidate` (default: the sync standby) through Patroni's REST API; resolves when the REST call is accepted. */
@@ -401,6 +407,15 @@ export async function startHaCluster(options: HaOptions = {}): Promise<HaCluster
     log(`${name}: killed (patroni ${patroni?.pid ?? "-"}, postmaster ${pm ?? "-"})`);
   };
 
+  const freeze = async (name: string) => {
+    const patroni = procs.get(name);
+    if (patroni?.pid) signal(-patroni.pid, "SIGSTOP");
+    const pm = postmasterPid(nodeByName(name).dataDir);
+    // the postmaster first: once it is stopped it forks no backend that would escape the freeze
+    if (pm) for (const pid of [pm, ...childrenOf(pm)]) signal(pid, "SIGSTOP");
+    log(`${name}: frozen (patroni ${patroni?.pid ?? "-"}, postmaster ${pm ?? "-"})`);
+  };
+
   const start = async (name: string) => {
     nodeByName(name);
     const running = procs.get(name);
@@ -456,7 +471,7 @@ export async function startHaCluster(options: HaOptions = {}): Promise<HaCluster
   };
 
   const cluster: HaCluster = {
-    nodes, url, nodeUrl, leader, syncStandby, waitHealthy, kill, start, switchover, pids, stop,
+    nodes, url, nodeUrl, leader, syncStandby, waitHealthy, kill, freeze, start, switchover, pids, stop,
     dir, etcdUrl, members, logTail, timing: { ttl, loopWait, retryTimeout },
   };
 

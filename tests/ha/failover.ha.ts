@@ -19,10 +19,11 @@ import { keyedLoad, report, type KeyedLoad } from "./load.ts";
 // a 503 or a network error. The owner has 2 devices (1 and 2), each with a registered Ed25519
 // identity key, and its coins are uploaded signed (verified at upload); 8 clients claim 1 BRONZE
 // coin of device 1 (no `devices`: `{ coins, short }`), 8 claim `devices: "all"` (1 BRONZE per
-// device: `{ devices: [...] }`). Three scenarios: the primary killed hard, an orchestrated
-// switchover, and the synchronous standby's WAL receiver frozen (commits wait, deadlines expire)
+// device: `{ devices: [...] }`). Four scenarios: the primary killed hard, an orchestrated
+// switchover, the synchronous standby's WAL receiver frozen (commits wait, deadlines expire)
 // before the primary is killed — in that one, a device reset (DELETE /v1/coins) and a key
-// replacement (PUT /v1/devices/3) of a third device are sent while commits wait. Each asserts 0
+// replacement (PUT /v1/devices/3) of a third device are sent while commits wait —, and the
+// primary's host silent for good (Patroni and PostgreSQL frozen). Each asserts 0
 // duplicates, 0 keyed coins lost (coins of both devices, both answer shapes), every answer within
 // the deadline bound, and the time to the first 200; each writes its figures to bench/results/.
 
@@ -140,7 +141,7 @@ async function promotion(old: string): Promise<{ leader: string; at: number }> {
 }
 
 /** Runs `disrupt` under keyed load; checks and reports what the clients saw. */
-async function scenario(name: string, disrupt: (leader: string) => Promise<{ eventAt: number; killed?: string }>, maxFirstOkAfterEventMs: number,
+async function scenario(name: string, disrupt: (leader: string) => Promise<{ eventAt: number; killed?: string; frozen?: boolean }>, maxFirstOkAfterEventMs: number,
   afterPromotion?: () => Promise<Record<string, unknown>>) {
   const leader = await cluster.waitHealthy(90_000);
   // half the clients claim `devices: "all"`; devices 1 and 2 must be in each such answer, with their keys
@@ -150,7 +151,7 @@ async function scenario(name: string, disrupt: (leader: string) => Promise<{ eve
   const before: [number, number] = [performance.now(), 0];
   await Bun.sleep(2000); // the rate before: a measured window
   before[1] = performance.now();
-  const { eventAt, killed } = await disrupt(leader);
+  const { eventAt, killed, frozen } = await disrupt(leader);
   try {
     const promoted = await promotion(leader);
     await waitFor(() => load.attempts.some((a) => a.status === 200 && a.start >= promoted.at), "a 200 after the promotion", 30_000);
@@ -158,6 +159,8 @@ async function scenario(name: string, disrupt: (leader: string) => Promise<{ eve
     await Bun.sleep(2000); // the rate after: a measured window
     after[1] = performance.now();
     await load.stop();
+    // a frozen node ends here (this test's own pool may still hold a silent connection to it)
+    if (frozen) await cluster.kill(killed!);
     // on the new primary, before the killed node is back (commits wait for the other standby only)
     const extra = afterPromotion ? await afterPromotion() : {};
 
@@ -210,6 +213,7 @@ async function scenario(name: string, disrupt: (leader: string) => Promise<{ eve
   } finally {
     // the killed node comes back even when this scenario failed, so the next one starts from a healthy cluster
     if (killed) {
+      if (frozen) await cluster.kill(killed);
       await cluster.start(killed);
       await cluster.waitHealthy(120_000);
     }
@@ -345,6 +349,18 @@ test("(c) the synchronous standby's WAL receiver frozen: commits wait, deadlines
   expect(afterRetries).toEqual(replaced);
   expect(listed!.status).toBe(200);
   expect(listed!.body.devices.find((d: { device_id: number }) => d.device_id === 3)).toEqual({ device_id: 3, ed25519_b64: keys.new });
+}, 240_000);
+
+// A host that vanishes (power lost, network cut, kernel hung) closes nothing: the servers'
+// connections to it stay open and silent, TCP says nothing for many minutes (or, frozen, never),
+// and new connections to it are accepted and never answered. The servers give a silent connection
+// up after AQM_DB_UNRESPONSIVE_S (default 10 s, before Patroni's ttl of 20 s ends) and open the
+// next host's.
+test("(d) the primary's host silent for good (Patroni and PostgreSQL frozen: connections to it stay open, unanswered): a standby is promoted and both instances serve again from it — 0 duplicates, 0 keyed coins lost, every answer within the deadline bound, first 200 within 5 s of the promotion and 30 s of the event", async () => {
+  await scenario("primary frozen for good", async (leader) => {
+    await cluster.freeze(leader);
+    return { eventAt: performance.now(), killed: leader, frozen: true };
+  }, 30_000);
 }, 240_000);
 
 test("after the failovers: a waiting claim is woken by an upload on the other instance (LISTEN followed the primary), and each maintenance job ran once per tick on the new primary", async () => {

@@ -88,3 +88,32 @@ export async function closingHost(target: URL, closes: (n: number) => boolean) {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return { port: (server.address() as AddressInfo).port, accepted: () => accepted, close: () => server.close() };
 }
+
+/**
+ * A TCP proxy to `target` that can go silent, as a host that froze or vanished looks to its
+ * clients: after `silence()` nothing is forwarded either way and nothing is closed, and new
+ * connections are accepted and never answered.
+ */
+export async function silentHost(target: URL) {
+  let silent = false;
+  let accepted = 0;
+  const sockets: Socket[] = [];
+  const server = createServer((client) => {
+    accepted++;
+    sockets.push(client);
+    if (silent) return;
+    const upstream = connect(Number(target.port), target.hostname);
+    sockets.push(upstream);
+    client.on("data", (chunk) => void (silent || upstream.write(chunk)));
+    upstream.on("data", (chunk) => void (silent || client.write(chunk)));
+    const drop = () => { if (!silent) { client.destroy(); upstream.destroy(); } };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as AddressInfo).port, accepted: () => accepted,
+    silence: () => void (silent = true),
+    close: () => { server.close(); for (const s of sockets) s.destroy(); },
+  };
+}

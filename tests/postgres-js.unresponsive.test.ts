@@ -1,0 +1,57 @@
+import { expect, test } from "bun:test";
+import postgres from "postgres";
+import { useTestDatabase } from "./helpers/db.ts";
+import { silentHost } from "./helpers/proxy.ts";
+
+// What patches/postgres@3.4.10.patch adds for a host that goes silent: `unresponsive_timeout`
+// (src/db/pool.ts sets it from AQM_DB_UNRESPONSIVE_S).
+
+const db = useTestDatabase();
+const settle = (q: Promise<{ v: string }[]>) => q.then((r) => r[0]?.v, (e: { code?: string }) => `error ${e.code}`);
+const within = <T>(q: Promise<T>, ms: number) => Promise.race([q, Bun.sleep(ms).then(() => "pending" as const)]);
+
+/** A pool of one connection on [a host that can go silent, the database], opened on the first. */
+async function onSilentHost(options: postgres.Options<Record<string, postgres.PostgresType>>) {
+  const direct = new URL(db.directUrl);
+  const host = await silentHost(direct);
+  const url = `postgres://${direct.username}:${direct.password}@127.0.0.1:${host.port},127.0.0.1:${direct.port}${direct.pathname}`;
+  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 1, ...options });
+  await sql`SELECT 1`;
+  expect(host.accepted()).toBe(1);
+  return { sql, host, done: async () => { await sql.end({ timeout: 0 }); host.close(); } };
+}
+
+test("patched: a connection whose server goes silent with statements outstanding is given up after unresponsive_timeout — each statement rejected CONNECTION_UNRESPONSIVE — and the next statement is answered by the next host", async () => {
+  const { sql, host, done } = await onSilentHost({ unresponsive_timeout: 1 } as never);
+  try {
+    host.silence();
+    const started = performance.now();
+    const outstanding = [settle(sql`SELECT 'a' AS v`), settle(sql`SELECT 'b' AS v`), settle(sql`SELECT 'c' AS v`)];
+    expect(await within(Promise.all(outstanding), 5000)).toEqual(Array(3).fill("error CONNECTION_UNRESPONSIVE"));
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(await within(settle(sql`SELECT 'next' AS v`), 5000)).toBe("next");
+    expect(host.accepted()).toBe(1); // opened on the next host, not on the silent one
+  } finally {
+    await done();
+  }
+});
+
+test("patched: statements each answered within unresponsive_timeout are untouched, though the connection stays busy longer than it", async () => {
+  const { sql, done } = await onSilentHost({ unresponsive_timeout: 1 } as never);
+  try {
+    const slow = ["a", "b", "c"].map((v) => settle(sql`SELECT ${v}::text AS v, pg_sleep(0.6)::text AS slept`));
+    expect(await Promise.all(slow)).toEqual(["a", "b", "c"]); // 1.8 s busy, never 1 s silent
+  } finally {
+    await done();
+  }
+});
+
+test("without unresponsive_timeout (postgres.js as published) a statement on a connection whose server went silent waits for good", async () => {
+  const { sql, host, done } = await onSilentHost({});
+  try {
+    host.silence();
+    expect(await within(settle(sql`SELECT 'a' AS v`), 2500)).toBe("pending");
+  } finally {
+    await done();
+  }
+});
