@@ -1,7 +1,7 @@
 import { expect, test } from "bun:test";
 import postgres from "postgres";
 import { useTestDatabase } from "./helpers/db.ts";
-import { silentHost } from "./helpers/proxy.ts";
+import { silentHost, typeReadProxy } from "./helpers/proxy.ts";
 
 // What patches/postgres@3.4.10.patch adds for a host that goes silent: `unresponsive_timeout`
 // (src/db/pool.ts sets it from AQM_DB_UNRESPONSIVE_S).
@@ -33,6 +33,22 @@ test("patched: a connection whose server goes silent with statements outstanding
     expect(host.accepted()).toBe(1); // opened on the next host, not on the silent one
   } finally {
     await done();
+  }
+});
+
+test("patched: a new connection whose type read goes unanswered is given up after unresponsive_timeout, and the opening goes on to the next host — its first statement answered there, nothing left unhandled", async () => {
+  const direct = new URL(db.directUrl);
+  const held = await typeReadProxy(direct, () => {}); // the read is never forwarded, never answered
+  const url = `postgres://${direct.username}:${direct.password}@127.0.0.1:${new URL(held.url).port},127.0.0.1:${direct.port}${direct.pathname}`;
+  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 5, unresponsive_timeout: 1 } as never);
+  try {
+    const started = performance.now();
+    expect(await within(settle(sql`SELECT 'first' AS v`), 5000)).toBe("first");
+    expect(held.reads()).toBe(1);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1000);
+  } finally {
+    await sql.end({ timeout: 0 });
+    held.close();
   }
 });
 

@@ -1,7 +1,7 @@
 import postgres from "postgres";
 
 /** postgres.js's own codes for a connection that failed (its Errors.connection): only it makes these. */
-const connectionCodes = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT"]);
+const connectionCodes = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECTION_UNRESPONSIVE", "CONNECT_TIMEOUT"]);
 
 /** The ports the server's pools connect to (createPool records them). */
 const databasePorts = new Set<number>();
