@@ -1,7 +1,8 @@
 import { expect, test } from "bun:test";
 import postgres from "postgres";
 import { useTestDatabase } from "./helpers/db.ts";
-import { silentHost, typeReadProxy } from "./helpers/proxy.ts";
+import { freePort } from "../src/db/embedded.ts";
+import { silentHost, tcpProxy, typeReadProxy } from "./helpers/proxy.ts";
 
 // What patches/postgres@3.4.10.patch adds for a host that goes silent: `unresponsive_timeout`
 // (src/db/pool.ts sets it from AQM_DB_UNRESPONSIVE_S).
@@ -59,6 +60,44 @@ test("patched: statements each answered within unresponsive_timeout are untouche
     expect(await Promise.all(slow)).toEqual(["a", "b", "c"]); // 1.8 s busy, never 1 s silent
   } finally {
     await done();
+  }
+});
+
+test("patched: a reserve() waiting for the connection that is given up for silence gets the one opened next (it was handed to the opening as its first statement and dropped, never settled)", async () => {
+  const { sql, host, done } = await onSilentHost({ unresponsive_timeout: 1 } as never);
+  try {
+    host.silence();
+    const stuck = settle(sql`SELECT 'a' AS v`);
+    await Bun.sleep(50); // sent: the connection is busy, the reserve() waits for it
+    const reserving = sql.reserve();
+    expect(await within(stuck, 5000)).toBe("error CONNECTION_UNRESPONSIVE");
+    const reserved = await within(reserving, 5000);
+    expect(reserved).not.toBe("pending");
+    const conn = reserved as postgres.ReservedSql;
+    expect(await settle(conn`SELECT 'on it' AS v`)).toBe("on it");
+    conn.release();
+    expect(await within(settle(sql`SELECT 'pool' AS v`), 5000)).toBe("pool");
+  } finally {
+    await done();
+  }
+});
+
+test("patched: a reserve() whose opening failed is never handed a connection later — the connection serves the statements queued behind it once the database answers", async () => {
+  const port = await freePort(); // nothing listens yet
+  const direct = new URL(db.directUrl);
+  const sql = postgres(`postgres://${direct.username}:${direct.password}@127.0.0.1:${port}${direct.pathname}`,
+    { max: 1, onnotice: () => {}, connect_timeout: 1, backoff: () => 0.05 });
+  let proxy: ReturnType<typeof tcpProxy> | undefined;
+  try {
+    const reserving = sql.reserve().then(() => "reserved", (e: { code?: string }) => `error ${e.code}`);
+    expect(await within(reserving, 5000)).toBe("error ECONNREFUSED");
+    const next = settle(sql`SELECT 'next' AS v`); // queued while the connection opens again for the dead reserve
+    proxy = tcpProxy(direct, port);
+    expect(await within(next, 5000)).toBe("next");
+    expect(await within(settle(sql`SELECT 'after' AS v`), 5000)).toBe("after");
+  } finally {
+    await sql.end({ timeout: 0 });
+    proxy?.stop(true);
   }
 });
 
