@@ -1,4 +1,5 @@
 import { expect, test } from "bun:test";
+import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import postgres from "postgres";
 import { useTestDatabase } from "./helpers/db.ts";
 import { freePort } from "../src/db/embedded.ts";
@@ -98,6 +99,57 @@ test("patched: a reserve() whose opening failed is never handed a connection lat
   } finally {
     await sql.end({ timeout: 0 });
     proxy?.stop(true);
+  }
+});
+
+/** A TCP proxy to the database that cuts every connection at its array-type read (just after it opened). */
+async function cutsEveryTypeRead() {
+  let accepted = 0;
+  const sockets: Socket[] = [];
+  const server = createServer((client) => {
+    accepted++;
+    const direct = new URL(db.directUrl);
+    const upstream = connect(Number(direct.port), direct.hostname);
+    sockets.push(client, upstream);
+    const drop = () => { client.destroy(); upstream.destroy(); };
+    client.on("data", (chunk) => (chunk.includes("typarray") ? drop() : upstream.write(chunk)));
+    upstream.on("data", (chunk) => client.write(chunk));
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { port: (server.address() as AddressInfo).port, accepted: () => accepted, close: () => { server.close(); for (const s of sockets) s.destroy(); } };
+}
+
+test("patched: a reserve() and a statement behind it, on a pool whose every opening closes at its type read, are both rejected CONNECT_TIMEOUT — the pool does not reopen for the reserve for good", async () => {
+  const proxy = await cutsEveryTypeRead();
+  const direct = new URL(db.directUrl);
+  const sql = postgres(`postgres://${direct.username}:${direct.password}@127.0.0.1:${proxy.port}${direct.pathname}`,
+    { max: 1, onnotice: () => {}, connect_timeout: 1, backoff: () => 0.05 });
+  try {
+    const reserving = sql.reserve().then(() => "reserved", (e: { code?: string }) => `error ${e.code}`);
+    const behind = settle(sql`SELECT 'behind' AS v`);
+    expect(await within(reserving, 4000)).toBe("error CONNECT_TIMEOUT");
+    expect(await within(behind, 4000)).toBe("error CONNECT_TIMEOUT");
+    const openings = proxy.accepted();
+    await Bun.sleep(500);
+    expect(proxy.accepted()).toBe(openings); // nothing waits: no more openings
+  } finally {
+    await sql.end({ timeout: 0 });
+    proxy.close();
+  }
+});
+
+test("patched: a reserve() on a pool without the type read (fetch_types: false) gets its connection (it was left opening for good)", async () => {
+  const sql = postgres(db.directUrl, { max: 1, onnotice: () => {}, fetch_types: false });
+  try {
+    const reserved = await within(sql.reserve(), 3000);
+    expect(reserved).not.toBe("pending");
+    expect(await settle((reserved as postgres.ReservedSql)`SELECT 'on it' AS v`)).toBe("on it");
+    (reserved as postgres.ReservedSql).release();
+    expect(await within(settle(sql`SELECT 'pool' AS v`), 3000)).toBe("pool");
+  } finally {
+    await sql.end({ timeout: 0 });
   }
 });
 
