@@ -76,7 +76,7 @@ export function createApp({ sql, session, config, keys, hashSecrets, maintenance
   // the session pool's own gate: a maintenance run holds a connection, the tick and the other job share the rest
   const sessionDb = new Db(session, new ConnectionGate(SESSION_POOL_MAX, 16), { waitMs: config.AQM_DB_POOL_WAIT_MS, prepare: true });
   const quota = config.AQM_RATE_LIMITS === "on" ? config.AQM_PAIR_QUOTA : null;
-  const events = new StockEvents((message, ready) => listen(session, "aqm_stock", message, ready), (n) => metrics.claimWaiting.set(n));
+  const events = new StockEvents((message, ready) => listen(session, "aqm_stock", message, ready, { aliveEveryS: config.AQM_DB_UNRESPONSIVE_S }), (n) => metrics.claimWaiting.set(n));
   const queue = new ClaimQueue(db, {
     quota, maxInFlight: Math.max(1, Math.ceil(config.AQM_DB_POOL_MAX / 2)), maxWaitMs: config.AQM_CLAIM_QUEUE_MAX_MS, // the rest of the pool stays free for uploads and counts
     overlapAfterMs: config.AQM_CLAIM_OVERLAP_MS,

@@ -3,7 +3,7 @@ import { randomUUID } from "node:crypto";
 import { StockEvents } from "../src/coins/stock-events.ts";
 import { listen } from "../src/db/notifications.ts";
 import { useTestDatabase } from "./helpers/db.ts";
-import { closingHost } from "./helpers/proxy.ts";
+import { closingHost, silentHost } from "./helpers/proxy.ts";
 import { waitFor } from "./helpers/wait.ts";
 
 // Waiters (claims with wait_ms, long-polled counts) are woken by PostgreSQL notifications on
@@ -97,3 +97,26 @@ test("a first LISTEN later than the 2 s a waiter waits for it wakes that waiter:
   expect(at - started).toBeGreaterThanOrEqual(2_490);
   expect(at - started).toBeLessThan(10_000);
 });
+
+test("a listener whose host goes silent (its connection open, nothing answered) is given up and LISTENs again on the next host: `ready` is called again and notifications arrive", async () => {
+  const direct = new URL(db.directUrl);
+  const host = await silentHost(direct);
+  const url = `postgres://${direct.username}:${direct.password}@127.0.0.1:${host.port},127.0.0.1:${direct.port}${direct.pathname}`;
+  let readies = 0;
+  const messages: string[] = [];
+  const listener = listen(url, "aqm_stock_silent", (m) => messages.push(m), () => readies++, { aliveEveryS: 1 });
+  try {
+    await waitFor(() => readies === 1, "the first LISTEN");
+    host.silence();
+    await waitFor(() => readies === 2, "LISTEN again, on the next host", 10_000);
+    for (let i = 0; i < 50 && messages.length === 0; i++) {
+      await db.sql`SELECT pg_notify('aqm_stock_silent', 'after')`;
+      await Bun.sleep(100);
+    }
+    expect(messages[0]).toBe("after");
+    expect(host.accepted()).toBe(1); // never opened on the silent host again
+  } finally {
+    await listener.close();
+    host.close();
+  }
+}, 30_000);

@@ -105,6 +105,7 @@ export const SESSION_POOL_MAX = 2;
 export function createSessionPool(url: string, config: Partial<PoolConfig> = {}): Sql {
   // never given up for silence (AQM_DB_UNRESPONSIVE_S): a migration, or the wait for another
   // instance's, and a maintenance batch run silent for as long as they take; no request waits here
+  // (LISTEN, on a connection of its own from these options, sets its own: notifications.ts)
   return createPool(url, { ...config, AQM_DB_POOLER: "none", AQM_DB_POOL_MAX: SESSION_POOL_MAX, AQM_DB_UNRESPONSIVE_S: 0 },
     "aqm-coin-server session");
 }
