@@ -7,7 +7,8 @@
  * statement's shape — 17 array parameters as literals of B = 16 elements (ids, flags, counts), 16 rows
  * back of the columns an answer is made of (key id, tier, the public key and signature as base64
  * text: GOLD, SILVER and BRONZE sizes in turn) — prepared, from 4 loops on a pool of 4, for S
- * seconds, and divides its own CPU (process.cpuUsage(): parameters, socket, rows) by the statements
+ * seconds, and divides its own CPU (process.cpuUsage(): parameters, socket, rows; building the
+ * parameters' strings included, as the server's arrayLiteral does) by the statements
  * and the rows (a row is a claim at count=1). The first 1.5 s warm the JIT and are not counted. No
  * HTTP, no app: the driver's share of the server's CPU per claim, nothing else.
  */

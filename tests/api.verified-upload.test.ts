@@ -281,7 +281,7 @@ describe("replacing keys while uploads run", () => {
 
   test("uploads signed by A and by B race PUT /v1/devices/{id} replacing A by B: afterwards every coin and last-resort coin of the device verifies under B and none under A; uploads by A answered 200 were deleted by it (coins_deleted counts them), uploads by B answered 200 are stored", async () => {
     // deadlines far off (statement, pool wait): on a busy machine a 503 would only blur what is asserted
-    const pool = db.pool({ AQM_DB_POOL_MAX: 10, AQM_DB_STATEMENT_TIMEOUT_MS: 60_000 });
+    const pool = db.pool({ AQM_DB_POOL_MAX: 10, AQM_DB_STATEMENT_TIMEOUT_MS: 60_000, AQM_DB_UNRESPONSIVE_S: 0 });
     const race = makeApp(pool, { AQM_RATE_UPLOAD_PER_MIN: "1000000", AQM_DB_POOL_WAIT_MS: "60000" });
     const [a, b] = [await deviceIdentity("ML-DSA-44", "race-a"), await deviceIdentity("ML-DSA-44", "race-b")];
     const device = await registered(a, { via: race });

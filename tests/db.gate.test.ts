@@ -12,7 +12,7 @@ const db = useTestDatabase();
 let pool: Sql;
 beforeAll(() => {
   // PostgreSQL's own statement timeout far away: only the deadline and its cancel can end a statement.
-  pool = createPool(db.url, { AQM_DB_POOL_MAX: 10, AQM_DB_STATEMENT_TIMEOUT_MS: 60_000 });
+  pool = createPool(db.url, { AQM_DB_POOL_MAX: 10, AQM_DB_STATEMENT_TIMEOUT_MS: 60_000, AQM_DB_UNRESPONSIVE_S: 0 });
 });
 afterAll(() => pool.end({ timeout: 5 }));
 

@@ -10,7 +10,8 @@ import { waitFor } from "./helpers/wait.ts";
 // query and db.ts drops leading holes; both answer defects of postgres.js 3.4.10, pinned exactly in
 // package.json. When an upgrade changes the fields, or fixes a defect, a test here fails: then
 // revisit the fence (cancel.ts, db.ts dropLeadingHoles, stray-errors.ts) before moving the pin.
-// What the project's patch changes is shown in tests/postgres-js.patched.test.ts.
+// What the project's patch changes is shown in tests/postgres-js.patched.test.ts and, for a server
+// that goes silent and the pool's reserve() queue, tests/postgres-js.unresponsive.test.ts.
 
 const db = useTestDatabase();
 const onePool = () => postgres(db.directUrl, { max: 1, onnotice: () => {} });
@@ -31,7 +32,7 @@ test("a statement whose message cannot be built, sent while another runs on the 
   try {
     await sql`SELECT 1`;
     const settle = (q: Promise<{ v: string }[]>) => q.then((r) => r[0]?.v, (e: { code?: string }) => `error ${e.code}`);
-    const running = settle(sql`SELECT 'running' AS v, pg_sleep(0.3)::text AS slept`);
+    const running = settle(sql`SELECT 'running' AS v, pg_sleep(1)::text AS slept`);
     await Bun.sleep(50);
     const unbuildable = settle(sql`SELECT ${undefined as unknown as string} AS v`);
     const behind = [settle(sql`SELECT 'third' AS v`), settle(sql`SELECT 'fourth' AS v`)];

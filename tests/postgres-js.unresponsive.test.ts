@@ -1,9 +1,8 @@
 import { expect, test } from "bun:test";
-import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import postgres from "postgres";
 import { useTestDatabase } from "./helpers/db.ts";
 import { freePort } from "../src/db/embedded.ts";
-import { silentHost, tcpProxy, typeReadProxy } from "./helpers/proxy.ts";
+import { cutsEveryTypeRead, silentHost, tcpProxy, typeReadProxy } from "./helpers/proxy.ts";
 
 // What patches/postgres@3.4.10.patch adds for a host that goes silent: `unresponsive_timeout`
 // (src/db/pool.ts sets it from AQM_DB_UNRESPONSIVE_S).
@@ -55,16 +54,16 @@ test("patched: a new connection whose type read goes unanswered is given up afte
 });
 
 test("patched: statements each answered within unresponsive_timeout are untouched, though the connection stays busy longer than it", async () => {
-  const { sql, done } = await onSilentHost({ unresponsive_timeout: 1 } as never);
+  const { sql, done } = await onSilentHost({ unresponsive_timeout: 1.5 } as never);
   try {
-    const slow = ["a", "b", "c"].map((v) => settle(sql`SELECT ${v}::text AS v, pg_sleep(0.6)::text AS slept`));
-    expect(await Promise.all(slow)).toEqual(["a", "b", "c"]); // 1.8 s busy, never 1 s silent
+    const slow = ["a", "b", "c", "d"].map((v) => settle(sql`SELECT ${v}::text AS v, pg_sleep(0.5)::text AS slept`));
+    expect(await Promise.all(slow)).toEqual(["a", "b", "c", "d"]); // 2 s busy, never 1.5 s silent
   } finally {
     await done();
   }
 });
 
-test("patched: a reserve() waiting for the connection that is given up for silence gets the one opened next (it was handed to the opening as its first statement and dropped, never settled)", async () => {
+test("patched: a reserve() waiting for the connection that is given up for silence gets the one opened next (unpatched, handed to the opening as its first statement, it was dropped and never settled)", async () => {
   const { sql, host, done } = await onSilentHost({ unresponsive_timeout: 1 } as never);
   try {
     host.silence();
@@ -102,27 +101,8 @@ test("patched: a reserve() whose opening failed is never handed a connection lat
   }
 });
 
-/** A TCP proxy to the database that cuts every connection at its array-type read (just after it opened). */
-async function cutsEveryTypeRead() {
-  let accepted = 0;
-  const sockets: Socket[] = [];
-  const server = createServer((client) => {
-    accepted++;
-    const direct = new URL(db.directUrl);
-    const upstream = connect(Number(direct.port), direct.hostname);
-    sockets.push(client, upstream);
-    const drop = () => { client.destroy(); upstream.destroy(); };
-    client.on("data", (chunk) => (chunk.includes("typarray") ? drop() : upstream.write(chunk)));
-    upstream.on("data", (chunk) => client.write(chunk));
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { port: (server.address() as AddressInfo).port, accepted: () => accepted, close: () => { server.close(); for (const s of sockets) s.destroy(); } };
-}
-
 test("patched: a reserve() and a statement behind it, on a pool whose every opening closes at its type read, are both rejected CONNECT_TIMEOUT — the pool does not reopen for the reserve for good", async () => {
-  const proxy = await cutsEveryTypeRead();
+  const proxy = await cutsEveryTypeRead(new URL(db.directUrl));
   const direct = new URL(db.directUrl);
   const sql = postgres(`postgres://${direct.username}:${direct.password}@127.0.0.1:${proxy.port}${direct.pathname}`,
     { max: 1, onnotice: () => {}, connect_timeout: 1, backoff: () => 0.05 });
@@ -153,7 +133,7 @@ test("patched: a reserve() on a pool without the type read (fetch_types: false) 
   }
 });
 
-test("without unresponsive_timeout (postgres.js as published) a statement on a connection whose server went silent waits for good", async () => {
+test("without unresponsive_timeout (as postgres.js is published: the option unset) nothing gives up a statement on a connection whose server went silent: still pending 2.5 s later", async () => {
   const { sql, host, done } = await onSilentHost({});
   try {
     host.silence();

@@ -152,8 +152,8 @@ export class Db {
         // PostgreSQL answers COMMIT of a transaction a failed statement aborted with ROLLBACK, not an
         // error: only a work that swallowed that failure gets here, and nothing of it was written
         const { command } = await tx`COMMIT`;
-        if (command !== "COMMIT") throw new Error(`the transaction ended in ${command}, not COMMIT: a statement in it failed and the failure was swallowed`);
         if (cancelled || warningCount() !== warnings) throw new UnavailableError("The database did not confirm the change in time; retry shortly");
+        if (command !== "COMMIT") throw new Error(`the transaction ended in ${command}, not COMMIT: a statement in it failed and the failure was swallowed`);
         this.lastSuccess = performance.now();
         return value;
       } finally {

@@ -87,7 +87,8 @@ export class LosableCommits extends Error {
  * not seen (docs/runbook.md has the query to run then).
  */
 export async function refuseLosableCommits(url: string, config: Partial<PoolConfig>): Promise<void> {
-  const probe = createPool(url, { ...config, AQM_DB_POOLER: "transaction", AQM_DB_POOL_MAX: 1 }, "aqm-coin-server start check");
+  // (never given up for silence: the Citus workers' read below may take its 10 s)
+  const probe = createPool(url, { ...config, AQM_DB_POOLER: "transaction", AQM_DB_POOL_MAX: 1, AQM_DB_UNRESPONSIVE_S: 0 }, "aqm-coin-server start check");
   const { refuse, unread } = await commitRisks(probe).finally(() => probe.end({ timeout: 1 }));
   for (const node of unread) console.warn(`aqm: WARNING: cannot read synchronous_commit on Citus worker ${node}; it must be on`);
   if (refuse.length) throw new LosableCommits(refuse);

@@ -21,8 +21,12 @@ export function sqlstateOf(error: unknown): string | undefined {
   return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
 }
 
-/** postgres.js's own codes for a connection that failed, closed or timed out, and the OS's. */
-const connectionCodes = new Set(["CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECTION_UNRESPONSIVE",
+/** postgres.js's own codes for a connection that failed, closed, timed out or went silent (its Errors.connection): only it makes these. */
+export const driverConnectionCodes: ReadonlySet<string> = new Set(["CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED", "CONNECTION_UNRESPONSIVE"]);
+
+/** postgres.js's codes and the OS's for a connection that failed. */
+const connectionCodes = new Set([...driverConnectionCodes,
   "ECONNREFUSED", "ECONNRESET", "ENOTFOUND", "EPIPE", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH"]);
 
 /** "PostgreSQL cannot serve this right now": unreachable, shutting down, no longer the primary, out of connections, a timeout or a lock conflict. */

@@ -1,7 +1,5 @@
 import postgres from "postgres";
-
-/** postgres.js's own codes for a connection that failed (its Errors.connection): only it makes these. */
-const connectionCodes = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECTION_UNRESPONSIVE", "CONNECT_TIMEOUT"]);
+import { driverConnectionCodes } from "./errors.ts";
 
 /** The ports the server's pools connect to (createPool records them). */
 const databasePorts = new Set<number>();
@@ -20,7 +18,7 @@ function fromTheDatabase(reason: unknown): reason is { code: string; message: st
   if (reason instanceof postgres.PostgresError) return true;
   const { code, syscall, port, query } = (reason ?? {}) as { code?: unknown; syscall?: unknown; port?: unknown; query?: unknown };
   if (typeof code !== "string") return false;
-  return connectionCodes.has(code) || (typeof syscall === "string" && (databasePorts.has(Number(port)) || typeof query === "string"));
+  return driverConnectionCodes.has(code) || (typeof syscall === "string" && (databasePorts.has(Number(port)) || typeof query === "string"));
 }
 
 /**

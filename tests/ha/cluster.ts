@@ -411,8 +411,12 @@ export async function startHaCluster(options: HaOptions = {}): Promise<HaCluster
     const patroni = procs.get(name);
     if (patroni?.pid) signal(-patroni.pid, "SIGSTOP");
     const pm = postmasterPid(nodeByName(name).dataDir);
-    // the postmaster first: once it is stopped it forks no backend that would escape the freeze
-    if (pm) for (const pid of [pm, ...childrenOf(pm)]) signal(pid, "SIGSTOP");
+    // the postmaster first, its children listed after: once it is stopped it forks no backend that
+    // would escape the freeze
+    if (pm) {
+      signal(pm, "SIGSTOP");
+      for (const pid of childrenOf(pm)) signal(pid, "SIGSTOP");
+    }
     log(`${name}: frozen (patroni ${patroni?.pid ?? "-"}, postmaster ${pm ?? "-"})`);
   };
 

@@ -117,3 +117,21 @@ export async function silentHost(target: URL) {
     close: () => { server.close(); for (const s of sockets) s.destroy(); },
   };
 }
+
+/** A TCP proxy to `target` that cuts every connection at its array-type read (just after it opened). */
+export async function cutsEveryTypeRead(target: URL) {
+  let accepted = 0;
+  const sockets: Socket[] = [];
+  const server = createServer((client) => {
+    accepted++;
+    const upstream = connect(Number(target.port), target.hostname);
+    sockets.push(client, upstream);
+    const drop = () => { client.destroy(); upstream.destroy(); };
+    client.on("data", (chunk) => (chunk.includes("typarray") ? drop() : upstream.write(chunk)));
+    upstream.on("data", (chunk) => client.write(chunk));
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { port: (server.address() as AddressInfo).port, accepted: () => accepted, close: () => { server.close(); for (const s of sockets) s.destroy(); } };
+}
