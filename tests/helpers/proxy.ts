@@ -90,48 +90,41 @@ export async function closingHost(target: URL, closes: (n: number) => boolean) {
 }
 
 /**
- * A TCP proxy to `target` that can go silent, as a host that froze or vanished looks to its
- * clients: after `silence()` nothing is forwarded either way and nothing is closed, and new
- * connections are accepted and never answered.
+ * A TCP proxy to `target` (node:net) that forwards each client chunk `pass` lets through, ends the
+ * connection on one it refuses, and forwards nothing either way — closing nothing — while
+ * `quiet()` holds (a connection accepted then is never answered).
  */
-export async function silentHost(target: URL) {
-  let silent = false;
+async function forwardingProxy(target: URL, pass: (chunk: Buffer | string) => boolean, quiet: () => boolean) {
   let accepted = 0;
   const sockets: Socket[] = [];
   const server = createServer((client) => {
     accepted++;
     sockets.push(client);
-    if (silent) return;
+    if (quiet()) return;
     const upstream = connect(Number(target.port), target.hostname);
     sockets.push(upstream);
-    client.on("data", (chunk) => void (silent || upstream.write(chunk)));
-    upstream.on("data", (chunk) => void (silent || client.write(chunk)));
-    const drop = () => { if (!silent) { client.destroy(); upstream.destroy(); } };
+    const drop = () => { if (!quiet()) { client.destroy(); upstream.destroy(); } };
+    client.on("data", (chunk) => void (quiet() || (pass(chunk) ? upstream.write(chunk) : drop())));
+    upstream.on("data", (chunk) => void (quiet() || client.write(chunk)));
     client.on("error", drop).on("close", drop);
     upstream.on("error", drop).on("close", drop);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     port: (server.address() as AddressInfo).port, accepted: () => accepted,
-    silence: () => void (silent = true),
     close: () => { server.close(); for (const s of sockets) s.destroy(); },
   };
 }
 
-/** A TCP proxy to `target` that cuts every connection at its array-type read (just after it opened). */
-export async function cutsEveryTypeRead(target: URL) {
-  let accepted = 0;
-  const sockets: Socket[] = [];
-  const server = createServer((client) => {
-    accepted++;
-    const upstream = connect(Number(target.port), target.hostname);
-    sockets.push(client, upstream);
-    const drop = () => { client.destroy(); upstream.destroy(); };
-    client.on("data", (chunk) => (chunk.includes("typarray") ? drop() : upstream.write(chunk)));
-    upstream.on("data", (chunk) => client.write(chunk));
-    client.on("error", drop).on("close", drop);
-    upstream.on("error", drop).on("close", drop);
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return { port: (server.address() as AddressInfo).port, accepted: () => accepted, close: () => { server.close(); for (const s of sockets) s.destroy(); } };
+/**
+ * A TCP proxy to `target` that can go silent, as a host that froze or vanished looks to its
+ * clients: after `silence()` nothing is forwarded either way and nothing is closed, and new
+ * connections are accepted and never answered.
+ */
+export async function silentHost(target: URL) {
+  let silent = false;
+  return { ...(await forwardingProxy(target, () => true, () => silent)), silence: () => void (silent = true) };
 }
+
+/** A TCP proxy to `target` that cuts every connection at its array-type read (just after it opened). */
+export const cutsEveryTypeRead = (target: URL) => forwardingProxy(target, (chunk) => !chunk.includes("typarray"), () => false);
