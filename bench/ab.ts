@@ -1,5 +1,5 @@
 /**
- * bun bench/ab.ts [--rounds N] [--seconds S] [--concurrency C] [--save] <variant> <variant> [...]: settings compared
+ * bun bench/ab.ts [--rounds N] [--seconds S] [--concurrency C] [--requesters N] [--save] <variant> <variant> [...]: settings compared
  * over HTTP in the deployed configuration (rate limits and pair quota on, the `default` server of
  * bench/stack.ts), one server per variant on one throw-away embedded PostgreSQL, **rounds
  * interleaved**: a round measures every variant once, one after the other, so the machine's noise
@@ -8,7 +8,8 @@
  * of environment settings for its server (`-`: none), except `LOADGEN=wrk`, which drives that
  * variant's server with wrk (bench/wrk.ts) instead of the bench's own client: `- LOADGEN=wrk`
  * compares the load generators on two identical servers. Load: GET /v1/coins/fetch count=1, random
- * owner and tier, closed loop of 32 connections (--concurrency; the bench's own client), the stock topped up and
+ * owner and tier, from 3,000 requesters (--requesters; the full bench's claim phases use 10,000), closed loop of
+ * 32 connections (--concurrency; the bench's own client), the stock topped up and
  * vacuumed before each segment. Per segment: claims/s, p50/p99, the server's and PostgreSQL's CPU
  * per claim (/proc), claims per statement (/metrics). Writes bench/results[/local]/<stamp>-ab.json.
  *
@@ -41,10 +42,11 @@ const option = (name: string, fallback: number) => {
 const rounds = option("--rounds", 4);
 const seconds = option("--seconds", 8);
 const concurrency = option("--concurrency", 32);
+const requesterCount = option("--requesters", 3000);
 const save = args.includes("--save");
 const variants = args.filter((a) => a !== "--save");
 if (variants.length < 2) {
-  console.error("usage: bun bench/ab.ts [--rounds N] [--seconds S] [--concurrency C] [--save] <NAME=VALUE[,…]|-> <NAME=VALUE[,…]|-> [...]");
+  console.error("usage: bun bench/ab.ts [--rounds N] [--seconds S] [--concurrency C] [--requesters N] [--save] <NAME=VALUE[,…]|-> <NAME=VALUE[,…]|-> [...]");
   process.exit(2);
 }
 const settingsOf = (variant: string): Record<string, string> => variant === "-" ? {} : Object.fromEntries(variant.split(",").map((kv) => {
@@ -77,7 +79,7 @@ try {
   for (const variant of variants) {
     servers.push({ variant, ...(await startServer(pg.url, secret, pool, "default", undefined, envOf(variant))) }); // the first one migrates
   }
-  const requesters = Array.from({ length: 3000 }, () => randomUUID());
+  const requesters = Array.from({ length: requesterCount }, () => randomUUID());
   const pop: Population = { targets: Array.from({ length: 200 }, () => randomUUID()), requesters, tokens: await signTokens(secret, requesters, 86_400) };
   const random = await randomBytesSql(admin as unknown as Sql, true);
   const ledger = new ClaimLedger();
@@ -124,7 +126,7 @@ const file = writeResult({
   what: "settings compared over HTTP, rounds interleaved (bench/ab.ts)",
   configuration: `deployed (rate limits and pair quota on, per-user buckets widened), pool ${pool}, GET /v1/coins/fetch count=1, closed loop c=${concurrency} `
     + `(the bench's own client; wrk, one thread, for LOADGEN=wrk), ${seconds} s a segment; round 0 warms up and is left out of the medians`,
-  variants, rounds, medians, segments, duplicates,
+  variants, rounds, requesters: requesterCount, medians, segments, duplicates,
 }, "-ab", save);
 console.log(`written: ${file}`);
 process.exit(duplicates === 0 ? 0 : 1);

@@ -1,5 +1,5 @@
 /**
- * bun bench/in-process.ts [--save] [--rounds N] [--seconds S]: the app's own CPU per claim, without
+ * bun bench/in-process.ts [--save] [--rounds N] [--seconds S] [--requesters N (3000)]: the app's own CPU per claim, without
  * Bun's HTTP server, a socket or a load generator in the process's account (issue 21). The real
  * app (createApp on openDatabase, the deployed configuration: rate limits and pair quota on, pool
  * 4) on a throw-away embedded PostgreSQL; 32 concurrent loops hand `app.handle()` a GET
@@ -30,6 +30,7 @@ const option = (name: string, fallback: number) => {
 };
 const rounds = option("--rounds", 4);
 const seconds = option("--seconds", 6);
+const requesters = option("--requesters", 3000);
 const loops = 32;
 const runtime = Object.fromEntries(Object.entries(process.env).filter(([k]) => /^(MIMALLOC_|BUN_JSC_)/.test(k)));
 
@@ -43,7 +44,7 @@ const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
 const rows: { round: number; warmUp: boolean; claims: number; claimsPerS: number; usCpuPerClaim: number; usSysPerClaim: number; rssMb: number; non200: number }[] = [];
 try {
   const owners = Array.from({ length: 200 }, () => randomUUID());
-  const tokens = await Promise.all(Array.from({ length: 3000 }, () => signToken(secret, randomUUID(), { ttlSeconds: 3600 })));
+  const tokens = await Promise.all(Array.from({ length: requesters }, () => signToken(secret, randomUUID(), { ttlSeconds: 3600 })));
   const random = await randomBytesSql(admin as unknown as Sql, true);
   const next = fetchRequests(owners, tiers, tokens);
   for (let round = 0; round < rounds; round++) {
@@ -63,7 +64,7 @@ try {
 }
 const file = writeResult({
   what: "the app's CPU per claim through app.handle(), no HTTP server or socket (bench/in-process.ts)",
-  configuration: "deployed (AQM_RATE_LIMITS=on, pair quota on), pool 4, GET /v1/coins/fetch count=1", loops, seconds, runtime, rows,
+  configuration: "deployed (AQM_RATE_LIMITS=on, pair quota on), pool 4, GET /v1/coins/fetch count=1", loops, seconds, requesters, runtime, rows,
 }, "-in-process", process.argv.includes("--save"));
 console.log(`written: ${file}`);
 process.exit(0);
