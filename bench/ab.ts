@@ -24,7 +24,7 @@ import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
 import type { Sql } from "../src/db/pool.ts";
 import { ClaimLedger, httpClaim, signTokens, type Population } from "./client.ts";
 import { startBatchProbe } from "./coalesced.ts";
-import { closedLoop } from "./load.ts";
+import { closedLoop, lowerMedian } from "./load.ts";
 import { startMonitor } from "./monitor.ts";
 import { writeResult } from "./report.ts";
 import { randomBytesSql, tiers, topUp } from "./seed.ts";
@@ -114,10 +114,9 @@ try {
   await pg.stop();
   rmSync(dataDir, { recursive: true, force: true });
 }
-const median = (xs: number[]) => xs.length === 0 ? null : xs.sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 const medians = variants.map((variant) => {
   const mine = segments.filter((s) => s.variant === variant && (s.round > 0 || rounds === 1));
-  const of = (key: keyof Segment) => median(mine.map((s) => s[key]).filter((x): x is number => typeof x === "number"));
+  const of = (key: keyof Segment) => lowerMedian(mine.map((s) => s[key]).filter((x): x is number => typeof x === "number"));
   return { variant, claimsPerS: of("claimsPerS"), p50: of("p50"), p99: of("p99"), claimsPerStatement: of("claimsPerStatement"), statementsInFlight: of("statementsInFlight"), queueMs: of("queueMs"), srvUsPerClaim: of("srvUsPerClaim"), pgUsPerClaim: of("pgUsPerClaim"), rssMb: of("rssMb") };
 });
 for (const m of medians) console.log(`median of ${rounds > 1 ? `rounds 1–${rounds - 1}` : "round 0"}: ${JSON.stringify(m)}`);

@@ -17,9 +17,11 @@ import { join } from "node:path";
 import { b64 } from "../src/claims/phases.ts";
 import { typicalSizes } from "../src/coins/tiers.ts";
 import { freePort, startEmbeddedPostgres } from "../src/db/embedded.ts";
+import type { Sql } from "../src/db/pool.ts";
 import { cpuSecondsOf } from "./monitor.ts";
 import { writeResult } from "./report.ts";
-import { tiers } from "./seed.ts";
+import { lowerMedian } from "./load.ts";
+import { randomBytesSql, tiers } from "./seed.ts";
 
 const option = (name: string, fallback: number) => {
   const at = process.argv.indexOf(name);
@@ -40,12 +42,10 @@ const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persis
 const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
 const cells: { tier: string; variant: string; round: number; usPerCoin: number }[] = [];
 try {
-  await sql`CREATE EXTENSION IF NOT EXISTS pgcrypto`;
-  // gen_random_bytes gives at most 1,024 bytes a call
-  const random = (n: number) => Array.from({ length: Math.ceil(n / 1024) }, (_, i) => `gen_random_bytes(${Math.min(1024, n - i * 1024)})`).join(" || ");
+  const random = (await randomBytesSql(sql as unknown as Sql, true)).expr;
   for (const tier of tiers) {
     const { key, sig } = typicalSizes[tier];
-    await sql.unsafe(`CREATE TABLE coins_${tier} AS SELECT ${random(key)} AS k, ${random(sig)} AS s FROM generate_series(1, ${coins})`);
+    await sql.unsafe(`CREATE TABLE coins_${tier} AS SELECT ${random(key)} AS k, ${random(sig)} AS s FROM generate_series(1, ${coins}) AS s(i)`);
   }
   const [backend] = await sql<{ pid: number }[]>`SELECT pg_backend_pid() AS pid`;
   const pid = backend!.pid;
@@ -63,9 +63,8 @@ try {
   await pg.stop();
   rmSync(dataDir, { recursive: true, force: true });
 }
-const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
 const medians = tiers.flatMap((tier) => Object.keys(variants).map((variant) => ({
-  tier, variant, usPerCoin: median(cells.filter((c) => c.tier === tier && c.variant === variant).map((c) => c.usPerCoin)),
+  tier, variant, usPerCoin: lowerMedian(cells.filter((c) => c.tier === tier && c.variant === variant).map((c) => c.usPerCoin))!,
 })));
 for (const m of medians) console.log(`${m.tier.padEnd(7)} ${m.variant.padEnd(36)} ${m.usPerCoin.toFixed(2).padStart(7)} µs of PostgreSQL CPU per coin`);
 const file = writeResult({

@@ -35,6 +35,11 @@ export interface SendLag {
 
 const round = (x: number) => Math.round(x * 100) / 100;
 
+/** The middle value, the lower of the two middle ones for an even count (null for none); `xs` is left as it is. */
+export function lowerMedian(xs: readonly number[]): number | null {
+  return xs.length === 0 ? null : [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+}
+
 export function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
